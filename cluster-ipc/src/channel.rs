@@ -1,0 +1,415 @@
+//! The framed, typed channel over one end of a Unix stream socketpair.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::codec::Serialization;
+use crate::control::Control;
+use crate::error::{RecvError, SendError};
+use crate::frame::{self, FrameKind, HEADER_LEN};
+use crate::handoff::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::message::Message;
+use crate::sys;
+
+/// How a channel encodes and bounds its messages. Both ends must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// The payload encoding.
+    pub serialization: Serialization,
+    /// The largest payload, in bytes, either way. A larger message is refused by the sender
+    /// and ends the channel at the receiver.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            serialization: Serialization::Json,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// What a [`Receiver`] delivers.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A message of the cluster runtime, with the descriptors that came with it.
+    Control(Control, Vec<OwnedFd>),
+    /// A message of the user's code.
+    User(Message),
+}
+
+struct Shared {
+    io: AsyncFd<OwnedFd>,
+    options: ChannelOptions,
+    /// Serialises writers so frames never interleave.
+    write_lock: tokio::sync::Mutex<()>,
+    /// Set when a send was cancelled after part of its frame went out: the stream is no
+    /// longer in step and has been shut down.
+    broken: AtomicBool,
+}
+
+/// Makes a channel of one end of a stream socketpair (see [`socketpair`]). Must be called
+/// inside a tokio runtime.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let (a, b) = cluster_ipc::socketpair()?;
+/// let (tx, _rx) = cluster_ipc::channel(a, Default::default())?;
+/// let (_tx2, mut rx2) = cluster_ipc::channel(b, Default::default())?;
+/// tx.send(&"hello").await.expect("send");
+/// let incoming = rx2.recv().await.expect("recv");
+/// # Ok(()) }
+/// ```
+pub fn channel(fd: OwnedFd, options: ChannelOptions) -> io::Result<(Sender, Receiver)> {
+    if options.max_message_bytes > u32::MAX as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "max_message_bytes must fit in 32 bits",
+        ));
+    }
+    sys::set_nonblocking(fd.as_fd())?;
+    // SAFETY: `fd` is an open descriptor we own; the AsyncFd takes ownership of it and it
+    // stays open, as the same descriptor, until the AsyncFd is dropped.
+    let io = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+    let shared = Arc::new(Shared {
+        io,
+        options,
+        write_lock: tokio::sync::Mutex::new(()),
+        broken: AtomicBool::new(false),
+    });
+    let receiver = Receiver {
+        shared: shared.clone(),
+        buf: vec![0; INITIAL_BUFFER],
+        start: 0,
+        end: 0,
+        fds: VecDeque::new(),
+        eof: false,
+    };
+    Ok((Sender { shared }, receiver))
+}
+
+/// A connected pair of stream sockets for a new channel, both close-on-exec.
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    sys::stream_pair()
+}
+
+/// The sending half. Cheap to clone; clones share the socket, and frames from concurrent
+/// senders never interleave.
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// Sends a user message.
+    pub async fn send<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), SendError> {
+        let frame = self.encode(FrameKind::User, message, 0)?;
+        self.write_frame(&frame, &[]).await
+    }
+
+    /// Sends a control message with `fds` attached.
+    pub async fn send_control(
+        &self,
+        message: &Control,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError> {
+        if fds.len() > sys::MAX_FDS_PER_MESSAGE {
+            return Err(SendError::TooManyFds {
+                count: fds.len(),
+                max: sys::MAX_FDS_PER_MESSAGE,
+            });
+        }
+        let frame = self.encode(FrameKind::Control, message, fds.len() as u8)?;
+        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        self.write_frame(&frame, &raw).await
+    }
+
+    /// Sends a control message from synchronous code that may not await, such as a panic
+    /// hook: waits at most `timeout` for the channel, then gives up.
+    pub fn send_control_blocking(
+        &self,
+        message: &Control,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        let frame = self.encode(FrameKind::Control, message, 0)?;
+        let deadline = Instant::now() + timeout;
+        let _guard = loop {
+            if let Ok(guard) = self.shared.write_lock.try_lock() {
+                break guard;
+            }
+            if Instant::now() >= deadline {
+                return Err(SendError::Io(io::ErrorKind::TimedOut.into()));
+            }
+            std::thread::yield_now();
+        };
+        self.check_broken()?;
+        let fd = self.shared.io.get_ref().as_fd();
+        let mut written = 0;
+        while written < frame.len() {
+            match sys::send_with_fds(fd, &frame[written..], &[]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let ms = left.as_millis().min(u128::from(u16::MAX)) as u16;
+                    if ms == 0 || !sys::poll_writable(fd, ms)? {
+                        if written > 0 {
+                            self.mark_broken();
+                        }
+                        return Err(SendError::Io(io::ErrorKind::TimedOut.into()));
+                    }
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Shuts the channel in both directions: the other side reads end-of-stream, and this
+    /// side's [`Receiver`] ends too.
+    pub fn close(&self) {
+        if let Err(e) = sys::shutdown(self.shared.io.get_ref().as_fd()) {
+            tracing::debug!("closing the channel: {e}");
+        }
+    }
+
+    /// The options the channel was made with.
+    pub fn options(&self) -> ChannelOptions {
+        self.shared.options
+    }
+
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        message: &T,
+        fd_count: u8,
+    ) -> Result<Vec<u8>, SendError> {
+        let mut frame = frame::start_frame(64);
+        self.shared
+            .options
+            .serialization
+            .encode_into(message, &mut frame)?;
+        let size = frame.len() - HEADER_LEN;
+        let max = self.shared.options.max_message_bytes;
+        if size > max {
+            return Err(SendError::TooLarge { size, max });
+        }
+        frame::finish_frame(&mut frame, kind, fd_count);
+        Ok(frame)
+    }
+
+    async fn write_frame(&self, frame: &[u8], fds: &[RawFd]) -> Result<(), SendError> {
+        let _guard = self.shared.write_lock.lock().await;
+        self.check_broken()?;
+        let mut progress = PartialWrite {
+            shared: &self.shared,
+            written: 0,
+            total: frame.len(),
+        };
+        let mut fds = fds;
+        while progress.written < frame.len() {
+            let rest = &frame[progress.written..];
+            let sent = self
+                .shared
+                .io
+                .async_io(Interest::WRITABLE, |fd| {
+                    sys::send_with_fds(fd.as_fd(), rest, fds)
+                })
+                .await
+                .map_err(classify)?;
+            progress.written += sent;
+            // The descriptors travel with the first byte that went out.
+            fds = &[];
+        }
+        Ok(())
+    }
+
+    fn check_broken(&self) -> Result<(), SendError> {
+        if self.shared.broken.load(Ordering::Acquire) {
+            Err(SendError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn mark_broken(&self) {
+        self.shared.mark_broken();
+    }
+}
+
+impl Shared {
+    fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+        let _ = sys::shutdown(self.io.get_ref().as_fd());
+    }
+}
+
+/// Shuts the channel down if a send is dropped with its frame half written.
+struct PartialWrite<'a> {
+    shared: &'a Shared,
+    written: usize,
+    total: usize,
+}
+
+impl Drop for PartialWrite<'_> {
+    fn drop(&mut self) {
+        if self.written > 0 && self.written < self.total {
+            tracing::warn!("a send was cancelled mid-message; closing the channel");
+            self.shared.mark_broken();
+        }
+    }
+}
+
+fn classify(e: io::Error) -> SendError {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::NotConnected => SendError::Closed,
+        _ => SendError::Io(e),
+    }
+}
+
+const INITIAL_BUFFER: usize = 64 * 1024;
+
+/// The receiving half. One task owns it.
+pub struct Receiver {
+    shared: Arc<Shared>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: VecDeque<OwnedFd>,
+    eof: bool,
+}
+
+impl Receiver {
+    /// The next message, or `Ok(None)` once the other side has closed its end.
+    ///
+    /// An error means the stream cannot be trusted any more (oversized or malformed
+    /// message, OS error); the caller should close the channel.
+    pub async fn recv(&mut self) -> Result<Option<Incoming>, RecvError> {
+        loop {
+            if let Some(incoming) = self.next_buffered()? {
+                return Ok(Some(incoming));
+            }
+            if self.eof {
+                if self.end > self.start {
+                    tracing::debug!(
+                        bytes = self.end - self.start,
+                        "channel closed in the middle of a message"
+                    );
+                }
+                return Ok(None);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Parses one complete frame out of the buffer, if there is one; makes room for the
+    /// frame in progress otherwise.
+    fn next_buffered(&mut self) -> Result<Option<Incoming>, RecvError> {
+        let available = self.end - self.start;
+        if available < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut header_bytes = [0u8; HEADER_LEN];
+        header_bytes.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        let header = frame::parse_header(&header_bytes, self.shared.options.max_message_bytes)?;
+        let frame_len = HEADER_LEN + header.payload_len;
+        if available < frame_len {
+            self.reserve(frame_len);
+            return Ok(None);
+        }
+        if self.fds.len() < header.fd_count {
+            return Err(RecvError::Malformed(format!(
+                "frame announces {} descriptors, {} arrived",
+                header.fd_count,
+                self.fds.len()
+            )));
+        }
+        let fds: Vec<OwnedFd> = self.fds.drain(..header.fd_count).collect();
+        let payload_start = self.start + HEADER_LEN;
+        let payload = &self.buf[payload_start..payload_start + header.payload_len];
+        let serialization = self.shared.options.serialization;
+        let incoming = match header.kind {
+            FrameKind::Control => {
+                let control = serialization
+                    .decode::<Control>(payload)
+                    .map_err(|e| RecvError::Malformed(format!("control message: {e}")))?;
+                Incoming::Control(control, fds)
+            }
+            FrameKind::User => {
+                serialization
+                    .validate(payload)
+                    .map_err(|e| RecvError::Malformed(format!("user message: {e}")))?;
+                // Descriptors are not part of user messages; `fds` closes them here.
+                Incoming::User(Message::new(serialization, payload))
+            }
+        };
+        self.start += frame_len;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > SHRINK_ABOVE {
+                self.buf = vec![0; INITIAL_BUFFER];
+            }
+        }
+        Ok(Some(incoming))
+    }
+
+    /// Makes sure a frame of `frame_len` bytes starting at `start` fits in the buffer.
+    fn reserve(&mut self, frame_len: usize) {
+        if self.buf.len() - self.start >= frame_len {
+            return;
+        }
+        self.compact();
+        if self.buf.len() < frame_len {
+            self.buf.resize(frame_len, 0);
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), RecvError> {
+        if self.end == self.buf.len() {
+            self.compact();
+            if self.end == self.buf.len() {
+                let grown = self.buf.len() * 2;
+                self.buf.resize(grown, 0);
+            }
+        }
+        let Receiver {
+            shared, buf, end, fds, ..
+        } = self;
+        let spare = &mut buf[*end..];
+        let read = shared
+            .io
+            .async_io(Interest::READABLE, |fd| {
+                sys::recv_with_fds(fd.as_fd(), spare, fds)
+            })
+            .await;
+        match read {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.end += n,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.eof = true,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+}
+
+/// A buffer grown past this for a large message is given back once it is empty.
+const SHRINK_ABOVE: usize = 1024 * 1024;

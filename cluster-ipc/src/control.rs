@@ -1,0 +1,40 @@
+//! The runtime's own messages between master and worker.
+//!
+//! They travel in control frames, which user code cannot produce: `Sender::send` only
+//! writes user frames, so a worker's application can never forge a `Disconnecting` or a
+//! `ListenRequest`.
+
+use serde::{Deserialize, Serialize};
+
+/// A message of the cluster runtime itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Control {
+    /// Worker → master: the worker's runtime is up (Node's `online`).
+    Online,
+    /// Worker → master: give me the listening socket for `address` (Node's `queryServer`).
+    ListenRequest {
+        /// Matches the reply to the request.
+        seq: u64,
+        /// The address as the worker asked for it, e.g. `127.0.0.1:1337`.
+        address: String,
+    },
+    /// Master → worker: the answer to a [`Control::ListenRequest`]. On success the
+    /// socket's descriptor travels with this message and `result` holds its local address.
+    ListenReply {
+        /// The request's `seq`.
+        seq: u64,
+        /// The bound local address, or why binding failed.
+        result: Result<String, String>,
+    },
+    /// Worker → master: a server now accepts on `address` (Node's `listening`).
+    Listening {
+        /// The socket's local address.
+        address: String,
+    },
+    /// Master → worker: disconnect gracefully (close servers, finish, exit).
+    Disconnect,
+    /// Worker → master: this worker is disconnecting on purpose; its exit is expected
+    /// (Node's `exitedAfterDisconnect`).
+    Disconnecting,
+}

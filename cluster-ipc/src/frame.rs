@@ -1,0 +1,83 @@
+//! The frame: an 8-byte header, then the payload.
+//!
+//! ```text
+//! byte 0   magic 0xC1
+//! byte 1   kind: 0 control (the runtime's own messages), 1 user
+//! byte 2   number of descriptors sent with this frame (SCM_RIGHTS)
+//! byte 3   reserved, 0
+//! 4..8     payload length, u32 little-endian
+//! ```
+//!
+//! The stream socket keeps bytes in order; the header keeps message boundaries. Descriptors
+//! arrive with the read that holds their frame's first byte, never later, so the reader
+//! queues them and hands each frame the number its header announces.
+
+use crate::error::RecvError;
+
+pub(crate) const HEADER_LEN: usize = 8;
+const MAGIC: u8 = 0xC1;
+
+/// Who a frame is for: the cluster runtime or the user's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    Control = 0,
+    User = 1,
+}
+
+/// A parsed header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub kind: FrameKind,
+    pub fd_count: usize,
+    pub payload_len: usize,
+}
+
+/// Reserves the header's place at the start of a new frame buffer.
+pub(crate) fn start_frame(capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + capacity);
+    buf.extend_from_slice(&[0; HEADER_LEN]);
+    buf
+}
+
+/// Fills in the header of a frame built with [`start_frame`].
+pub(crate) fn finish_frame(buf: &mut [u8], kind: FrameKind, fd_count: u8) {
+    let len = (buf.len() - HEADER_LEN) as u32;
+    buf[0] = MAGIC;
+    buf[1] = kind as u8;
+    buf[2] = fd_count;
+    buf[3] = 0;
+    buf[4..8].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Parses and checks a header against the receiver's size limit.
+pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN], max_payload: usize) -> Result<Header, RecvError> {
+    if bytes[0] != MAGIC || bytes[3] != 0 {
+        return Err(RecvError::Malformed(format!(
+            "bad frame header {:02x?}",
+            &bytes[..4]
+        )));
+    }
+    let kind = match bytes[1] {
+        0 => FrameKind::Control,
+        1 => FrameKind::User,
+        other => return Err(RecvError::Malformed(format!("unknown frame kind {other}"))),
+    };
+    let fd_count = usize::from(bytes[2]);
+    if fd_count > crate::sys::MAX_FDS_PER_MESSAGE {
+        return Err(RecvError::Malformed(format!(
+            "frame announces {fd_count} descriptors"
+        )));
+    }
+    let payload_len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+    if payload_len > max_payload {
+        return Err(RecvError::TooLarge {
+            size: payload_len,
+            max: max_payload,
+        });
+    }
+    Ok(Header {
+        kind,
+        fd_count,
+        payload_len,
+    })
+}

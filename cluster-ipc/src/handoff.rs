@@ -1,0 +1,123 @@
+//! What a master tells a worker it starts, through the worker's environment (Node's
+//! `NODE_UNIQUE_ID` and `NODE_CHANNEL_FD`).
+
+use std::os::fd::RawFd;
+
+use crate::codec::Serialization;
+
+/// The worker's id, from 1.
+pub const ENV_WORKER_ID: &str = "CLUSTER_WORKER_ID";
+/// The descriptor number of the worker's end of its channel.
+pub const ENV_CHANNEL_FD: &str = "CLUSTER_CHANNEL_FD";
+/// `json` or `binary`.
+pub const ENV_SERIALIZATION: &str = "CLUSTER_SERIALIZATION";
+/// The largest message payload, in bytes.
+pub const ENV_MAX_MESSAGE_BYTES: &str = "CLUSTER_MAX_MESSAGE_BYTES";
+/// The master's pid: a process whose parent is not this pid is not the worker (it may be a
+/// worker's child that inherited the environment).
+pub const ENV_MASTER_PID: &str = "CLUSTER_MASTER_PID";
+/// How long a worker whose master is gone may drain before it exits, in milliseconds.
+pub const ENV_ORPHAN_TIMEOUT_MS: &str = "CLUSTER_ORPHAN_TIMEOUT_MS";
+
+/// The descriptor number a worker's channel end is mapped to.
+pub const CHANNEL_FD: RawFd = 3;
+
+/// The default largest message payload: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Everything a worker learns from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHandoff {
+    /// The worker's id, from 1.
+    pub id: u32,
+    /// The channel end's descriptor number.
+    pub channel_fd: RawFd,
+    /// The cluster's message encoding.
+    pub serialization: Serialization,
+    /// The largest message payload.
+    pub max_message_bytes: usize,
+    /// The master's pid.
+    pub master_pid: u32,
+    /// Drain time allowed once the master is gone, in milliseconds.
+    pub orphan_timeout_ms: u64,
+}
+
+impl WorkerHandoff {
+    /// Every environment variable of the handoff, for the master to set.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (ENV_WORKER_ID, self.id.to_string()),
+            (ENV_CHANNEL_FD, self.channel_fd.to_string()),
+            (ENV_SERIALIZATION, self.serialization.as_str().to_string()),
+            (ENV_MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
+            (ENV_MASTER_PID, self.master_pid.to_string()),
+            (ENV_ORPHAN_TIMEOUT_MS, self.orphan_timeout_ms.to_string()),
+        ]
+    }
+
+    /// Every variable name, for the worker to remove from its environment.
+    pub const VARIABLES: [&'static str; 6] = [
+        ENV_WORKER_ID,
+        ENV_CHANNEL_FD,
+        ENV_SERIALIZATION,
+        ENV_MAX_MESSAGE_BYTES,
+        ENV_MASTER_PID,
+        ENV_ORPHAN_TIMEOUT_MS,
+    ];
+
+    /// Reads the handoff with `get` (usually `std::env::var`). `Ok(None)` when this process
+    /// was not started as a worker; an error names the variable that is wrong.
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let Some(id) = get(ENV_WORKER_ID) else {
+            return Ok(None);
+        };
+        fn parse<T: std::str::FromStr>(name: &str, value: Option<String>) -> Result<T, String> {
+            let value = value.ok_or_else(|| format!("{name} is not set"))?;
+            value
+                .parse()
+                .map_err(|_| format!("{name}={value:?} is not valid"))
+        }
+        Ok(Some(WorkerHandoff {
+            id: parse(ENV_WORKER_ID, Some(id))?,
+            channel_fd: parse(ENV_CHANNEL_FD, get(ENV_CHANNEL_FD))?,
+            serialization: parse(ENV_SERIALIZATION, get(ENV_SERIALIZATION))?,
+            max_message_bytes: parse(ENV_MAX_MESSAGE_BYTES, get(ENV_MAX_MESSAGE_BYTES))?,
+            master_pid: parse(ENV_MASTER_PID, get(ENV_MASTER_PID))?,
+            orphan_timeout_ms: parse(ENV_ORPHAN_TIMEOUT_MS, get(ENV_ORPHAN_TIMEOUT_MS))?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_the_environment() {
+        let handoff = WorkerHandoff {
+            id: 7,
+            channel_fd: 3,
+            serialization: Serialization::Binary,
+            max_message_bytes: 1 << 20,
+            master_pid: 42,
+            orphan_timeout_ms: 1500,
+        };
+        let vars = handoff.to_env();
+        let read = WorkerHandoff::read(|name| {
+            vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+        });
+        assert_eq!(read, Ok(Some(handoff)));
+    }
+
+    #[test]
+    fn absent_id_means_not_a_worker_and_bad_values_are_named() {
+        assert_eq!(WorkerHandoff::read(|_| None), Ok(None));
+        let err = WorkerHandoff::read(|name| match name {
+            ENV_WORKER_ID => Some("1".into()),
+            ENV_CHANNEL_FD => Some("three".into()),
+            _ => Some("0".into()),
+        })
+        .unwrap_err();
+        assert!(err.contains(ENV_CHANNEL_FD), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! The wire between a cluster master and its workers.
+//!
+//! One channel per worker over a Unix stream socketpair that the master creates and the
+//! worker inherits at a fixed descriptor ([`handoff`]). Frames keep message boundaries;
+//! payloads are JSON or binary ([`Serialization`]); descriptors travel with a message by
+//! `SCM_RIGHTS` and arrive close-on-exec. Messages of the runtime itself ([`Control`]) travel
+//! in frames user code cannot write, so they cannot be forged. A message over the size limit
+//! is refused by the sender ([`SendError::TooLarge`]); a malformed or oversized one ends the
+//! receiving side with [`RecvError`]; end-of-stream means the other side is gone.
+//!
+//! This crate does not start processes, decide what a message means, or retry: that is
+//! `cluster-core` (master) and `cluster-worker` (worker). It also owns [`bind_tcp`], the one
+//! way a listening socket to be shared is made.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cluster_ipc::{channel, socketpair, ChannelOptions, Incoming, Serialization};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let options = ChannelOptions { serialization: Serialization::Binary, ..Default::default() };
+//! let (master_end, worker_end) = socketpair()?;
+//! let (to_worker, _) = channel(master_end, options)?;
+//! let (_, mut from_master) = channel(worker_end, options)?;
+//! to_worker.send(&("job", 42u32)).await?;
+//! if let Some(Incoming::User(msg)) = from_master.recv().await? {
+//!     let (name, n): (String, u32) = msg.decode()?;
+//!     assert_eq!((name.as_str(), n), ("job", 42));
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Caveats
+//!
+//! Cancelling a [`Sender::send`] after part of its frame went out would leave the stream
+//! out of step; the channel is shut down instead, and later sends fail with
+//! [`SendError::Closed`].
+
+mod channel;
+mod codec;
+mod control;
+mod error;
+mod frame;
+pub mod handoff;
+mod listener;
+mod message;
+mod sys;
+
+pub use channel::{ChannelOptions, Incoming, Receiver, Sender, channel, socketpair};
+pub use codec::{CodecError, Serialization};
+pub use control::Control;
+pub use error::{RecvError, SendError};
+pub use listener::{DEFAULT_BACKLOG, bind_tcp};
+pub use message::Message;
+pub use sys::MAX_FDS_PER_MESSAGE;
+
+/// Low-level descriptor helpers the worker runtime needs for its inherited channel end.
+pub mod fd {
+    pub use crate::sys::{is_socket, set_cloexec};
+}

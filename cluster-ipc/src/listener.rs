@@ -1,0 +1,31 @@
+//! The listening sockets a master shares with its workers.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The listen backlog used when none is configured.
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+/// Binds a TCP listening socket the way the cluster shares it: `SO_REUSEADDR` and
+/// `SO_REUSEPORT` set, close-on-exec, non-blocking (the flag is shared by every process
+/// holding the socket, and every holder uses it non-blocking).
+///
+/// Errors name the address.
+///
+/// ```
+/// let listener = cluster_ipc::bind_tcp("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+/// assert!(listener.local_addr().unwrap().port() != 0);
+/// ```
+pub fn bind_tcp(address: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("listen on {address}: {e}"));
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))
+        .map_err(named)?;
+    socket.set_reuse_address(true).map_err(named)?;
+    socket.set_reuse_port(true).map_err(named)?;
+    socket.set_nonblocking(true).map_err(named)?;
+    socket.bind(&address.into()).map_err(named)?;
+    socket.listen(backlog).map_err(named)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,136 @@
+//! The channel over a real socketpair, in one process.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use cluster_ipc::{
+    ChannelOptions, Control, Incoming, RecvError, SendError, Serialization, channel, socketpair,
+};
+
+fn pair(options: ChannelOptions) -> (cluster_ipc::Sender, cluster_ipc::Receiver) {
+    let (a, b) = socketpair().expect("socketpair");
+    let (tx, _) = channel(a, options).expect("channel a");
+    let (_, rx) = channel(b, options).expect("channel b");
+    // Keep the unused halves' sockets open through the Arc in the used halves.
+    (tx, rx)
+}
+
+async fn next_user(rx: &mut cluster_ipc::Receiver) -> cluster_ipc::Message {
+    match rx.recv().await.expect("recv") {
+        Some(Incoming::User(m)) => m,
+        other => panic!("expected a user message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn user_messages_keep_boundaries_and_order_in_both_encodings() {
+    for serialization in [Serialization::Json, Serialization::Binary] {
+        let options = ChannelOptions {
+            serialization,
+            ..Default::default()
+        };
+        let (tx, mut rx) = pair(options);
+        let writer = tokio::spawn(async move {
+            for i in 0..10_000u32 {
+                tx.send(&(i, format!("msg-{i}"))).await.expect("send");
+            }
+        });
+        for i in 0..10_000u32 {
+            let (n, text): (u32, String) = next_user(&mut rx).await.decode().expect("decode");
+            assert_eq!((n, text), (i, format!("msg-{i}")), "{serialization}");
+        }
+        writer.await.expect("writer");
+    }
+}
+
+#[tokio::test]
+async fn an_8_mib_message_arrives_whole() {
+    for serialization in [Serialization::Json, Serialization::Binary] {
+        let (tx, mut rx) = pair(ChannelOptions {
+            serialization,
+            ..Default::default()
+        });
+        let big = "x".repeat(8 * 1024 * 1024);
+        let sent = big.clone();
+        let writer = tokio::spawn(async move { tx.send(&sent).await });
+        let got: String = next_user(&mut rx).await.decode().expect("decode");
+        writer.await.expect("join").expect("send");
+        assert_eq!(got.len(), big.len());
+        assert!(got == big);
+    }
+}
+
+#[tokio::test]
+async fn the_sender_refuses_a_message_over_the_limit_and_the_channel_stays_usable() {
+    let (tx, mut rx) = pair(ChannelOptions {
+        max_message_bytes: 1024,
+        ..Default::default()
+    });
+    let err = tx.send(&"y".repeat(2000)).await.unwrap_err();
+    assert!(matches!(err, SendError::TooLarge { max: 1024, .. }), "{err}");
+    tx.send(&"small").await.expect("send after refusal");
+    let got: String = next_user(&mut rx).await.decode().expect("decode");
+    assert_eq!(got, "small");
+}
+
+#[tokio::test]
+async fn control_messages_carry_descriptors() {
+    let (tx, mut rx) = pair(ChannelOptions::default());
+    let (mut ours, theirs) = UnixStream::pair().expect("pair");
+    tx.send_control(
+        &Control::Listening {
+            address: "x".into(),
+        },
+        &[theirs.as_fd()],
+    )
+    .await
+    .expect("send");
+    drop(theirs);
+    let Some(Incoming::Control(Control::Listening { address }, mut fds)) =
+        rx.recv().await.expect("recv")
+    else {
+        panic!("expected a control message")
+    };
+    assert_eq!(address, "x");
+    assert_eq!(fds.len(), 1);
+    // The received descriptor is the same socket: what we write comes out of it.
+    let mut received = UnixStream::from(fds.pop().expect("fd"));
+    ours.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    std::io::Read::read_exact(&mut received, &mut buf).expect("read");
+    assert_eq!(&buf, b"ping");
+}
+
+async fn receive_garbage(bytes: &[u8], options: ChannelOptions) -> RecvError {
+    let (a, b): (OwnedFd, OwnedFd) = socketpair().expect("socketpair");
+    let mut raw = UnixStream::from(a);
+    raw.write_all(bytes).expect("write");
+    let (_, mut rx) = channel(b, options).expect("channel");
+    rx.recv().await.expect_err("garbage must be refused")
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_end_the_receiver_with_a_reason() {
+    let err = receive_garbage(b"GET / HTTP/1.1\r\n\r\n", ChannelOptions::default()).await;
+    assert!(matches!(err, RecvError::Malformed(_)), "{err}");
+
+    let mut header = vec![0xC1, 1, 0, 0];
+    header.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    let err = receive_garbage(&header, ChannelOptions::default()).await;
+    assert!(matches!(err, RecvError::TooLarge { .. }), "{err}");
+
+    let mut frame = vec![0xC1, 1, 0, 0];
+    frame.extend_from_slice(&3u32.to_le_bytes());
+    frame.extend_from_slice(b"{{{");
+    let err = receive_garbage(&frame, ChannelOptions::default()).await;
+    assert!(matches!(err, RecvError::Malformed(_)), "{err}");
+}
+
+#[tokio::test]
+async fn end_of_stream_is_none() {
+    let (a, b) = socketpair().expect("socketpair");
+    let (_, mut rx) = channel(b, ChannelOptions::default()).expect("channel");
+    drop(a);
+    assert!(rx.recv().await.expect("recv").is_none());
+}
