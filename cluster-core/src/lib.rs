@@ -1,1 +1,58 @@
-//! stub
+//! The cluster master: Node's `cluster` module for Rust processes.
+//!
+//! [`setup_master`] checks [`Settings`] and makes a [`Cluster`]; [`Cluster::fork`] starts
+//! worker processes (fork+exec from a dedicated thread, each dying with the master), each
+//! with its own channel; the master answers their `listen()` requests by binding every
+//! address once and handing the same socket to all of them, keeping its own copy open so
+//! no queued connection is lost when a worker dies. Lifecycle [`Event`]s (fork, online,
+//! listening, disconnect, exit, message, setup) come as callbacks run by [`Cluster::run`],
+//! which also handles SIGTERM (graceful stop) and SIGINT/SIGQUIT (fast stop), and as an
+//! async [`EventStream`].
+//!
+//! This crate does not decide when to replace a worker: the dispatch code does, in its
+//! callbacks, as in Node. The worker side is `cluster-worker`; the wire is `cluster-ipc`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cluster_core::{setup_master, Settings};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let cluster = setup_master(Settings::new())?; // workers run this same binary
+//!     for _ in 0..2 {
+//!         cluster.fork(&[])?;
+//!     }
+//!     cluster.on_exit(|cluster, worker, exit| {
+//!         eprintln!("worker {} exited with {exit}", worker.pid());
+//!         if !worker.exited_after_disconnect() {
+//!             let _ = cluster.fork(&[]);
+//!         }
+//!     });
+//!     cluster.run().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Caveats
+//!
+//! Workers get `PR_SET_PDEATHSIG(SIGTERM)`: if the master dies, even by SIGKILL, each worker
+//! is told to drain and exit. Do not install a `waitpid(-1)` SIGCHLD handler in the master:
+//! tokio reaps the workers.
+
+mod cluster;
+mod error;
+mod events;
+mod listeners;
+mod settings;
+mod spawn;
+mod supervise;
+mod worker;
+
+pub use cluster::{Cluster, Phase, StopMode, setup_master};
+pub use cluster_ipc::{Message, SendError, Serialization};
+pub use error::{ForkError, RunError};
+pub use events::{Event, EventStream};
+pub use nix::sys::signal::Signal;
+pub use settings::{Scheduling, Settings, SettingsError, Stdio};
+pub use worker::{Exit, Worker, WorkerState};

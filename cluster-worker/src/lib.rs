@@ -1,1 +1,47 @@
-//! stub
+//! The worker side of a cluster: Node's `cluster.worker`, in a worker process.
+//!
+//! [`is_worker`] says whether a master started this process; [`Worker::current`] is this
+//! process as a worker (id, [`Worker::send`], [`Worker::recv`], [`Worker::disconnect`]);
+//! [`listen`] returns a `tokio::net::TcpListener` that is the master's shared socket inside a
+//! cluster and a socket of its own outside one, so the same binary runs standalone.
+//!
+//! Servers take part in a graceful disconnect through [`Worker::register_server`] and
+//! [`Worker::closing`]: when the worker disconnects (by its own call, the master's request,
+//! SIGTERM, or the master's death), registered servers stop accepting and drop their guard
+//! once their connections are done. HTTP serving with deadlines and panic handling is the
+//! `graceful` crate; this crate only signals and counts.
+//!
+//! # Example
+//!
+//! ```no_run
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let listener = cluster_worker::listen("127.0.0.1:1337".parse().unwrap()).await?;
+//!     let worker = cluster_worker::Worker::current();
+//!     let _guard = worker.as_ref().map(|w| w.register_server());
+//!     loop {
+//!         tokio::select! {
+//!             accepted = listener.accept() => { let (_stream, _) = accepted?; /* serve */ }
+//!             _ = async { match &worker { Some(w) => w.closing().await, None => std::future::pending().await } } => break,
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Caveats
+//!
+//! The first use of the API reads and removes the `CLUSTER_*` variables from the
+//! environment (so children of the worker are not taken for workers) and installs a SIGTERM
+//! handler that disconnects gracefully; a worker still running `stop_timeout` after SIGTERM
+//! or after its master died exits with code 1.
+
+mod env;
+mod error;
+mod listen;
+mod worker;
+
+pub use cluster_ipc::{Message, SendError};
+pub use error::WorkerError;
+pub use listen::listen;
+pub use worker::{ServerGuard, Worker, is_worker};

@@ -1,0 +1,434 @@
+//! The master: settings, the worker table, fork, callbacks, stopping, and the run loop.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cluster_ipc::handoff::{CHANNEL_FD, WorkerHandoff};
+use cluster_ipc::{ChannelOptions, Message};
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{ForkError, RunError};
+use crate::events::{Event, EventBus, EventStream};
+use crate::listeners::Listeners;
+use crate::settings::{Settings, SettingsError, Stdio};
+use crate::spawn::Spawner;
+use crate::supervise::supervise;
+use crate::worker::{Exit, Worker};
+
+/// Where the master is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Forking and supervising workers.
+    Running,
+    /// Stopping: no new workers; the running ones are disconnecting (graceful) or being
+    /// killed (fast).
+    Stopping,
+    /// Every worker has exited after a stop.
+    Stopped,
+}
+
+/// How to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopMode {
+    /// Disconnect every worker and wait up to `stop_timeout` for them to finish, then kill
+    /// the rest.
+    Graceful,
+    /// Kill every worker now (SIGKILL).
+    Fast,
+}
+
+type Callback = Box<dyn FnMut(&Cluster, &Event) + Send>;
+
+pub(crate) struct Shared {
+    settings: Mutex<Settings>,
+    next_id: AtomicU32,
+    workers: Mutex<BTreeMap<u32, Worker>>,
+    live: watch::Sender<usize>,
+    phase: watch::Sender<Phase>,
+    stop_requested: watch::Sender<Option<StopMode>>,
+    pub(crate) listeners: Listeners,
+    pub(crate) events: EventBus,
+    callbacks: Mutex<Vec<Callback>>,
+    callback_queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
+    spawner: Spawner,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    pub(crate) fn settings(&self) -> MutexGuard<'_, Settings> {
+        lock(&self.settings)
+    }
+
+    pub(crate) fn remove_worker(&self, id: u32) {
+        let mut workers = lock(&self.workers);
+        workers.remove(&id);
+        let left = workers.len();
+        drop(workers);
+        self.live.send_replace(left);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every lock here guards plain data that no panic can leave half-updated.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A cluster master (Node's `cluster` in the primary). Cheap to clone.
+///
+/// Callbacks registered with `on_*` run inside [`Cluster::run`], one at a time and in
+/// event order, like Node's event loop; they may call [`Cluster::fork`]. [`Cluster::events`]
+/// gives the same events as an async stream, independent of `run`.
+///
+/// # Example: the seed's `dispatch.js`
+///
+/// ```no_run
+/// use cluster_core::{setup_master, Settings};
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let cluster = setup_master(Settings::new().exec("./worker"))?;
+///     cluster.fork(&[])?;
+///     cluster.fork(&[])?;
+///     cluster.on_disconnect(|cluster, worker| {
+///         if let Ok(new) = cluster.fork(&[]) {
+///             eprintln!("worker:{} disconnect! new worker:{} fork", worker.pid(), new.pid());
+///         }
+///     });
+///     cluster.on_exit(|_, worker, _| eprintln!("worker:{} exit!", worker.pid()));
+///     cluster.run().await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+}
+
+/// Checks `settings` and makes a master (Node's `cluster.setupMaster`). Must be called
+/// inside a tokio runtime. A bad setting is an error naming it.
+pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
+    let settings = settings.validate()?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
+        setting: "runtime",
+        reason: "setup_master must be called inside a tokio runtime".into(),
+    })?;
+    let spawner = Spawner::start(runtime.clone()).map_err(|e| SettingsError {
+        setting: "runtime",
+        reason: format!("could not start the spawner thread: {e}"),
+    })?;
+    let (events, callback_queue) = EventBus::new();
+    let shared = Arc::new(Shared {
+        settings: Mutex::new(settings),
+        next_id: AtomicU32::new(1),
+        workers: Mutex::new(BTreeMap::new()),
+        live: watch::Sender::new(0),
+        phase: watch::Sender::new(Phase::Running),
+        stop_requested: watch::Sender::new(None),
+        listeners: Listeners::default(),
+        events,
+        callbacks: Mutex::new(Vec::new()),
+        callback_queue: tokio::sync::Mutex::new(callback_queue),
+        spawner,
+        runtime,
+    });
+    shared.events.emit(Event::Setup);
+    Ok(Cluster { shared })
+}
+
+impl Cluster {
+    /// Replaces the settings for workers forked from now on, and emits `Setup`.
+    pub fn setup_master(&self, settings: Settings) -> Result<(), SettingsError> {
+        *self.shared.settings() = settings.validate()?;
+        self.shared.events.emit(Event::Setup);
+        Ok(())
+    }
+
+    /// Starts a worker, with `env` added to its environment. Ids count from 1. Refused
+    /// once the cluster is stopping.
+    pub fn fork(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
+        if *self.shared.phase.borrow() != Phase::Running {
+            return Err(ForkError::Stopping);
+        }
+        let shared = &self.shared;
+        let _runtime = shared.runtime.enter();
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let settings = shared.settings().clone();
+        let options = ChannelOptions {
+            serialization: settings.serialization,
+            max_message_bytes: settings.max_message_bytes,
+        };
+        let (master_end, worker_end) = cluster_ipc::socketpair().map_err(ForkError::Channel)?;
+        let (sender, receiver) =
+            cluster_ipc::channel(master_end, options).map_err(ForkError::Channel)?;
+        let handoff = WorkerHandoff {
+            id,
+            channel_fd: CHANNEL_FD,
+            serialization: settings.serialization,
+            max_message_bytes: settings.max_message_bytes,
+            master_pid: std::process::id(),
+            orphan_timeout_ms: settings.stop_timeout.as_millis() as u64,
+        };
+        let command = worker_command(&settings, &handoff, env);
+        let child = shared
+            .spawner
+            .spawn(command, &worker_end)
+            .map_err(ForkError::Spawn)?;
+        drop(worker_end);
+        let pid = child.id().unwrap_or_default();
+        let worker = Worker::new(id, pid, sender);
+        {
+            let mut workers = lock(&shared.workers);
+            workers.insert(id, worker.clone());
+            shared.live.send_replace(workers.len());
+        }
+        tracing::debug!(id, pid, "forked worker");
+        shared.events.emit(Event::Fork(worker.clone()));
+        tokio::spawn(supervise(shared.clone(), worker.clone(), receiver, child));
+        Ok(worker)
+    }
+
+    /// The workers that have not been reaped yet, by id.
+    pub fn workers(&self) -> Vec<Worker> {
+        lock(&self.shared.workers).values().cloned().collect()
+    }
+
+    /// The worker with this id, if it is alive.
+    pub fn worker(&self, id: u32) -> Option<Worker> {
+        lock(&self.shared.workers).get(&id).cloned()
+    }
+
+    /// Every event from now on, as an async stream.
+    pub fn events(&self) -> EventStream {
+        self.shared.events.subscribe()
+    }
+
+    /// Where the master is in its life; `changed()` on the receiver waits for the next phase.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.shared.phase.subscribe()
+    }
+
+    /// Calls `callback` for every event, inside [`Cluster::run`].
+    pub fn on(&self, callback: impl FnMut(&Cluster, &Event) + Send + 'static) {
+        lock(&self.shared.callbacks).push(Box::new(callback));
+    }
+
+    /// Calls `callback` when settings are applied.
+    pub fn on_setup(&self, mut callback: impl FnMut(&Cluster) + Send + 'static) {
+        self.on(move |c, e| {
+            if let Event::Setup = e {
+                callback(c)
+            }
+        });
+    }
+
+    /// Calls `callback` when a worker is forked.
+    pub fn on_fork(&self, mut callback: impl FnMut(&Cluster, &Worker) + Send + 'static) {
+        self.on(move |c, e| {
+            if let Event::Fork(w) = e {
+                callback(c, w)
+            }
+        });
+    }
+
+    /// Calls `callback` when a worker's runtime is up.
+    pub fn on_online(&self, mut callback: impl FnMut(&Cluster, &Worker) + Send + 'static) {
+        self.on(move |c, e| {
+            if let Event::Online(w) = e {
+                callback(c, w)
+            }
+        });
+    }
+
+    /// Calls `callback` when a worker's server accepts connections.
+    pub fn on_listening(
+        &self,
+        mut callback: impl FnMut(&Cluster, &Worker, SocketAddr) + Send + 'static,
+    ) {
+        self.on(move |c, e| {
+            if let Event::Listening(w, a) = e {
+                callback(c, w, *a)
+            }
+        });
+    }
+
+    /// Calls `callback` when a worker's channel closes.
+    pub fn on_disconnect(&self, mut callback: impl FnMut(&Cluster, &Worker) + Send + 'static) {
+        self.on(move |c, e| {
+            if let Event::Disconnect(w) = e {
+                callback(c, w)
+            }
+        });
+    }
+
+    /// Calls `callback` when a worker has exited.
+    pub fn on_exit(&self, mut callback: impl FnMut(&Cluster, &Worker, Exit) + Send + 'static) {
+        self.on(move |c, e| {
+            if let Event::Exit(w, x) = e {
+                callback(c, w, *x)
+            }
+        });
+    }
+
+    /// Calls `callback` for every message a worker's code sends.
+    pub fn on_message(
+        &self,
+        mut callback: impl FnMut(&Cluster, &Worker, &Message) + Send + 'static,
+    ) {
+        self.on(move |c, e| {
+            if let Event::Message(w, m) = e {
+                callback(c, w, m)
+            }
+        });
+    }
+
+    /// Stops every worker gracefully (Node's `cluster.disconnect()`): each closes its
+    /// servers, finishes its connections and exits; those still running after
+    /// `stop_timeout` are killed. Returns when all have exited.
+    pub async fn disconnect(&self) {
+        self.stop(StopMode::Graceful).await
+    }
+
+    /// Stops the cluster. No worker is forked after this starts. A `Fast` request while a
+    /// graceful stop runs turns it fast. Returns when every worker has exited.
+    pub async fn stop(&self, mode: StopMode) {
+        let shared = &self.shared;
+        let first = shared.stop_requested.send_if_modified(|requested| {
+            let escalates = requested.is_none_or(|current| mode > current);
+            if escalates {
+                *requested = Some(mode);
+            }
+            escalates
+        }) && *shared.phase.borrow() == Phase::Running;
+        if first {
+            shared.phase.send_replace(Phase::Stopping);
+            tokio::spawn(run_stop(shared.clone()));
+        }
+        let mut phase = shared.phase.subscribe();
+        let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+    }
+
+    /// The master's loop: runs the callbacks in event order and handles signals, until the
+    /// cluster is stopped or has no worker left and nothing more to do.
+    ///
+    /// Signals: SIGTERM stops gracefully; SIGINT and SIGQUIT stop fast, and a second one
+    /// during a graceful stop makes it fast.
+    pub async fn run(&self) -> Result<(), RunError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+        let mut sigquit = signal(SignalKind::quit()).map_err(RunError::Signals)?;
+        let mut queue = self
+            .shared
+            .callback_queue
+            .try_lock()
+            .map_err(|_| RunError::AlreadyRunning)?;
+        let mut live = self.shared.live.subscribe();
+        let mut phase = self.shared.phase.subscribe();
+        loop {
+            tokio::select! {
+                biased;
+                Some(event) = queue.recv() => self.dispatch(&event),
+                _ = sigterm.recv() => self.request_stop(StopMode::Graceful),
+                _ = sigint.recv() => self.request_stop(StopMode::Fast),
+                _ = sigquit.recv() => self.request_stop(StopMode::Fast),
+                _ = live.changed() => {}
+                _ = phase.changed() => {}
+            }
+            // Done when stopped, or when nothing is left to supervise and no event is
+            // waiting that could fork again.
+            let stopped = *phase.borrow() == Phase::Stopped;
+            if (stopped || *live.borrow() == 0) && queue.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn request_stop(&self, mode: StopMode) {
+        tracing::info!(?mode, "stop requested by signal");
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.stop(mode).await });
+    }
+
+    fn dispatch(&self, event: &Event) {
+        let mut callbacks = std::mem::take(&mut *lock(&self.shared.callbacks));
+        for callback in &mut callbacks {
+            callback(self, event);
+        }
+        // Keep callbacks registered while these ran, after the older ones.
+        let mut registered = lock(&self.shared.callbacks);
+        callbacks.append(&mut registered);
+        *registered = callbacks;
+    }
+}
+
+/// The stop procedure; one runs per cluster.
+async fn run_stop(shared: Arc<Shared>) {
+    let mut requested = shared.stop_requested.subscribe();
+    let mut live = shared.live.subscribe();
+    let timeout = shared.settings().stop_timeout;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let kill_all = |shared: &Shared| {
+        for worker in lock(&shared.workers).values() {
+            worker.kill(Signal::SIGKILL);
+        }
+    };
+    let mut killing = false;
+    loop {
+        let mode = *requested.borrow_and_update();
+        if !killing && mode == Some(StopMode::Fast) {
+            killing = true;
+            kill_all(&shared);
+        } else if !killing {
+            for worker in lock(&shared.workers).values() {
+                worker.disconnect();
+            }
+        }
+        if *live.borrow_and_update() == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = live.changed() => {}
+            _ = requested.changed() => {}
+            _ = &mut deadline, if !killing => {
+                tracing::warn!(?timeout, "workers still running at the stop timeout; killing them");
+                killing = true;
+                kill_all(&shared);
+            }
+        }
+    }
+    shared.phase.send_replace(Phase::Stopped);
+}
+
+fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &str)]) -> Command {
+    let exec = settings
+        .exec
+        .clone()
+        .unwrap_or_else(|| OsString::from("/proc/self/exe").into());
+    let mut command = Command::new(exec);
+    command.args(&settings.args);
+    command.envs(settings.env.iter().map(|(k, v)| (k, v)));
+    command.envs(env.iter().copied());
+    command.envs(handoff.to_env());
+    if let Some(cwd) = &settings.cwd {
+        command.current_dir(cwd);
+    }
+    if let Some(uid) = settings.uid {
+        command.uid(uid);
+    }
+    if let Some(gid) = settings.gid {
+        command.gid(gid);
+    }
+    command.stdin(std::process::Stdio::null());
+    if settings.stdio == Stdio::Null {
+        command.stdout(std::process::Stdio::null());
+        command.stderr(std::process::Stdio::null());
+    }
+    command.kill_on_drop(true);
+    command
+}

@@ -1,0 +1,79 @@
+//! What happens to workers, as callbacks and as an async stream.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use cluster_ipc::Message;
+use tokio::sync::mpsc;
+
+use crate::worker::{Exit, Worker};
+
+/// One thing that happened in the cluster. Per worker, events come in this order: `Fork`,
+/// `Online`, any `Listening` and `Message`, `Disconnect`, `Exit`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// `setup_master` applied new settings.
+    Setup,
+    /// A worker process was started.
+    Fork(Worker),
+    /// The worker's runtime is up.
+    Online(Worker),
+    /// One of the worker's servers accepts connections on this address.
+    Listening(Worker, SocketAddr),
+    /// The worker's channel closed: it is going away, whether it disconnected on purpose,
+    /// crashed or was killed. Emitted for every worker, before its `Exit`.
+    Disconnect(Worker),
+    /// The worker process ended and was reaped.
+    Exit(Worker, Exit),
+    /// The worker's code sent a message.
+    Message(Worker, Message),
+}
+
+/// The receiving end of [`crate::Cluster::events`]: every event from the moment it was
+/// created, none dropped.
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the cluster is gone.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+/// Fans every event out to the callback queue and every stream.
+pub(crate) struct EventBus {
+    callbacks: mpsc::UnboundedSender<Event>,
+    streams: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+}
+
+impl EventBus {
+    pub(crate) fn new() -> (EventBus, mpsc::UnboundedReceiver<Event>) {
+        let (callbacks, queue) = mpsc::unbounded_channel();
+        let bus = EventBus {
+            callbacks,
+            streams: Mutex::new(Vec::new()),
+        };
+        (bus, queue)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        tracing::trace!(?event, "cluster event");
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.retain(|tx| tx.send(event.clone()).is_ok());
+        drop(streams);
+        // The queue lives as long as the cluster; a send can only fail while it is dropped.
+        let _ = self.callbacks.send(event);
+    }
+
+    pub(crate) fn subscribe(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        EventStream { rx }
+    }
+}

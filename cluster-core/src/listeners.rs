@@ -1,0 +1,32 @@
+//! The master's listening sockets: one per address, bound at the first worker's request,
+//! kept open for the master's whole life so queued connections outlive any worker.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub(crate) struct Listeners {
+    by_address: Mutex<HashMap<SocketAddr, Arc<TcpListener>>>,
+}
+
+impl Listeners {
+    /// The socket for `address`, bound now if no worker asked for it before. The error says
+    /// what failed, naming the address.
+    pub(crate) fn get_or_bind(
+        &self,
+        address: &str,
+        backlog: i32,
+    ) -> Result<Arc<TcpListener>, String> {
+        let requested: SocketAddr = address
+            .parse()
+            .map_err(|_| format!("listen on {address}: not an IP address with a port"))?;
+        let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(listener) = table.get(&requested) {
+            return Ok(listener.clone());
+        }
+        let listener = Arc::new(cluster_ipc::bind_tcp(requested, backlog).map_err(|e| e.to_string())?);
+        table.insert(requested, listener.clone());
+        Ok(listener)
+    }
+}

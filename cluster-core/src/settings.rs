@@ -1,0 +1,276 @@
+//! Settings of a cluster (Node's `cluster.setupMaster`), checked at start-up.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cluster_ipc::Serialization;
+
+/// How new connections reach workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Scheduling {
+    /// The master binds each address once and hands the same socket to every worker, which
+    /// all accept on it. Connections queued on the socket survive any worker's death.
+    #[default]
+    Shared,
+}
+
+/// What a worker does with its standard output and error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stdio {
+    /// The worker writes to the master's stdout and stderr (Node's `silent: false`).
+    #[default]
+    Inherit,
+    /// The worker's output is discarded (Node's `silent: true`).
+    Null,
+}
+
+/// Settings for the workers a [`crate::Cluster`] starts. Every setting has a default;
+/// [`crate::setup_master`] checks them all and names the first bad one.
+///
+/// ```
+/// use std::time::Duration;
+/// use cluster_core::{Serialization, Settings};
+///
+/// let settings = Settings::new()
+///     .exec("/usr/bin/env")
+///     .arg("--worker")
+///     .env("RUST_LOG", "info")
+///     .serialization(Serialization::Binary)
+///     .stop_timeout(Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub(crate) exec: Option<PathBuf>,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) stdio: Stdio,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) serialization: Serialization,
+    pub(crate) scheduling: Scheduling,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) backlog: i32,
+    pub(crate) stop_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            exec: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            stdio: Stdio::Inherit,
+            uid: None,
+            gid: None,
+            serialization: Serialization::Json,
+            scheduling: Scheduling::Shared,
+            max_message_bytes: cluster_ipc::handoff::DEFAULT_MAX_MESSAGE_BYTES,
+            backlog: cluster_ipc::DEFAULT_BACKLOG,
+            stop_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The smallest and largest accepted `max_message_bytes`.
+const MESSAGE_LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1024..=1 << 30;
+
+impl Settings {
+    /// The defaults: the worker is this same executable, with the master's arguments.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The worker executable (default: the master's own executable).
+    pub fn exec(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exec = Some(path.into());
+        self
+    }
+
+    /// Appends one argument for the worker (default: the master's own arguments).
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets one environment variable for every worker, on top of the master's environment.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The workers' working directory (default: the master's).
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Discard the workers' output (Node's `silent: true`).
+    pub fn silent(mut self, silent: bool) -> Self {
+        self.stdio = if silent { Stdio::Null } else { Stdio::Inherit };
+        self
+    }
+
+    /// Run workers as this user id (the master must be root).
+    pub fn uid(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Run workers as this group id (the master must be root).
+    pub fn gid(mut self, gid: u32) -> Self {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// The message encoding (default JSON).
+    pub fn serialization(mut self, serialization: Serialization) -> Self {
+        self.serialization = serialization;
+        self
+    }
+
+    /// How connections reach workers (default [`Scheduling::Shared`]).
+    pub fn scheduling(mut self, scheduling: Scheduling) -> Self {
+        self.scheduling = scheduling;
+        self
+    }
+
+    /// The largest message payload either way, in bytes (default 16 MiB; 1 KiB to 1 GiB).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// The listen backlog of shared sockets (default 1024; the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// How long a graceful stop waits for workers before killing them, and how long a worker
+    /// whose master died may drain (default 30 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Checks every setting and fills in the defaults that depend on this process.
+    pub(crate) fn validate(mut self) -> Result<Self, SettingsError> {
+        let exec = match self.exec.take() {
+            Some(path) => path,
+            None => {
+                if self.args.is_empty() {
+                    self.args = std::env::args_os().skip(1).collect();
+                }
+                std::env::current_exe().map_err(|e| SettingsError::new("exec", e))?
+            }
+        };
+        let meta = std::fs::metadata(&exec)
+            .map_err(|e| SettingsError::new("exec", format!("{}: {e}", exec.display())))?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(SettingsError::new(
+                "exec",
+                format!("{}: not an executable file", exec.display()),
+            ));
+        }
+        self.exec = Some(exec);
+        if let Some(cwd) = &self.cwd {
+            if !cwd.is_dir() {
+                return Err(SettingsError::new(
+                    "cwd",
+                    format!("{}: not a directory", cwd.display()),
+                ));
+            }
+        }
+        if !MESSAGE_LIMIT_RANGE.contains(&self.max_message_bytes) {
+            return Err(SettingsError::new(
+                "max_message_bytes",
+                format!(
+                    "{} is outside {}..={}",
+                    self.max_message_bytes,
+                    MESSAGE_LIMIT_RANGE.start(),
+                    MESSAGE_LIMIT_RANGE.end()
+                ),
+            ));
+        }
+        if self.backlog <= 0 {
+            return Err(SettingsError::new("backlog", "must be positive"));
+        }
+        if self.stop_timeout.is_zero() {
+            return Err(SettingsError::new("stop_timeout", "must be more than zero"));
+        }
+        let euid = nix::unistd::geteuid().as_raw();
+        if let Some(uid) = self.uid {
+            if euid != 0 && uid != euid {
+                return Err(SettingsError::new(
+                    "uid",
+                    format!("switching workers to uid {uid} needs a root master"),
+                ));
+            }
+        }
+        if let Some(gid) = self.gid {
+            if euid != 0 && gid != nix::unistd::getegid().as_raw() {
+                return Err(SettingsError::new(
+                    "gid",
+                    format!("switching workers to gid {gid} needs a root master"),
+                ));
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A setting that cannot work, found at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting `{setting}`: {reason}")]
+pub struct SettingsError {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl SettingsError {
+    fn new(setting: &'static str, reason: impl std::fmt::Display) -> Self {
+        SettingsError {
+            setting,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_point_at_this_executable() {
+        let settings = Settings::new().validate().expect("defaults");
+        assert_eq!(
+            settings.exec,
+            Some(std::env::current_exe().expect("current_exe"))
+        );
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let cases = [
+            (Settings::new().exec("/nonexistent/worker"), "exec"),
+            (Settings::new().exec("/etc/passwd"), "exec"),
+            (Settings::new().cwd("/nonexistent"), "cwd"),
+            (Settings::new().max_message_bytes(10), "max_message_bytes"),
+            (Settings::new().backlog(0), "backlog"),
+            (Settings::new().stop_timeout(Duration::ZERO), "stop_timeout"),
+        ];
+        for (settings, name) in cases {
+            let err = settings.validate().expect_err(name);
+            assert_eq!(err.setting, name, "{err}");
+            assert!(err.to_string().contains(name));
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Starting worker processes: fork+exec from one long-lived thread.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, so every worker
+//! is forked by the spawner thread, which lives as long as the cluster. The thread enters
+//! the runtime so tokio reaps the children.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+
+use tokio::process::{Child, Command};
+use tokio::runtime::Handle;
+
+use cluster_ipc::handoff::CHANNEL_FD;
+
+struct Request {
+    command: Command,
+    reply: mpsc::SyncSender<io::Result<Child>>,
+}
+
+/// The handle to the spawner thread; the thread ends when this is dropped.
+pub(crate) struct Spawner {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Spawner {
+    pub(crate) fn start(runtime: Handle) -> io::Result<Spawner> {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("cluster-spawner".into())
+            .spawn(move || {
+                let _entered = runtime.enter();
+                for mut request in incoming {
+                    let result = request.command.spawn();
+                    // The requester may have given up; nothing to do then.
+                    let _ = request.reply.send(result);
+                }
+            })?;
+        Ok(Spawner { requests })
+    }
+
+    /// Starts `command` with `channel_end` as the child's descriptor [`CHANNEL_FD`].
+    pub(crate) fn spawn(&self, mut command: Command, channel_end: &OwnedFd) -> io::Result<Child> {
+        prepare_child(&mut command, channel_end.as_raw_fd());
+        let (reply, result) = mpsc::sync_channel(1);
+        let gone = || io::Error::other("the cluster's spawner thread is gone");
+        self.requests
+            .send(Request { command, reply })
+            .map_err(|_| gone())?;
+        result.recv().map_err(|_| gone())?
+    }
+}
+
+/// Sets what runs in the child between fork and exec: die with the master, and map the
+/// channel end to its fixed number.
+fn prepare_child(command: &mut Command, channel_end: RawFd) {
+    let master_pid = std::process::id() as nix::libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (prctl, getppid, dup2, fcntl, _exit); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            use nix::libc;
+            // Die with the master: SIGTERM lets the worker drain; the channel's EOF says
+            // the same if the signal is caught.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The master may have died before prctl took effect.
+            if libc::getppid() != master_pid {
+                libc::_exit(1);
+            }
+            if channel_end == CHANNEL_FD {
+                // dup2 onto itself would keep close-on-exec: clear it instead.
+                if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(channel_end, CHANNEL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

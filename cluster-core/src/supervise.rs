@@ -1,0 +1,147 @@
+//! One task per worker: reads its channel, answers its requests, reaps it, and emits its
+//! events in order.
+
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_ipc::{Control, Incoming, Receiver, RecvError};
+use nix::sys::signal::Signal;
+use tokio::process::Child;
+
+use crate::cluster::Shared;
+use crate::events::Event;
+use crate::worker::{Exit, Worker, WorkerState};
+
+/// How long the master keeps reading a dead worker's channel for messages it sent just
+/// before exiting.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+pub(crate) async fn supervise(shared: Arc<Shared>, worker: Worker, mut rx: Receiver, mut child: Child) {
+    let mut channel_open = true;
+    let status = loop {
+        tokio::select! {
+            incoming = rx.recv(), if channel_open => {
+                if !handle_incoming(&shared, &worker, incoming).await {
+                    channel_open = false;
+                    disconnected(&shared, &worker);
+                }
+            }
+            status = child.wait() => break status,
+        }
+    };
+    if channel_open {
+        // Read what the worker sent before it died, then report the disconnect.
+        let drain = async {
+            while handle_incoming(&shared, &worker, rx.recv().await).await {}
+        };
+        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await;
+        disconnected(&shared, &worker);
+    }
+    let exit = match status {
+        Ok(status) => Exit {
+            code: status.code(),
+            signal: status.signal().and_then(|s| Signal::try_from(s).ok()),
+        },
+        Err(e) => {
+            tracing::error!(id = worker.id(), pid = worker.pid(), "waiting for the worker: {e}");
+            Exit { code: None, signal: None }
+        }
+    };
+    worker.mark_dead(exit);
+    shared.events.emit(Event::Exit(worker.clone(), exit));
+    shared.remove_worker(worker.id());
+}
+
+fn disconnected(shared: &Shared, worker: &Worker) {
+    if let Some(sender) = worker.sender() {
+        sender.close();
+    }
+    worker.advance(WorkerState::Disconnected);
+    shared.events.emit(Event::Disconnect(worker.clone()));
+}
+
+/// Handles one read from the channel. False when the channel is finished: closed by the
+/// worker, or broken by what it sent (the worker is then killed, with the reason logged).
+async fn handle_incoming(
+    shared: &Shared,
+    worker: &Worker,
+    incoming: Result<Option<Incoming>, RecvError>,
+) -> bool {
+    match incoming {
+        Ok(Some(Incoming::User(message))) => {
+            shared.events.emit(Event::Message(worker.clone(), message));
+            true
+        }
+        Ok(Some(Incoming::Control(control, _fds))) => match handle_control(shared, worker, control).await {
+            Ok(()) => true,
+            Err(reason) => {
+                end_worker(worker, &reason);
+                false
+            }
+        },
+        Ok(None) => false,
+        Err(e) => {
+            end_worker(worker, &e.to_string());
+            false
+        }
+    }
+}
+
+fn end_worker(worker: &Worker, reason: &str) {
+    tracing::warn!(
+        id = worker.id(),
+        pid = worker.pid(),
+        "ending worker {} (pid {}): {reason}",
+        worker.id(),
+        worker.pid()
+    );
+    worker.kill(Signal::SIGKILL);
+}
+
+async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> Result<(), String> {
+    match control {
+        Control::Online => {
+            worker.advance(WorkerState::Online);
+            shared.events.emit(Event::Online(worker.clone()));
+        }
+        Control::ListenRequest { seq, address } => {
+            let backlog = shared.settings().backlog;
+            let bound = shared.listeners.get_or_bind(&address, backlog);
+            let Some(sender) = worker.sender() else { return Ok(()) };
+            let sent = match bound {
+                Ok(listener) => {
+                    let local = listener
+                        .local_addr()
+                        .map(|a| a.to_string())
+                        .map_err(|e| format!("listen on {address}: {e}"));
+                    let fds = if local.is_ok() { vec![listener.as_fd()] } else { vec![] };
+                    let reply = Control::ListenReply { seq, result: local };
+                    sender.send_control(&reply, &fds).await
+                }
+                Err(reason) => {
+                    tracing::warn!(id = worker.id(), "{reason}");
+                    let reply = Control::ListenReply { seq, result: Err(reason) };
+                    sender.send_control(&reply, &[]).await
+                }
+            };
+            if let Err(e) = sent {
+                tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
+            }
+        }
+        Control::Listening { address } => {
+            let address = address
+                .parse()
+                .map_err(|_| format!("reported listening on {address:?}, not an address"))?;
+            worker.advance(WorkerState::Listening);
+            shared.events.emit(Event::Listening(worker.clone(), address));
+        }
+        Control::Disconnecting => {
+            worker.mark_exited_after_disconnect();
+            worker.advance(WorkerState::Disconnecting);
+        }
+        other => return Err(format!("sent {other:?}, which only a master may send")),
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The master's handle on one worker process (Node's `Worker` in the primary).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cluster_ipc::{Control, SendError, Sender};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde::Serialize;
+
+/// Where a worker is in its life, as the master sees it. States only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorkerState {
+    /// Forked; its runtime has not said it is online yet.
+    None,
+    /// Its runtime is up (the `online` event).
+    Online,
+    /// At least one of its servers accepts connections (the `listening` event).
+    Listening,
+    /// It is closing its servers and finishing its work.
+    Disconnecting,
+    /// Its channel is closed (the `disconnect` event).
+    Disconnected,
+    /// It has exited and been reaped (the `exit` event).
+    Dead,
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// The signal that killed it, otherwise.
+    pub signal: Option<Signal>,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "code {code}"),
+            (None, Some(signal)) => write!(f, "signal {signal}"),
+            (None, None) => f.write_str("unknown status"),
+        }
+    }
+}
+
+struct Status {
+    state: WorkerState,
+    exited_after_disconnect: bool,
+    exit: Option<Exit>,
+    /// Taken at exit, so the channel's descriptor closes with the process.
+    sender: Option<Sender>,
+}
+
+struct Inner {
+    id: u32,
+    pid: u32,
+    status: Mutex<Status>,
+}
+
+/// A worker process, seen from the master. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(cluster: cluster_core::Cluster) -> Result<(), Box<dyn std::error::Error>> {
+/// let worker = cluster.fork(&[])?;
+/// worker.send(&serde_json::json!({"cmd": "reload-config"})).await?;
+/// worker.disconnect();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl Worker {
+    pub(crate) fn new(id: u32, pid: u32, sender: Sender) -> Self {
+        Worker {
+            inner: Arc::new(Inner {
+                id,
+                pid,
+                status: Mutex::new(Status {
+                    state: WorkerState::None,
+                    exited_after_disconnect: false,
+                    exit: None,
+                    sender: Some(sender),
+                }),
+            }),
+        }
+    }
+
+    /// The worker's id: 1 for the first forked, then 2, 3…
+    pub fn id(&self) -> u32 {
+        self.inner.id
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// Where the worker is in its life.
+    pub fn state(&self) -> WorkerState {
+        self.status().state
+    }
+
+    /// True while its channel is open.
+    pub fn is_connected(&self) -> bool {
+        self.state() < WorkerState::Disconnected
+    }
+
+    /// True once it has exited.
+    pub fn is_dead(&self) -> bool {
+        self.state() == WorkerState::Dead
+    }
+
+    /// True when the worker went away on purpose: `disconnect()` was called on either side.
+    /// An `exit` with this false is a crash.
+    pub fn exited_after_disconnect(&self) -> bool {
+        self.status().exited_after_disconnect
+    }
+
+    /// How it ended, once it has.
+    pub fn exit_status(&self) -> Option<Exit> {
+        self.status().exit
+    }
+
+    /// Sends a message to the worker's code (it receives it with `Worker::recv` in
+    /// `cluster-worker`).
+    pub async fn send<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), SendError> {
+        let sender = self.sender().ok_or(SendError::Closed)?;
+        sender.send(message).await
+    }
+
+    /// Asks the worker to disconnect gracefully: it stops accepting, finishes its
+    /// connections and exits. Its exit is then not treated as a crash.
+    pub fn disconnect(&self) {
+        let Some(sender) = self.sender() else { return };
+        {
+            let mut status = self.status();
+            if status.state >= WorkerState::Disconnecting {
+                return;
+            }
+            status.exited_after_disconnect = true;
+            status.state = WorkerState::Disconnecting;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = sender.send_control(&Control::Disconnect, &[]).await {
+                tracing::debug!("disconnect request not delivered: {e}");
+            }
+        });
+    }
+
+    /// Sends `signal` to the worker process. Does nothing once it is dead.
+    pub fn kill(&self, signal: Signal) {
+        let status = self.status();
+        if status.state == WorkerState::Dead {
+            return;
+        }
+        if let Err(e) = nix::sys::signal::kill(Pid::from_raw(self.inner.pid as i32), signal) {
+            tracing::debug!(pid = self.inner.pid, "kill({signal}): {e}");
+        }
+    }
+
+    pub(crate) fn sender(&self) -> Option<Sender> {
+        self.status().sender.clone()
+    }
+
+    /// Moves the state forward (never back).
+    pub(crate) fn advance(&self, state: WorkerState) {
+        let mut status = self.status();
+        if state > status.state {
+            status.state = state;
+        }
+    }
+
+    pub(crate) fn mark_exited_after_disconnect(&self) {
+        self.status().exited_after_disconnect = true;
+    }
+
+    pub(crate) fn mark_dead(&self, exit: Exit) {
+        let mut status = self.status();
+        status.state = WorkerState::Dead;
+        status.exit = Some(exit);
+        if let Some(sender) = status.sender.take() {
+            sender.close();
+        }
+    }
+
+    fn status(&self) -> MutexGuard<'_, Status> {
+        // The lock guards plain data and no code panics while holding it.
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.inner.id)
+            .field("pid", &self.inner.pid)
+            .field("state", &self.state())
+            .finish()
+    }
+}

@@ -1,0 +1,332 @@
+//! This process as a cluster worker (Node's `cluster.worker` in a worker).
+
+use std::collections::HashMap;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use cluster_ipc::handoff::WorkerHandoff;
+use cluster_ipc::{ChannelOptions, Control, Incoming, Message, SendError, Sender};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::env::handoff;
+use crate::error::WorkerError;
+
+type ListenReply = Result<(String, OwnedFd), String>;
+
+struct Inner {
+    id: u32,
+    sender: Sender,
+    messages: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
+    pending_listens: Mutex<HashMap<u64, oneshot::Sender<ListenReply>>>,
+    next_seq: AtomicU64,
+    disconnecting: AtomicBool,
+    /// True once servers must stop accepting.
+    closing: watch::Sender<bool>,
+    /// Registered servers that have not finished draining.
+    open_servers: watch::Sender<usize>,
+    /// True once the channel is closed.
+    disconnected: watch::Sender<bool>,
+    orphan_timeout: Duration,
+}
+
+/// This process's identity and channel as a cluster worker. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() {
+/// if let Some(worker) = cluster_worker::Worker::current() {
+///     worker.send(&format!("hello from worker {}", worker.id())).await.ok();
+///     while let Some(message) = worker.recv().await {
+///         let text: String = message.decode().unwrap_or_default();
+///         if text == "bye" {
+///             worker.disconnect();
+///         }
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+static CURRENT: OnceLock<Result<Option<Worker>, WorkerError>> = OnceLock::new();
+
+/// True when this process was started as a worker by a cluster master (Node's
+/// `cluster.isWorker`).
+pub fn is_worker() -> bool {
+    matches!(handoff(), Ok(Some(_)))
+}
+
+impl Worker {
+    /// This process as a worker, or `None` outside a cluster. The first call connects the
+    /// channel and tells the master the worker is online; it must run inside a tokio
+    /// runtime. A broken handoff is logged and treated as `None`: use
+    /// [`Worker::try_current`] to see the error.
+    pub fn current() -> Option<Worker> {
+        match Self::try_current() {
+            Ok(worker) => worker,
+            Err(e) => {
+                tracing::error!("not running as a cluster worker: {e}");
+                None
+            }
+        }
+    }
+
+    /// Like [`Worker::current`], with the reason when this process was started as a worker
+    /// but cannot be one.
+    pub fn try_current() -> Result<Option<Worker>, WorkerError> {
+        if let Some(done) = CURRENT.get() {
+            return done.clone();
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(WorkerError::NoRuntime);
+        }
+        CURRENT.get_or_init(connect).clone()
+    }
+
+    /// The worker's id, as the master numbered it (from 1).
+    pub fn id(&self) -> u32 {
+        self.inner.id
+    }
+
+    /// Sends a message to the master (it arrives as a `message` event).
+    pub async fn send<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), SendError> {
+        self.inner.sender.send(message).await
+    }
+
+    /// The next message from the master; `None` once the channel is closed.
+    pub async fn recv(&self) -> Option<Message> {
+        self.inner.messages.lock().await.recv().await
+    }
+
+    /// Starts a graceful disconnect (idempotent, returns at once): registered servers stop
+    /// accepting, the master is told the exit is intended, and the channel is closed, which
+    /// the master sees as `disconnect`. Connections already accepted are left to finish:
+    /// await [`Worker::drained`] for that.
+    pub fn disconnect(&self) {
+        if self.inner.disconnecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(id = self.inner.id, "worker disconnecting");
+        self.inner.closing.send_replace(true);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.sender.send_control(&Control::Disconnecting, &[]).await {
+                tracing::debug!("could not tell the master about the disconnect: {e}");
+            }
+            inner.sender.close();
+        });
+    }
+
+    /// Resolves once servers must stop accepting (after [`Worker::disconnect`], or when the
+    /// master is gone).
+    pub async fn closing(&self) {
+        let mut closing = self.inner.closing.subscribe();
+        let _ = closing.wait_for(|c| *c).await;
+    }
+
+    /// True once servers must stop accepting.
+    pub fn is_closing(&self) -> bool {
+        *self.inner.closing.borrow()
+    }
+
+    /// Registers a server: [`Worker::drained`] waits until every guard is dropped after
+    /// closing begins. Drop the guard when the server has stopped accepting and finished its
+    /// connections.
+    pub fn register_server(&self) -> ServerGuard {
+        self.inner.open_servers.send_modify(|n| *n += 1);
+        ServerGuard {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Resolves when closing has begun and every registered server is done.
+    pub async fn drained(&self) {
+        self.closing().await;
+        let mut open = self.inner.open_servers.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    /// Resolves once the channel to the master is closed.
+    pub async fn disconnected(&self) {
+        let mut disconnected = self.inner.disconnected.subscribe();
+        let _ = disconnected.wait_for(|d| *d).await;
+    }
+
+    /// Asks the master for its listening socket on `address`.
+    pub(crate) async fn request_listener(&self, address: &str) -> Result<(String, OwnedFd), String> {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending_listens).insert(seq, tx);
+        let request = Control::ListenRequest {
+            seq,
+            address: address.to_string(),
+        };
+        if let Err(e) = self.inner.sender.send_control(&request, &[]).await {
+            lock(&self.inner.pending_listens).remove(&seq);
+            return Err(format!("listen on {address}: asking the master failed: {e}"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(format!("listen on {address}: the master is gone")))
+    }
+
+    pub(crate) async fn report_listening(&self, address: String) {
+        if let Err(e) = self.inner.sender.send_control(&Control::Listening { address }, &[]).await {
+            tracing::debug!("could not report listening: {e}");
+        }
+    }
+
+    /// The master's channel is gone without a disconnect of ours: drain and exit.
+    fn orphaned(&self) {
+        if self.inner.disconnecting.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::warn!(id = self.inner.id, "the master is gone; draining and exiting");
+        self.disconnect();
+        arm_exit_timer(self.inner.orphan_timeout);
+    }
+}
+
+/// Held by a registered server until it has finished; see [`Worker::register_server`].
+pub struct ServerGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        self.inner.open_servers.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Exits the process with code 1 if it is still running after `timeout`.
+fn arm_exit_timer(timeout: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("cluster-exit-timer".into())
+        .spawn(move || {
+            std::thread::sleep(timeout);
+            tracing::warn!(?timeout, "still running after the drain timeout; exiting");
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::error!("could not arm the exit timer: {e}");
+    }
+}
+
+fn connect() -> Result<Option<Worker>, WorkerError> {
+    let Some(handoff) = handoff().map_err(WorkerError::Handoff)? else {
+        return Ok(None);
+    };
+    let channel_end = take_channel_end(handoff)?;
+    let options = ChannelOptions {
+        serialization: handoff.serialization,
+        max_message_bytes: handoff.max_message_bytes,
+    };
+    let (sender, mut receiver) =
+        cluster_ipc::channel(channel_end, options).map_err(WorkerError::from)?;
+    let (messages_tx, messages_rx) = mpsc::unbounded_channel();
+    let worker = Worker {
+        inner: Arc::new(Inner {
+            id: handoff.id,
+            sender,
+            messages: tokio::sync::Mutex::new(messages_rx),
+            pending_listens: Mutex::new(HashMap::new()),
+            next_seq: AtomicU64::new(1),
+            disconnecting: AtomicBool::new(false),
+            closing: watch::Sender::new(false),
+            open_servers: watch::Sender::new(0),
+            disconnected: watch::Sender::new(false),
+            orphan_timeout: Duration::from_millis(handoff.orphan_timeout_ms),
+        }),
+    };
+
+    // Read the channel for the process's whole life.
+    let reader = worker.clone();
+    tokio::spawn(async move {
+        loop {
+            match receiver.recv().await {
+                Ok(Some(Incoming::User(message))) => {
+                    let _ = messages_tx.send(message);
+                }
+                Ok(Some(Incoming::Control(control, fds))) => reader.handle_control(control, fds),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("bad message from the master: {e}");
+                    break;
+                }
+            }
+        }
+        lock(&reader.inner.pending_listens).clear();
+        reader.inner.disconnected.send_replace(true);
+        reader.orphaned();
+    });
+
+    // SIGTERM (also what the master's death delivers) means: drain and exit.
+    let on_term = worker.clone();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            tokio::spawn(async move {
+                if sigterm.recv().await.is_some() {
+                    tracing::info!("SIGTERM: draining and exiting");
+                    on_term.disconnect();
+                    arm_exit_timer(on_term.inner.orphan_timeout);
+                }
+            });
+        }
+        Err(e) => tracing::warn!("could not handle SIGTERM: {e}"),
+    }
+
+    let online = worker.inner.sender.clone();
+    tokio::spawn(async move {
+        if let Err(e) = online.send_control(&Control::Online, &[]).await {
+            tracing::debug!("could not report online: {e}");
+        }
+    });
+    Ok(Some(worker))
+}
+
+impl Worker {
+    fn handle_control(&self, control: Control, mut fds: Vec<OwnedFd>) {
+        match control {
+            Control::ListenReply { seq, result } => {
+                let Some(reply) = lock(&self.inner.pending_listens).remove(&seq) else {
+                    tracing::warn!(seq, "listen reply for no request");
+                    return;
+                };
+                let result = result.and_then(|address| match fds.pop() {
+                    Some(fd) => Ok((address, fd)),
+                    None => Err(format!("the master's reply for {address} carried no socket")),
+                });
+                let _ = reply.send(result);
+            }
+            Control::Disconnect => self.disconnect(),
+            other => tracing::warn!(?other, "unexpected control message from the master"),
+        }
+    }
+}
+
+/// Takes ownership of the inherited channel end, after checking it is a socket.
+fn take_channel_end(handoff: &WorkerHandoff) -> Result<OwnedFd, WorkerError> {
+    let raw = handoff.channel_fd;
+    if raw < 0 {
+        return Err(WorkerError::Handoff(format!("channel descriptor {raw} is negative")));
+    }
+    // SAFETY: `raw` is non-negative and only borrowed for this check, during which nothing
+    // closes it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+    if !cluster_ipc::fd::is_socket(borrowed) {
+        return Err(WorkerError::Handoff(format!(
+            "descriptor {raw} is not the master's channel"
+        )));
+    }
+    cluster_ipc::fd::set_cloexec(borrowed).map_err(WorkerError::from)?;
+    // SAFETY: the master mapped our channel end to `raw` before exec and nothing else in
+    // this process refers to it; `connect` runs once (OnceLock), so it is owned once.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
