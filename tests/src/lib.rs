@@ -1,1 +1,178 @@
-//! stub
+//! Shared pieces of the integration tests: the message type the test worker speaks, a
+//! tiny HTTP client, and helpers that wait on events with deadlines instead of sleeping.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// The one message type the test worker and the tests exchange, in both encodings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestMsg {
+    /// What the message is.
+    pub kind: String,
+    /// Its content.
+    pub data: String,
+}
+
+impl TestMsg {
+    /// A message.
+    pub fn new(kind: &str, data: impl Into<String>) -> Self {
+        TestMsg {
+            kind: kind.into(),
+            data: data.into(),
+        }
+    }
+}
+
+/// The test worker binary.
+pub fn worker_exe() -> std::path::PathBuf {
+    sibling_exe("test_worker")
+}
+
+/// The test master binary.
+pub fn master_exe() -> std::path::PathBuf {
+    sibling_exe("test_master")
+}
+
+/// A binary of this package, next to the running test's directory.
+fn sibling_exe(name: &str) -> std::path::PathBuf {
+    let mut dir = std::env::current_exe().expect("current_exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build with `cargo test -p cluster-tests`",
+        path.display()
+    );
+    path
+}
+
+/// Awaits `future`, failing the test with `what` after `secs` seconds.
+pub async fn within<T>(secs: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {secs}s waiting for {what}"),
+    }
+}
+
+/// One `GET path` over a new connection; returns (status, body).
+pub async fn http_get(address: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// True while a process with this pid exists (zombies included).
+pub fn process_exists(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// True if the process is gone or a zombie.
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Waits until `check` is true, polling every 20 ms, failing after `secs` seconds.
+pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    within(secs, what, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Lines of a child's output, read as they come.
+pub struct Lines {
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// Everything read so far, for failure messages.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Reads `stdout` line by line.
+    pub fn new(stdout: tokio::process::ChildStdout) -> Self {
+        Lines {
+            lines: BufReader::new(stdout).lines(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line that contains `needle`, within `secs` seconds.
+    pub async fn wait_for(&mut self, secs: u64, needle: &str) -> String {
+        let found = tokio::time::timeout(Duration::from_secs(secs), async {
+            while let Ok(Some(line)) = self.lines.next_line().await {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!("no line with {needle:?} within {secs}s; saw {:#?}", self.seen),
+        }
+    }
+}
+
+/// The next event from `events` for which `pick` returns something, within `secs` seconds.
+pub async fn wait_event<T>(
+    events: &mut cluster_core::EventStream,
+    secs: u64,
+    what: &str,
+    mut pick: impl FnMut(&cluster_core::Event) -> Option<T>,
+) -> T {
+    within(secs, what, async {
+        loop {
+            let event = events.next().await.expect("event stream ended");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    })
+    .await
+}
+
+/// The next user message a worker sent, decoded as [`TestMsg`].
+pub async fn next_message(events: &mut cluster_core::EventStream, secs: u64) -> (u32, TestMsg) {
+    wait_event(events, secs, "a worker message", |event| match event {
+        cluster_core::Event::Message(worker, message) => {
+            Some((worker.id(), message.decode::<TestMsg>().expect("decode TestMsg")))
+        }
+        _ => None,
+    })
+    .await
+}
+
+/// Settings that start the test worker with `mode`.
+pub fn worker_settings(mode: &str) -> cluster_core::Settings {
+    cluster_core::Settings::new()
+        .exec(worker_exe())
+        .env("TEST_MODE", mode)
+        .stop_timeout(Duration::from_secs(5))
+}

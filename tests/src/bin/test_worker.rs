@@ -1,0 +1,112 @@
+//! The worker the integration tests start. What it does is chosen by `TEST_MODE`:
+//!
+//! - `serve` (default): announce itself, listen on `TEST_LISTEN` if set (a minimal HTTP
+//!   server answering its pid, one connection at a time), echo every message back, and
+//!   disconnect when asked by a `disconnect` message.
+//! - `exit:N`: exit with code N once online.
+//! - `garbage`: write bytes that are no frame on the channel, then wait.
+//! - `big`: send an 8 MiB message, then try one over the limit and report the error.
+
+use std::io::Write;
+use std::os::fd::FromRawFd;
+
+use cluster_tests::TestMsg;
+use cluster_worker::Worker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mode = std::env::var("TEST_MODE").unwrap_or_else(|_| "serve".into());
+    if mode == "garbage" {
+        // SAFETY: fd 3 is the channel end the master mapped for us; it is used only here and
+        // deliberately leaked so it stays open.
+        let mut raw = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(3) });
+        raw.write_all(b"this is not a frame at all\n").expect("write garbage");
+        std::future::pending::<()>().await;
+    }
+    let worker = Worker::current().expect("started by a master");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let hello = format!(
+        "args={} value={} still_set={}",
+        args.join(","),
+        std::env::var("TEST_VALUE").unwrap_or_default(),
+        std::env::var("CLUSTER_WORKER_ID").is_ok()
+    );
+    worker.send(&TestMsg::new("hello", hello)).await.expect("send hello");
+
+    if let Some(code) = mode.strip_prefix("exit:") {
+        std::process::exit(code.parse().expect("exit code"));
+    }
+    if mode == "big" {
+        let big = TestMsg::new("big", "b".repeat(8 * 1024 * 1024));
+        worker.send(&big).await.expect("send 8 MiB");
+        let too_big = TestMsg::new("too-big", "t".repeat(17 * 1024 * 1024));
+        let err = worker.send(&too_big).await.expect_err("over the limit");
+        worker
+            .send(&TestMsg::new("refused", err.to_string()))
+            .await
+            .expect("report");
+    }
+
+    let server = match std::env::var("TEST_LISTEN") {
+        Ok(address) => {
+            match cluster_worker::listen(address.parse().expect("TEST_LISTEN")).await {
+                Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
+                Err(e) => {
+                    let report = TestMsg::new("listen-error", e.to_string());
+                    worker.send(&report).await.expect("report");
+                    std::process::exit(3);
+                }
+            }
+        }
+        Err(_) => None,
+    };
+
+    let echo = worker.clone();
+    tokio::spawn(async move {
+        while let Some(message) = echo.recv().await {
+            let msg: TestMsg = message.decode().expect("decode");
+            if msg.kind == "disconnect" {
+                echo.disconnect();
+            } else {
+                echo.send(&TestMsg::new("echo", msg.data)).await.expect("echo");
+            }
+        }
+    });
+
+    worker.disconnected().await;
+    if let Some(server) = server {
+        server.await.expect("server task");
+    }
+    worker.drained().await;
+}
+
+/// Answers each connection with this process's pid, one connection at a time, until the
+/// worker disconnects.
+async fn serve(worker: Worker, listener: tokio::net::TcpListener) {
+    let _guard = worker.register_server();
+    let pid = std::process::id();
+    loop {
+        let (mut stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(_) => continue,
+            },
+            _ = worker.closing() => return,
+        };
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = pid.to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+    }
+}
