@@ -1,0 +1,104 @@
+//! `listen()`: shared sockets that lose nothing when a worker is SIGKILLed, bind errors that
+//! reach the worker, and listening alone outside a cluster.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cluster_core::{Event, Signal, setup_master};
+use cluster_tests::{http_get, next_message, wait_event, worker_settings};
+
+#[tokio::test]
+async fn a_sigkilled_worker_loses_no_queued_connection() {
+    let cluster = setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0"))
+        .expect("setup");
+    let mut events = cluster.events();
+    let workers = [cluster.fork(&[]).expect("fork"), cluster.fork(&[]).expect("fork")];
+    let mut address: Option<SocketAddr> = None;
+    for _ in 0..2 {
+        address = Some(
+            wait_event(&mut events, 10, "listening", |e| match e {
+                Event::Listening(_, a) => Some(*a),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    let address = address.expect("address");
+
+    // 8 clients, 300 requests each, while one worker is SIGKILLed early on.
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 300;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let done = done.clone();
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for _ in 0..REQUESTS {
+                match http_get(address, "/").await {
+                    Ok((200, _)) => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            failures
+        }));
+    }
+    cluster_tests::eventually(20, "some load before the kill", || {
+        done.load(Ordering::Relaxed) >= 200
+    })
+    .await;
+    workers[0].kill(Signal::SIGKILL);
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(cluster_tests::within(60, "clients", client).await.expect("client"));
+    }
+    // The test worker serves one connection at a time, so the killed worker held at most
+    // one accepted connection; every connection still queued went to the survivor.
+    assert!(
+        failures.len() <= 1,
+        "{} of {} requests failed: {failures:?}",
+        failures.len(),
+        CLIENTS * REQUESTS
+    );
+    assert!(workers[0].is_dead() || !workers[0].is_connected());
+    cluster.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_bind_error_reaches_the_workers_listen_naming_the_address() {
+    // A socket without SO_REUSEPORT holds the port, so the master's bind fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr").to_string();
+    let cluster = setup_master(worker_settings("serve").env("TEST_LISTEN", &address))
+        .expect("setup");
+    let mut events = cluster.events();
+    cluster.fork(&[]).expect("fork");
+    next_message(&mut events, 10).await; // hello
+    let (_, report) = next_message(&mut events, 10).await;
+    assert_eq!(report.kind, "listen-error");
+    assert!(report.data.contains(&address), "{}", report.data);
+    let exit = wait_event(&mut events, 10, "exit", |e| match e {
+        Event::Exit(_, exit) => Some(*exit),
+        _ => None,
+    })
+    .await;
+    assert_eq!(exit.code, Some(3));
+    drop(taken);
+}
+
+#[tokio::test]
+async fn listen_outside_a_cluster_binds_by_itself() {
+    assert!(!cluster_worker::is_worker());
+    let listener = cluster_worker::listen("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("listen");
+    let address = listener.local_addr().expect("addr");
+    let accept = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+    tokio::net::TcpStream::connect(address).await.expect("connect");
+    cluster_tests::within(5, "accept", accept)
+        .await
+        .expect("join")
+        .expect("accept");
+}

@@ -1,0 +1,78 @@
+//! Signals to the master process: SIGTERM stops every worker gracefully and exits 0;
+//! SIGKILL leaves no worker behind.
+
+use std::process::Stdio;
+
+use cluster_tests::{Lines, eventually, master_exe, process_gone, within};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Starts the test master with two listening workers; returns it, its output and the
+/// workers' pids once both listen.
+async fn start_master() -> (Child, Lines, Vec<u32>) {
+    let mut master = Command::new(master_exe())
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start master");
+    let mut lines = Lines::new(master.stdout.take().expect("stdout"));
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let line = lines.wait_for(10, "listening").await;
+        pids.push(line.split(' ').nth(2).expect("pid").parse().expect("pid"));
+    }
+    (master, lines, pids)
+}
+
+fn signal(pid: u32, signal: Signal) {
+    kill(Pid::from_raw(pid as i32), signal).expect("kill");
+}
+
+#[tokio::test]
+async fn sigterm_stops_every_worker_gracefully_and_exits_0() {
+    let (mut master, mut lines, pids) = start_master().await;
+    signal(master.id().expect("pid"), Signal::SIGTERM);
+    for _ in 0..2 {
+        let line = lines.wait_for(10, "exit").await;
+        assert!(line.contains("code 0 after_disconnect=true"), "{line}");
+    }
+    let status = within(10, "master exit", master.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
+    for pid in pids {
+        assert!(process_gone(pid), "worker {pid} still running");
+    }
+}
+
+#[tokio::test]
+async fn a_sigkilled_master_leaves_no_worker_after_2s() {
+    let (mut master, _lines, pids) = start_master().await;
+    master.kill().await.expect("SIGKILL master");
+    eventually(2, "workers to exit after the master's death", || {
+        pids.iter().all(|pid| process_gone(*pid))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sigint_during_a_graceful_stop_makes_it_fast() {
+    let (mut master, mut lines, _pids) = start_master().await;
+    // A client that never finishes its request keeps one worker from draining.
+    let address = lines.seen.iter().find_map(|l| l.split(' ').nth(3)).expect("address");
+    let mut stuck = tokio::net::TcpStream::connect(address).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET / HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let pid = master.id().expect("pid");
+    signal(pid, Signal::SIGTERM);
+    let first = lines.wait_for(10, "exit").await;
+    assert!(first.contains("code 0"), "the idle worker drains at once: {first}");
+    // The other is stuck until the 5 s stop timeout; SIGINT cuts it short.
+    signal(pid, Signal::SIGINT);
+    let second = lines.wait_for(2, "exit").await;
+    assert!(second.contains("signal SIGKILL"), "{second}");
+    let status = within(2, "master exit", master.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
+    drop(stuck);
+}
