@@ -1,1 +1,55 @@
-fn main() {}
+//! The seed's `dispatch.js`: a master that forks two workers, forks a replacement on every
+//! `disconnect`, and logs every `exit`.
+
+use std::process::ExitCode;
+
+use cluster_core::{Settings, setup_master};
+use examples::js_date;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[master:{}] {e}", std::process::id());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut worker = std::env::current_exe()?;
+    worker.set_file_name("connect_with_cluster_worker");
+    let cluster = setup_master(Settings::new().exec(worker))?;
+
+    cluster.fork(&[])?;
+    cluster.fork(&[])?;
+
+    cluster.on_disconnect(|cluster, worker| {
+        if let Ok(new) = cluster.fork(&[]) {
+            eprintln!(
+                "[{}] [master:{}] wroker:{} disconnect! new worker:{} fork",
+                js_date(),
+                std::process::id(),
+                worker.pid(),
+                new.pid()
+            );
+        }
+    });
+
+    cluster.on_exit(|_, worker, _| {
+        eprintln!(
+            "[{}] [master:{}] wroker:{} exit!",
+            js_date(),
+            std::process::id(),
+            worker.pid()
+        );
+    });
+
+    cluster.run().await?;
+    Ok(())
+}
