@@ -75,13 +75,16 @@ impl Shared {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every lock here guards plain data that no panic can leave half-updated.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A cluster master (Node's `cluster` in the primary). Cheap to clone.
 ///
-/// Callbacks registered with `on_*` run inside [`Cluster::run`], one at a time and in
-/// event order, like Node's event loop; they may call [`Cluster::fork`]. [`Cluster::events`]
+/// Callbacks registered with `on_*` see the events emitted after their registration; they
+/// run inside [`Cluster::run`], one at a time and in event order, like Node's event loop,
+/// and they may call [`Cluster::fork`]. [`Cluster::events`]
 /// gives the same events as an async stream, independent of `run`.
 ///
 /// # Example: the seed's `dispatch.js`
@@ -212,9 +215,10 @@ impl Cluster {
         self.shared.phase.subscribe()
     }
 
-    /// Calls `callback` for every event, inside [`Cluster::run`].
+    /// Calls `callback` for every event emitted from now on, inside [`Cluster::run`].
     pub fn on(&self, callback: impl FnMut(&Cluster, &Event) + Send + 'static) {
         lock(&self.shared.callbacks).push(Box::new(callback));
+        self.shared.events.callbacks_registered();
     }
 
     /// Calls `callback` when settings are applied.

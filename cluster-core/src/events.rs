@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cluster_ipc::Message;
 use tokio::sync::mpsc;
@@ -46,6 +47,9 @@ impl EventStream {
 /// Fans every event out to the callback queue and every stream.
 pub(crate) struct EventBus {
     callbacks: mpsc::UnboundedSender<Event>,
+    /// Nothing is queued for callbacks until one is registered, so a master that only uses
+    /// streams does not accumulate events.
+    has_callbacks: AtomicBool,
     streams: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
 }
 
@@ -54,6 +58,7 @@ impl EventBus {
         let (callbacks, queue) = mpsc::unbounded_channel();
         let bus = EventBus {
             callbacks,
+            has_callbacks: AtomicBool::new(false),
             streams: Mutex::new(Vec::new()),
         };
         (bus, queue)
@@ -64,8 +69,14 @@ impl EventBus {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         streams.retain(|tx| tx.send(event.clone()).is_ok());
         drop(streams);
-        // The queue lives as long as the cluster; a send can only fail while it is dropped.
-        let _ = self.callbacks.send(event);
+        if self.has_callbacks.load(Ordering::Acquire) {
+            // The queue lives as long as the cluster; a send can only fail while it is dropped.
+            let _ = self.callbacks.send(event);
+        }
+    }
+
+    pub(crate) fn callbacks_registered(&self) {
+        self.has_callbacks.store(true, Ordering::Release);
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {

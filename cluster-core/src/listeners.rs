@@ -25,7 +25,8 @@ impl Listeners {
         if let Some(listener) = table.get(&requested) {
             return Ok(listener.clone());
         }
-        let listener = Arc::new(cluster_ipc::bind_tcp(requested, backlog).map_err(|e| e.to_string())?);
+        let listener =
+            Arc::new(cluster_ipc::bind_tcp(requested, backlog).map_err(|e| e.to_string())?);
         table.insert(requested, listener.clone());
         Ok(listener)
     }

@@ -18,7 +18,12 @@ use crate::worker::{Exit, Worker, WorkerState};
 /// before exiting.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 
-pub(crate) async fn supervise(shared: Arc<Shared>, worker: Worker, mut rx: Receiver, mut child: Child) {
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    worker: Worker,
+    mut rx: Receiver,
+    mut child: Child,
+) {
     let mut channel_open = true;
     let status = loop {
         tokio::select! {
@@ -33,9 +38,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, worker: Worker, mut rx: Recei
     };
     if channel_open {
         // Read what the worker sent before it died, then report the disconnect.
-        let drain = async {
-            while handle_incoming(&shared, &worker, rx.recv().await).await {}
-        };
+        let drain = async { while handle_incoming(&shared, &worker, rx.recv().await).await {} };
         let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await;
         disconnected(&shared, &worker);
     }
@@ -45,8 +48,15 @@ pub(crate) async fn supervise(shared: Arc<Shared>, worker: Worker, mut rx: Recei
             signal: status.signal().and_then(|s| Signal::try_from(s).ok()),
         },
         Err(e) => {
-            tracing::error!(id = worker.id(), pid = worker.pid(), "waiting for the worker: {e}");
-            Exit { code: None, signal: None }
+            tracing::error!(
+                id = worker.id(),
+                pid = worker.pid(),
+                "waiting for the worker: {e}"
+            );
+            Exit {
+                code: None,
+                signal: None,
+            }
         }
     };
     worker.mark_dead(exit);
@@ -74,13 +84,15 @@ async fn handle_incoming(
             shared.events.emit(Event::Message(worker.clone(), message));
             true
         }
-        Ok(Some(Incoming::Control(control, _fds))) => match handle_control(shared, worker, control).await {
-            Ok(()) => true,
-            Err(reason) => {
-                end_worker(worker, &reason);
-                false
+        Ok(Some(Incoming::Control(control, _fds))) => {
+            match handle_control(shared, worker, control).await {
+                Ok(()) => true,
+                Err(reason) => {
+                    end_worker(worker, &reason);
+                    false
+                }
             }
-        },
+        }
         Ok(None) => false,
         Err(e) => {
             end_worker(worker, &e.to_string());
@@ -109,20 +121,29 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
         Control::ListenRequest { seq, address } => {
             let backlog = shared.settings().backlog;
             let bound = shared.listeners.get_or_bind(&address, backlog);
-            let Some(sender) = worker.sender() else { return Ok(()) };
+            let Some(sender) = worker.sender() else {
+                return Ok(());
+            };
             let sent = match bound {
                 Ok(listener) => {
                     let local = listener
                         .local_addr()
                         .map(|a| a.to_string())
                         .map_err(|e| format!("listen on {address}: {e}"));
-                    let fds = if local.is_ok() { vec![listener.as_fd()] } else { vec![] };
+                    let fds = if local.is_ok() {
+                        vec![listener.as_fd()]
+                    } else {
+                        vec![]
+                    };
                     let reply = Control::ListenReply { seq, result: local };
                     sender.send_control(&reply, &fds).await
                 }
                 Err(reason) => {
                     tracing::warn!(id = worker.id(), "{reason}");
-                    let reply = Control::ListenReply { seq, result: Err(reason) };
+                    let reply = Control::ListenReply {
+                        seq,
+                        result: Err(reason),
+                    };
                     sender.send_control(&reply, &[]).await
                 }
             };
@@ -135,7 +156,9 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                 .parse()
                 .map_err(|_| format!("reported listening on {address:?}, not an address"))?;
             worker.advance(WorkerState::Listening);
-            shared.events.emit(Event::Listening(worker.clone(), address));
+            shared
+                .events
+                .emit(Event::Listening(worker.clone(), address));
         }
         Control::Disconnecting => {
             worker.mark_exited_after_disconnect();

@@ -392,7 +392,11 @@ impl Receiver {
             }
         }
         let Receiver {
-            shared, buf, end, fds, ..
+            shared,
+            buf,
+            end,
+            fds,
+            ..
         } = self;
         let spare = &mut buf[*end..];
         let read = shared

@@ -50,7 +50,10 @@ pub(crate) fn finish_frame(buf: &mut [u8], kind: FrameKind, fd_count: u8) {
 }
 
 /// Parses and checks a header against the receiver's size limit.
-pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN], max_payload: usize) -> Result<Header, RecvError> {
+pub(crate) fn parse_header(
+    bytes: &[u8; HEADER_LEN],
+    max_payload: usize,
+) -> Result<Header, RecvError> {
     if bytes[0] != MAGIC || bytes[3] != 0 {
         return Err(RecvError::Malformed(format!(
             "bad frame header {:02x?}",

@@ -104,7 +104,9 @@ mod tests {
         };
         let vars = handoff.to_env();
         let read = WorkerHandoff::read(|name| {
-            vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
         });
         assert_eq!(read, Ok(Some(handoff)));
     }

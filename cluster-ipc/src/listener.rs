@@ -20,8 +20,12 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 /// ```
 pub fn bind_tcp(address: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("listen on {address}: {e}"));
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))
-        .map_err(named)?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(named)?;
     socket.set_reuse_address(true).map_err(named)?;
     socket.set_reuse_port(true).map_err(named)?;
     socket.set_nonblocking(true).map_err(named)?;

@@ -68,7 +68,10 @@ async fn the_sender_refuses_a_message_over_the_limit_and_the_channel_stays_usabl
         ..Default::default()
     });
     let err = tx.send(&"y".repeat(2000)).await.unwrap_err();
-    assert!(matches!(err, SendError::TooLarge { max: 1024, .. }), "{err}");
+    assert!(
+        matches!(err, SendError::TooLarge { max: 1024, .. }),
+        "{err}"
+    );
     tx.send(&"small").await.expect("send after refusal");
     let got: String = next_user(&mut rx).await.decode().expect("decode");
     assert_eq!(got, "small");

@@ -24,7 +24,10 @@ use crate::worker::Worker;
 pub async fn listen(address: SocketAddr) -> io::Result<TcpListener> {
     let worker = Worker::try_current().map_err(io::Error::other)?;
     let Some(worker) = worker else {
-        return TcpListener::from_std(cluster_ipc::bind_tcp(address, cluster_ipc::DEFAULT_BACKLOG)?);
+        return TcpListener::from_std(cluster_ipc::bind_tcp(
+            address,
+            cluster_ipc::DEFAULT_BACKLOG,
+        )?);
     };
     let (local, fd) = worker
         .request_listener(&address.to_string())

@@ -114,7 +114,11 @@ impl Worker {
         self.inner.closing.send_replace(true);
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            if let Err(e) = inner.sender.send_control(&Control::Disconnecting, &[]).await {
+            if let Err(e) = inner
+                .sender
+                .send_control(&Control::Disconnecting, &[])
+                .await
+            {
                 tracing::debug!("could not tell the master about the disconnect: {e}");
             }
             inner.sender.close();
@@ -157,7 +161,10 @@ impl Worker {
     }
 
     /// Asks the master for its listening socket on `address`.
-    pub(crate) async fn request_listener(&self, address: &str) -> Result<(String, OwnedFd), String> {
+    pub(crate) async fn request_listener(
+        &self,
+        address: &str,
+    ) -> Result<(String, OwnedFd), String> {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending_listens).insert(seq, tx);
@@ -167,14 +174,21 @@ impl Worker {
         };
         if let Err(e) = self.inner.sender.send_control(&request, &[]).await {
             lock(&self.inner.pending_listens).remove(&seq);
-            return Err(format!("listen on {address}: asking the master failed: {e}"));
+            return Err(format!(
+                "listen on {address}: asking the master failed: {e}"
+            ));
         }
         rx.await
             .unwrap_or_else(|_| Err(format!("listen on {address}: the master is gone")))
     }
 
     pub(crate) async fn report_listening(&self, address: String) {
-        if let Err(e) = self.inner.sender.send_control(&Control::Listening { address }, &[]).await {
+        if let Err(e) = self
+            .inner
+            .sender
+            .send_control(&Control::Listening { address }, &[])
+            .await
+        {
             tracing::debug!("could not report listening: {e}");
         }
     }
@@ -184,7 +198,10 @@ impl Worker {
         if self.inner.disconnecting.load(Ordering::Acquire) {
             return;
         }
-        tracing::warn!(id = self.inner.id, "the master is gone; draining and exiting");
+        tracing::warn!(
+            id = self.inner.id,
+            "the master is gone; draining and exiting"
+        );
         self.disconnect();
         arm_exit_timer(self.inner.orphan_timeout);
     }
@@ -197,12 +214,16 @@ pub struct ServerGuard {
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
-        self.inner.open_servers.send_modify(|n| *n = n.saturating_sub(1));
+        self.inner
+            .open_servers
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Exits the process with code 1 if it is still running after `timeout`.
@@ -301,7 +322,9 @@ impl Worker {
                 };
                 let result = result.and_then(|address| match fds.pop() {
                     Some(fd) => Ok((address, fd)),
-                    None => Err(format!("the master's reply for {address} carried no socket")),
+                    None => Err(format!(
+                        "the master's reply for {address} carried no socket"
+                    )),
                 });
                 let _ = reply.send(result);
             }
@@ -315,7 +338,9 @@ impl Worker {
 fn take_channel_end(handoff: &WorkerHandoff) -> Result<OwnedFd, WorkerError> {
     let raw = handoff.channel_fd;
     if raw < 0 {
-        return Err(WorkerError::Handoff(format!("channel descriptor {raw} is negative")));
+        return Err(WorkerError::Handoff(format!(
+            "channel descriptor {raw} is negative"
+        )));
     }
     // SAFETY: `raw` is non-negative and only borrowed for this check, during which nothing
     // closes it.

@@ -45,6 +45,9 @@ mod tests {
             super::format_unix(1_366_335_149),
             "Fri Apr 19 2013 01:32:29 GMT+0000 (UTC)"
         );
-        assert_eq!(super::format_unix(0), "Thu Jan 01 1970 00:00:00 GMT+0000 (UTC)");
+        assert_eq!(
+            super::format_unix(0),
+            "Thu Jan 01 1970 00:00:00 GMT+0000 (UTC)"
+        );
     }
 }

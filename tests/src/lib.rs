@@ -135,7 +135,10 @@ impl Lines {
         .await;
         match found {
             Ok(Some(line)) => line,
-            _ => panic!("no line with {needle:?} within {secs}s; saw {:#?}", self.seen),
+            _ => panic!(
+                "no line with {needle:?} within {secs}s; saw {:#?}",
+                self.seen
+            ),
         }
     }
 }
@@ -161,9 +164,10 @@ pub async fn wait_event<T>(
 /// The next user message a worker sent, decoded as [`TestMsg`].
 pub async fn next_message(events: &mut cluster_core::EventStream, secs: u64) -> (u32, TestMsg) {
     wait_event(events, secs, "a worker message", |event| match event {
-        cluster_core::Event::Message(worker, message) => {
-            Some((worker.id(), message.decode::<TestMsg>().expect("decode TestMsg")))
-        }
+        cluster_core::Event::Message(worker, message) => Some((
+            worker.id(),
+            message.decode::<TestMsg>().expect("decode TestMsg"),
+        )),
         _ => None,
     })
     .await

@@ -5,8 +5,8 @@ use cluster_tests::{TestMsg, next_message, wait_event, worker_settings};
 
 #[tokio::test]
 async fn forked_workers_come_online_then_listen_in_order() {
-    let cluster = setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0"))
-        .expect("setup");
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0")).expect("setup");
     let mut events = cluster.events();
     let workers: Vec<_> = (0..3).map(|_| cluster.fork(&[]).expect("fork")).collect();
     assert_eq!(
@@ -30,7 +30,11 @@ async fn forked_workers_come_online_then_listen_in_order() {
         }
     }
     for id in 1..=3 {
-        let order: Vec<&str> = seen.iter().filter(|(i, _)| *i == id).map(|(_, e)| *e).collect();
+        let order: Vec<&str> = seen
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, e)| *e)
+            .collect();
         assert_eq!(order, ["fork", "online", "listening"], "worker {id}");
     }
     // Port 0 was bound once by the master and shared: every worker got the same port.
@@ -55,8 +59,8 @@ async fn env_and_args_reach_the_worker_and_the_handoff_variables_are_removed() {
 
 #[tokio::test]
 async fn disconnect_ends_with_code_0_and_exited_after_disconnect() {
-    let cluster = setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0"))
-        .expect("setup");
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0")).expect("setup");
     let mut events = cluster.events();
     let worker = cluster.fork(&[]).expect("fork");
     wait_event(&mut events, 10, "listening", |e| {
@@ -85,7 +89,10 @@ async fn a_disconnect_asked_by_the_worker_itself_counts_as_intended() {
     let mut events = cluster.events();
     let worker = cluster.fork(&[]).expect("fork");
     next_message(&mut events, 10).await; // hello: the worker reads its channel now
-    worker.send(&TestMsg::new("disconnect", "")).await.expect("send");
+    worker
+        .send(&TestMsg::new("disconnect", ""))
+        .await
+        .expect("send");
     let exit = wait_event(&mut events, 10, "exit", |e| match e {
         Event::Exit(_, exit) => Some(*exit),
         _ => None,
@@ -108,7 +115,9 @@ async fn exit_codes_and_signals_are_reported_and_crashes_are_not_intended() {
     assert_eq!((exit.code, exit.signal), (Some(7), None));
     assert!(!worker.exited_after_disconnect());
 
-    cluster.setup_master(worker_settings("serve")).expect("setup again");
+    cluster
+        .setup_master(worker_settings("serve"))
+        .expect("setup again");
     let worker = cluster.fork(&[]).expect("fork");
     next_message(&mut events, 10).await;
     worker.kill(Signal::SIGKILL);
@@ -122,7 +131,11 @@ async fn exit_codes_and_signals_are_reported_and_crashes_are_not_intended() {
         _ => None,
     })
     .await;
-    assert_eq!(order, ["disconnect"], "a killed worker still gets its disconnect first");
+    assert_eq!(
+        order,
+        ["disconnect"],
+        "a killed worker still gets its disconnect first"
+    );
     assert_eq!((exit.code, exit.signal), (None, Some(Signal::SIGKILL)));
     assert!(!worker.exited_after_disconnect());
 }

@@ -10,10 +10,13 @@ use cluster_tests::{http_get, next_message, wait_event, worker_settings};
 
 #[tokio::test]
 async fn a_sigkilled_worker_loses_no_queued_connection() {
-    let cluster = setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0"))
-        .expect("setup");
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0")).expect("setup");
     let mut events = cluster.events();
-    let workers = [cluster.fork(&[]).expect("fork"), cluster.fork(&[]).expect("fork")];
+    let workers = [
+        cluster.fork(&[]).expect("fork"),
+        cluster.fork(&[]).expect("fork"),
+    ];
     let mut address: Option<SocketAddr> = None;
     for _ in 0..2 {
         address = Some(
@@ -52,7 +55,11 @@ async fn a_sigkilled_worker_loses_no_queued_connection() {
     workers[0].kill(Signal::SIGKILL);
     let mut failures = Vec::new();
     for client in clients {
-        failures.extend(cluster_tests::within(60, "clients", client).await.expect("client"));
+        failures.extend(
+            cluster_tests::within(60, "clients", client)
+                .await
+                .expect("client"),
+        );
     }
     // The test worker serves one connection at a time, so the killed worker held at most
     // one accepted connection; every connection still queued went to the survivor.
@@ -71,8 +78,8 @@ async fn a_bind_error_reaches_the_workers_listen_naming_the_address() {
     // A socket without SO_REUSEPORT holds the port, so the master's bind fails.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("addr").to_string();
-    let cluster = setup_master(worker_settings("serve").env("TEST_LISTEN", &address))
-        .expect("setup");
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_LISTEN", &address)).expect("setup");
     let mut events = cluster.events();
     cluster.fork(&[]).expect("fork");
     next_message(&mut events, 10).await; // hello
@@ -96,7 +103,9 @@ async fn listen_outside_a_cluster_binds_by_itself() {
         .expect("listen");
     let address = listener.local_addr().expect("addr");
     let accept = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
-    tokio::net::TcpStream::connect(address).await.expect("connect");
+    tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
     cluster_tests::within(5, "accept", accept)
         .await
         .expect("join")

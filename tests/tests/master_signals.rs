@@ -38,7 +38,9 @@ async fn sigterm_stops_every_worker_gracefully_and_exits_0() {
         let line = lines.wait_for(10, "exit").await;
         assert!(line.contains("code 0 after_disconnect=true"), "{line}");
     }
-    let status = within(10, "master exit", master.wait()).await.expect("wait");
+    let status = within(10, "master exit", master.wait())
+        .await
+        .expect("wait");
     assert_eq!(status.code(), Some(0));
     for pid in pids {
         assert!(process_gone(pid), "worker {pid} still running");
@@ -59,15 +61,24 @@ async fn a_sigkilled_master_leaves_no_worker_after_2s() {
 async fn a_sigint_during_a_graceful_stop_makes_it_fast() {
     let (mut master, mut lines, _pids) = start_master().await;
     // A client that never finishes its request keeps one worker from draining.
-    let address = lines.seen.iter().find_map(|l| l.split(' ').nth(3)).expect("address");
-    let mut stuck = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let address = lines
+        .seen
+        .iter()
+        .find_map(|l| l.split(' ').nth(3))
+        .expect("address");
+    let mut stuck = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
     tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET / HTTP/1.1\r\n")
         .await
         .expect("write");
     let pid = master.id().expect("pid");
     signal(pid, Signal::SIGTERM);
     let first = lines.wait_for(10, "exit").await;
-    assert!(first.contains("code 0"), "the idle worker drains at once: {first}");
+    assert!(
+        first.contains("code 0"),
+        "the idle worker drains at once: {first}"
+    );
     // The other is stuck until the 5 s stop timeout; SIGINT cuts it short.
     signal(pid, Signal::SIGINT);
     let second = lines.wait_for(2, "exit").await;

@@ -45,8 +45,14 @@ async fn an_8_mib_message_arrives_and_one_over_the_limit_is_refused_at_the_sende
         // The master refuses to send one over the limit too, and the channel still works.
         let too_big = TestMsg::new("ping", "m".repeat(17 * 1024 * 1024));
         let err = worker.send(&too_big).await.expect_err("over the limit");
-        assert!(matches!(err, cluster_core::SendError::TooLarge { .. }), "{err}");
-        worker.send(&TestMsg::new("ping", "after")).await.expect("send");
+        assert!(
+            matches!(err, cluster_core::SendError::TooLarge { .. }),
+            "{err}"
+        );
+        worker
+            .send(&TestMsg::new("ping", "after"))
+            .await
+            .expect("send");
         let (_, echo) = next_message(&mut events, 10).await;
         assert_eq!(echo, TestMsg::new("echo", "after"));
         assert!(worker.is_connected());
@@ -73,10 +79,14 @@ async fn a_worker_writing_garbage_is_ended_and_the_master_keeps_serving() {
     assert_eq!(exit.signal, Some(cluster_core::Signal::SIGKILL), "{exit}");
 
     // The master is unharmed: the good worker still answers and new workers still start.
-    good.send(&TestMsg::new("ping", "still here")).await.expect("send");
+    good.send(&TestMsg::new("ping", "still here"))
+        .await
+        .expect("send");
     let (_, echo) = next_message(&mut events, 10).await;
     assert_eq!(echo, TestMsg::new("echo", "still here"));
-    cluster.setup_master(worker_settings("serve")).expect("setup");
+    cluster
+        .setup_master(worker_settings("serve"))
+        .expect("setup");
     let another = cluster.fork(&[]).expect("fork after garbage");
     let (id, _) = next_message(&mut events, 10).await;
     assert_eq!(id, another.id());

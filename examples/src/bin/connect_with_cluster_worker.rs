@@ -30,11 +30,17 @@ async fn main() -> std::io::Result<()> {
 
     let web_port = port("PORT", 1337);
     let web = cluster_worker::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, web_port))).await?;
-    println!("[{}] [worker:{pid}] web server start listen on {web_port}", js_date());
+    println!(
+        "[{}] [worker:{pid}] web server start listen on {web_port}",
+        js_date()
+    );
 
     let rest_port = port("REST_PORT", 1985);
     let rest = cluster_worker::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, rest_port))).await?;
-    println!("[{}] [worker:{pid}] rest api start listen on {rest_port}", js_date());
+    println!(
+        "[{}] [worker:{pid}] rest api start listen on {rest_port}",
+        js_date()
+    );
 
     tokio::join!(
         graceful::serve_http(web, app, drain),

@@ -21,7 +21,8 @@ async fn main() {
         // SAFETY: fd 3 is the channel end the master mapped for us; it is used only here and
         // deliberately leaked so it stays open.
         let mut raw = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(3) });
-        raw.write_all(b"this is not a frame at all\n").expect("write garbage");
+        raw.write_all(b"this is not a frame at all\n")
+            .expect("write garbage");
         std::future::pending::<()>().await;
     }
     let worker = Worker::current().expect("started by a master");
@@ -32,7 +33,10 @@ async fn main() {
         std::env::var("TEST_VALUE").unwrap_or_default(),
         std::env::var("CLUSTER_WORKER_ID").is_ok()
     );
-    worker.send(&TestMsg::new("hello", hello)).await.expect("send hello");
+    worker
+        .send(&TestMsg::new("hello", hello))
+        .await
+        .expect("send hello");
 
     if let Some(code) = mode.strip_prefix("exit:") {
         std::process::exit(code.parse().expect("exit code"));
@@ -49,16 +53,14 @@ async fn main() {
     }
 
     let server = match std::env::var("TEST_LISTEN") {
-        Ok(address) => {
-            match cluster_worker::listen(address.parse().expect("TEST_LISTEN")).await {
-                Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
-                Err(e) => {
-                    let report = TestMsg::new("listen-error", e.to_string());
-                    worker.send(&report).await.expect("report");
-                    std::process::exit(3);
-                }
+        Ok(address) => match cluster_worker::listen(address.parse().expect("TEST_LISTEN")).await {
+            Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
+            Err(e) => {
+                let report = TestMsg::new("listen-error", e.to_string());
+                worker.send(&report).await.expect("report");
+                std::process::exit(3);
             }
-        }
+        },
         Err(_) => None,
     };
 
@@ -69,7 +71,9 @@ async fn main() {
             if msg.kind == "disconnect" {
                 echo.disconnect();
             } else {
-                echo.send(&TestMsg::new("echo", msg.data)).await.expect("echo");
+                echo.send(&TestMsg::new("echo", msg.data))
+                    .await
+                    .expect("echo");
             }
         }
     });
