@@ -62,7 +62,7 @@ struct Inner {
 /// ```no_run
 /// # async fn demo(cluster: cluster_core::Cluster) -> Result<(), Box<dyn std::error::Error>> {
 /// let worker = cluster.fork(&[])?;
-/// worker.send(&serde_json::json!({"cmd": "reload-config"})).await?;
+/// worker.send(&("reload-config", 42u32)).await?;
 /// worker.disconnect();
 /// # Ok(()) }
 /// ```

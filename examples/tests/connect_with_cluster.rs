@@ -45,6 +45,13 @@ impl System {
         }
     }
 
+    /// Waits until `count` lines seen so far contain `needle`.
+    async fn wait_for_count(&mut self, needle: &str, count: usize) {
+        while self.seen.iter().filter(|l| l.contains(needle)).count() < count {
+            self.wait_for(needle).await;
+        }
+    }
+
     async fn wait_for(&mut self, needle: &str) -> String {
         let found = tokio::time::timeout(Duration::from_secs(10), async {
             while let Ok(Some(line)) = self.lines.next_line().await {
@@ -78,10 +85,10 @@ async fn get(port: u16, path: &str) -> String {
 async fn serves_the_apps_json_from_two_workers_and_stops_on_sigterm() {
     let mut system = System::start(&[]).await;
     let port = system.port;
-    for _ in 0..2 {
-        system.wait_for(&format!("web server start listen on {port}")).await;
-        system.wait_for("rest api start listen on").await;
-    }
+    system
+        .wait_for_count(&format!("web server start listen on {port}"), 2)
+        .await;
+    system.wait_for_count("rest api start listen on", 2).await;
     let response = get(port, "/hello?x=1").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let body: serde_json::Value =
@@ -90,12 +97,19 @@ async fn serves_the_apps_json_from_two_workers_and_stops_on_sigterm() {
     assert_eq!(body["url"], "/hello?x=1");
     assert_eq!(body["Connection"], "close");
     assert_eq!(body["headers"]["host"], "localhost");
-    assert!(body["pid"].as_u64().is_some_and(|pid| pid != u64::from(system.master.id().expect("pid"))));
+    assert!(
+        body["pid"]
+            .as_u64()
+            .is_some_and(|pid| pid != u64::from(system.master.id().expect("pid")))
+    );
 
     let master_pid = system.master.id().expect("pid");
     nix_kill(master_pid, "TERM");
     let exit = system.wait_for("exit!").await;
-    assert!(exit.contains(&format!("[master:{master_pid}] wroker:")), "{exit}");
+    assert!(
+        exit.contains(&format!("[master:{master_pid}] wroker:")),
+        "{exit}"
+    );
     let status = tokio::time::timeout(Duration::from_secs(10), system.master.wait())
         .await
         .expect("master exits")
