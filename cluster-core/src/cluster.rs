@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{ForkError, RunError};
 use crate::events::{Event, EventBus, EventStream};
+use crate::handover::Handovers;
 use crate::listeners::Listeners;
 use crate::settings::{Settings, SettingsError, Stdio};
 use crate::spawn::Spawner;
@@ -52,6 +53,7 @@ pub(crate) struct Shared {
     phase: watch::Sender<Phase>,
     stop_requested: watch::Sender<Option<StopMode>>,
     pub(crate) listeners: Listeners,
+    pub(crate) handovers: Handovers,
     pub(crate) events: EventBus,
     callbacks: Mutex<Vec<Callback>>,
     callback_queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
@@ -62,6 +64,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn settings(&self) -> MutexGuard<'_, Settings> {
         lock(&self.settings)
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.phase.borrow() != Phase::Running
     }
 
     pub(crate) fn remove_worker(&self, id: u32) {
@@ -133,6 +139,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         phase: watch::Sender::new(Phase::Running),
         stop_requested: watch::Sender::new(None),
         listeners: Listeners::default(),
+        handovers: Handovers::default(),
         events,
         callbacks: Mutex::new(Vec::new()),
         callback_queue: tokio::sync::Mutex::new(callback_queue),

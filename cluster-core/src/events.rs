@@ -22,8 +22,10 @@ pub enum Event {
     Online(Worker),
     /// One of the worker's servers accepts connections on this address.
     Listening(Worker, SocketAddr),
-    /// The worker's channel closed: it is going away, whether it disconnected on purpose,
-    /// crashed or was killed. Emitted for every worker, before its `Exit`.
+    /// The worker is going away: it announced a disconnect or a hand-over (then it is still
+    /// draining), or its channel closed because it crashed or was killed. Emitted exactly once
+    /// for every worker, before its `Exit`, so a dispatch that forks on it replaces every
+    /// worker once.
     Disconnect(Worker),
     /// The worker process ended and was reaped.
     Exit(Worker, Exit),

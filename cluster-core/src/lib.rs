@@ -43,6 +43,7 @@
 mod cluster;
 mod error;
 mod events;
+mod handover;
 mod listeners;
 mod settings;
 mod spawn;

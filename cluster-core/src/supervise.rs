@@ -64,12 +64,23 @@ pub(crate) async fn supervise(
     shared.remove_worker(worker.id());
 }
 
+/// The channel is finished: close our end and report the disconnect if the worker did not
+/// announce it already.
 fn disconnected(shared: &Shared, worker: &Worker) {
     if let Some(sender) = worker.sender() {
         sender.close();
     }
     worker.advance(WorkerState::Disconnected);
-    shared.events.emit(Event::Disconnect(worker.clone()));
+    shared.handovers.forget(worker);
+    emit_disconnect(shared, worker);
+}
+
+/// `disconnect` comes once per worker: when it announces it is going (so the dispatch can
+/// fork its replacement at once), or when its channel closes, whichever is first.
+fn emit_disconnect(shared: &Shared, worker: &Worker) {
+    if worker.take_disconnect_event() {
+        shared.events.emit(Event::Disconnect(worker.clone()));
+    }
 }
 
 /// Handles one read from the channel. False when the channel is finished: closed by the
@@ -155,14 +166,23 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             let address = address
                 .parse()
                 .map_err(|_| format!("reported listening on {address:?}, not an address"))?;
+            worker.add_address(address);
             worker.advance(WorkerState::Listening);
             shared
                 .events
                 .emit(Event::Listening(worker.clone(), address));
+            shared.handovers.listening(worker, address);
         }
         Control::Disconnecting => {
             worker.mark_exited_after_disconnect();
             worker.advance(WorkerState::Disconnecting);
+            emit_disconnect(shared, worker);
+        }
+        Control::HandOver => {
+            worker.mark_exited_after_disconnect();
+            worker.advance(WorkerState::Disconnecting);
+            shared.handovers.start(worker, shared.is_stopping());
+            emit_disconnect(shared, worker);
         }
         other => return Err(format!("sent {other:?}, which only a master may send")),
     }

@@ -1,5 +1,6 @@
 //! The master's handle on one worker process (Node's `Worker` in the primary).
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cluster_ipc::{Control, SendError, Sender};
@@ -46,6 +47,8 @@ impl std::fmt::Display for Exit {
 struct Status {
     state: WorkerState,
     exited_after_disconnect: bool,
+    disconnect_emitted: bool,
+    addresses: Vec<SocketAddr>,
     exit: Option<Exit>,
     /// Taken at exit, so the channel's descriptor closes with the process.
     sender: Option<Sender>,
@@ -80,6 +83,8 @@ impl Worker {
                 status: Mutex::new(Status {
                     state: WorkerState::None,
                     exited_after_disconnect: false,
+                    disconnect_emitted: false,
+                    addresses: Vec::new(),
                     exit: None,
                     sender: Some(sender),
                 }),
@@ -174,6 +179,23 @@ impl Worker {
 
     pub(crate) fn mark_exited_after_disconnect(&self) {
         self.status().exited_after_disconnect = true;
+    }
+
+    /// True the first time only: the `disconnect` event is emitted once per worker.
+    pub(crate) fn take_disconnect_event(&self) -> bool {
+        !std::mem::replace(&mut self.status().disconnect_emitted, true)
+    }
+
+    pub(crate) fn add_address(&self, address: SocketAddr) {
+        let mut status = self.status();
+        if !status.addresses.contains(&address) {
+            status.addresses.push(address);
+        }
+    }
+
+    /// The addresses its servers reported listening on.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.status().addresses.clone()
     }
 
     pub(crate) fn mark_dead(&self, exit: Exit) {

@@ -37,4 +37,14 @@ pub enum Control {
     /// Worker → master: this worker is disconnecting on purpose; its exit is expected
     /// (Node's `exitedAfterDisconnect`).
     Disconnecting,
+    /// Worker → master: this worker has failed and is handing over: it disconnects on
+    /// purpose, and keeps accepting on each of its addresses until the master sends
+    /// [`Control::Relieved`] for it.
+    HandOver,
+    /// Master → worker: another worker, started after the hand-over, now accepts on
+    /// `address`; the handing-over worker may stop accepting there.
+    Relieved {
+        /// The listening address, as reported in [`Control::Listening`].
+        address: String,
+    },
 }

@@ -29,6 +29,8 @@ struct Inner {
     open_servers: watch::Sender<usize>,
     /// True once the channel is closed.
     disconnected: watch::Sender<bool>,
+    /// Addresses the master relieved this worker of after a hand-over.
+    relieved: watch::Sender<Vec<String>>,
     orphan_timeout: Duration,
 }
 
@@ -123,6 +125,29 @@ impl Worker {
             }
             inner.sender.close();
         });
+    }
+
+    /// Tells the master, from any thread and without awaiting (a panic hook may call it),
+    /// that this worker has failed and is handing over: the master reports it as
+    /// disconnecting at once, so a replacement can be forked, and relieves it of each
+    /// address once a newer worker accepts there ([`Worker::relieved`]). Waits at most
+    /// `timeout` for the channel.
+    pub fn hand_over(&self, timeout: Duration) -> Result<(), SendError> {
+        self.inner
+            .sender
+            .send_control_blocking(&Control::HandOver, timeout)
+    }
+
+    /// Resolves when, after [`Worker::hand_over`], the master says a newer worker accepts on
+    /// `address`; or once the channel to the master is closed (no relief can come then).
+    pub async fn relieved(&self, address: std::net::SocketAddr) {
+        let address = address.to_string();
+        let mut relieved = self.inner.relieved.subscribe();
+        let mut disconnected = self.inner.disconnected.subscribe();
+        tokio::select! {
+            _ = relieved.wait_for(|r| r.contains(&address)) => {}
+            _ = disconnected.wait_for(|d| *d) => {}
+        }
     }
 
     /// Resolves once servers must stop accepting (after [`Worker::disconnect`], or when the
@@ -263,6 +288,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             closing: watch::Sender::new(false),
             open_servers: watch::Sender::new(0),
             disconnected: watch::Sender::new(false),
+            relieved: watch::Sender::new(Vec::new()),
             orphan_timeout: Duration::from_millis(handoff.orphan_timeout_ms),
         }),
     };
@@ -329,6 +355,9 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Control::Disconnect => self.disconnect(),
+            Control::Relieved { address } => {
+                self.inner.relieved.send_modify(|r| r.push(address));
+            }
             other => tracing::warn!(?other, "unexpected control message from the master"),
         }
     }

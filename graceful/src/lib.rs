@@ -1,30 +1,60 @@
-//! Graceful HTTP serving for cluster workers: stop accepting when the worker disconnects,
-//! let in-flight connections finish, and give up on them at a drain deadline.
+//! Panic to graceful exit, for cluster workers and standalone servers.
 //!
-//! This is the server half of a graceful exit. Turning a panic into a 500 for the request
-//! that caused it, handing over to a replacement worker and the kill timer are built on top
-//! of it (see the project's issues); the cluster signals themselves (`closing`, `drained`,
-//! `disconnect`) belong to `cluster-worker`.
+//! A server that hits an error it did not catch should (1) answer the request that caused
+//! it with a 500, (2) leave every other request unaffected, (3) keep the service running.
+//! Node could only restart the process, and its request-scoped capture (`domain`) could not
+//! reach every case. This crate does all three:
 //!
-//! # Example
+//! - [`CatchPanic`] / [`CatchPanicLayer`] (hyper or tower/axum) and [`spawn`]: a panic in a
+//!   handler, or in a task the handler spawned with [`spawn`], answers 500 to that request.
+//! - [`install`]: the first panic anywhere in the process (handler, task, plain thread)
+//!   calls `on_error`, tells the master at once so it forks the replacement, keeps
+//!   accepting until the replacement accepts on the same address (or `handover_timeout`),
+//!   stops accepting, answers every further response with `Connection: close`, closes
+//!   keep-alive connections once idle, runs the `last_words` hook, disconnects the worker,
+//!   and exits with 0 as soon as every connection is done, or with 1 at `kill_timeout`.
+//!   Later panics are counted and reported only.
+//! - [`serve`]: the HTTP/1 accept loop that takes part in all this, and in the worker's
+//!   ordinary disconnect (master's request, SIGTERM, master gone).
+//!
+//! This crate does not start or supervise processes (`cluster-core`) nor own the channel
+//! (`cluster-worker`).
+//!
+//! # Example: the seed's `worker.js`
 //!
 //! ```no_run
-//! use bytes::Bytes;
-//! use http_body_util::Full;
-//! use hyper::{Request, Response, body::Incoming};
 //! use std::time::Duration;
+//! # use bytes::Bytes; use http_body_util::Full; use hyper::{Request, Response, body::Incoming};
+//! # async fn app(_: Request<Incoming>) -> Response<Full<Bytes>> { Response::new(Full::new(Bytes::new())) }
 //!
 //! # async fn demo() -> std::io::Result<()> {
+//! graceful::install(
+//!     graceful::Options::new()
+//!         .kill_timeout(Duration::from_secs(10))
+//!         .on_error(|report| eprintln!("[uncaughtException] throw error {} times", report.count)),
+//! )
+//! .expect("install once");
 //! let listener = cluster_worker::listen("127.0.0.1:1337".parse().unwrap()).await?;
-//! let handler = |_req: Request<Incoming>| async {
-//!     Response::new(Full::new(Bytes::from_static(b"hello\n")))
-//! };
-//! graceful::serve_http(listener, handler, Duration::from_secs(10)).await;
+//! graceful::serve(listener, hyper::service::service_fn(|req| async move {
+//!     Ok::<_, std::convert::Infallible>(app(req).await)
+//! }))
+//! .await;
 //! # Ok(()) }
 //! ```
+//!
+//! # Caveats
+//!
+//! With `panic = "abort"` only the hook's synchronous part runs (on_error, the hand-over
+//! message to the master); the process then dies and its accepted connections with it.
 
 #![forbid(unsafe_code)]
 
-mod serve;
+mod install;
+mod report;
+mod scope;
+mod server;
 
-pub use serve::{DrainOutcome, serve_http};
+pub use install::{InstallError, Options, Step, install};
+pub use report::PanicReport;
+pub use scope::{CatchPanic, CatchPanicLayer, spawn};
+pub use server::serve;

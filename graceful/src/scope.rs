@@ -1,0 +1,206 @@
+//! Request scope (what Node's `domain` tried): a panic in a handler, or in a task it spawned
+//! with [`spawn`], answers 500 to that request.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::Notify;
+
+use crate::report::payload_message;
+
+tokio::task_local! {
+    static SCOPE: Arc<RequestScope>;
+}
+
+/// The panic of one request, if any part of it panicked.
+#[derive(Default)]
+struct RequestScope {
+    panic: Mutex<Option<String>>,
+    panicked: Notify,
+}
+
+impl RequestScope {
+    fn record(&self, message: String) {
+        let mut panic = self.panic.lock().unwrap_or_else(|p| p.into_inner());
+        if panic.is_none() {
+            *panic = Some(message);
+        }
+        drop(panic);
+        self.panicked.notify_one();
+    }
+
+    async fn wait(&self) -> String {
+        loop {
+            let notified = self.panicked.notified();
+            if let Some(message) = self.panic.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return message;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Polls a future inside `catch_unwind`: a panic while polling becomes `Err(message)`.
+/// The future is boxed so no pin projection (and no `unsafe`) is needed.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> CatchUnwind<F> {
+    fn new(future: F) -> Self {
+        CatchUnwind(Box::pin(future))
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => Poll::Ready(Err(payload_message(&*payload))),
+        }
+    }
+}
+
+/// Spawns `future` on the tokio runtime as part of the current request: if it panics, the
+/// request that spawned it (through any depth of `spawn`) is answered 500. Outside a request
+/// it is a plain spawn whose panic is still caught (and reported by the panic hook).
+///
+/// Returns the task's output, or `None` if it panicked.
+///
+/// ```no_run
+/// # async fn handler() {
+/// graceful::spawn(async {
+///     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+///     panic!("foo is not defined"); // the request gets a 500
+/// });
+/// # }
+/// ```
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<Option<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let scope = SCOPE.try_with(Arc::clone).ok();
+    tokio::spawn(async move {
+        let result = match &scope {
+            Some(scope) => SCOPE.scope(scope.clone(), CatchUnwind::new(future)).await,
+            None => CatchUnwind::new(future).await,
+        };
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                if let Some(scope) = scope {
+                    scope.record(message);
+                }
+                None
+            }
+        }
+    })
+}
+
+/// Runs one request's handler in its own scope. A panic in it, or in a task it spawned with
+/// [`spawn`], yields `Err(message)` as soon as it happens.
+pub(crate) async fn run_scoped<F: Future>(handler: F) -> Result<F::Output, String> {
+    let scope = Arc::new(RequestScope::default());
+    let handler = SCOPE.scope(scope.clone(), CatchUnwind::new(handler));
+    tokio::select! {
+        result = handler => result,
+        message = scope.wait() => Err(message),
+    }
+}
+
+/// The 500 answered to a request whose handling panicked.
+pub(crate) fn internal_error<B: From<Bytes>>(message: &str) -> Response<B> {
+    let body = format!("500 Internal Server Error: the request's handler panicked: {message}\n");
+    let mut response = Response::new(B::from(Bytes::from(body)));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A service wrapper that answers 500 when handling a request panics (in the handler or in
+/// a task spawned with [`spawn`]). Works with plain hyper (`hyper::service::Service`) and
+/// with tower/axum (`tower_service::Service`, see [`CatchPanicLayer`]).
+#[derive(Debug, Clone)]
+pub struct CatchPanic<S> {
+    inner: S,
+}
+
+impl<S> CatchPanic<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        CatchPanic { inner }
+    }
+}
+
+/// The tower layer of [`CatchPanic`]: `Router::new().layer(CatchPanicLayer)` in axum.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatchPanicLayer;
+
+impl<S> tower_layer::Layer<S> for CatchPanicLayer {
+    type Service = CatchPanic<S>;
+
+    fn layer(&self, inner: S) -> CatchPanic<S> {
+        CatchPanic::new(inner)
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for CatchPanic<S>
+where
+    S: hyper::service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<ResBody>, S::Error>>;
+
+    fn call(&self, request: Request<ReqBody>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            match run_scoped(future).await {
+                Ok(result) => result,
+                Err(message) => Ok(internal_error(&message)),
+            }
+        })
+    }
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for CatchPanic<S>
+where
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<ResBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            match run_scoped(future).await {
+                Ok(result) => result,
+                Err(message) => Ok(internal_error(&message)),
+            }
+        })
+    }
+}

@@ -1,0 +1,323 @@
+//! The HTTP/1 accept loop that takes part in the graceful exit and in the worker's
+//! ordinary disconnect.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Incoming};
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::install::{ServerCount, State, state};
+use crate::scope::CatchPanic;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves HTTP/1 on `listener` with `service`, wrapped in [`CatchPanic`], until the server
+/// must close; returns when its last connection is done.
+///
+/// The server closes when the worker disconnects (its own call, the master's request,
+/// SIGTERM, the master's death): it stops accepting at once. After a panic, with graceful
+/// [`crate::install`]ed, it keeps accepting until a replacement accepts on the same address
+/// (or `handover_timeout`), then stops. Either way every response from then on carries
+/// `Connection: close`, and a keep-alive connection idle for `idle_grace` is closed, so no
+/// client that is sending has its connection reset.
+pub async fn serve<S, B>(listener: TcpListener, service: S)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let state = state();
+    let worker = state
+        .and_then(|s| s.worker().cloned())
+        .or_else(cluster_worker::Worker::current);
+    let _drain_registration = worker.as_ref().map(|w| w.register_server());
+    let _counted = state.map(|s| CountedServer::new(s));
+    let address = listener.local_addr().ok();
+    let idle_grace = state.map_or(Duration::from_secs(1), |s| s.options_idle_grace());
+
+    let closing = watch::Sender::new(false);
+    let stop_accepting = stop_accepting(state, worker.clone(), address, &closing);
+    tokio::pin!(stop_accepting);
+    let open = watch::Sender::new(0usize);
+    let http = hyper::server::conn::http1::Builder::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: the listener itself is fine.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop_accepting => break,
+        };
+        let connection = Arc::new(ConnectionState::new());
+        let service = Tracked {
+            inner: CatchPanic::new(service.clone()),
+            connection: connection.clone(),
+            closing: closing.subscribe(),
+        };
+        let served = http.serve_connection(TokioIo::new(stream), service);
+        let open_guard = OpenGuard::new(&open);
+        let closing = closing.subscribe();
+        tokio::spawn(async move {
+            let _open = open_guard;
+            drive(served, connection, closing, idle_grace).await;
+        });
+    }
+    drop(listener);
+    if let Some(counted) = &_counted {
+        counted.stopped_accepting();
+    }
+    closing.send_replace(true);
+    let _ = open.subscribe().wait_for(|n| *n == 0).await;
+}
+
+/// Resolves when this server must stop accepting, after setting `closing` (from which
+/// point every response says `Connection: close`).
+async fn stop_accepting(
+    state: Option<&'static Arc<State>>,
+    worker: Option<cluster_worker::Worker>,
+    address: Option<SocketAddr>,
+    closing: &watch::Sender<bool>,
+) {
+    let worker_closing = async {
+        match &worker {
+            Some(worker) => worker.closing().await,
+            None => std::future::pending().await,
+        }
+    };
+    let panicked = async {
+        match state {
+            Some(state) => {
+                let _ = state.draining.subscribe().wait_for(|d| *d).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = worker_closing => closing.send_replace(true),
+        _ = panicked => {
+            closing.send_replace(true);
+            // Keep accepting until a replacement accepts on this address.
+            if let (Some(state), Some(worker), Some(address)) = (state, &worker, address) {
+                let timeout = state.options_handover_timeout();
+                if tokio::time::timeout(timeout, worker.relieved(address)).await.is_err() {
+                    tracing::warn!(%address, ?timeout, "no replacement accepts yet; closing anyway");
+                }
+            }
+            false
+        }
+    };
+}
+
+/// Serves one connection; once the server closes, shuts it down when it has been idle for
+/// `idle_grace` (a connection that keeps sending is closed by `Connection: close` instead).
+async fn drive<F, E>(
+    served: F,
+    connection: Arc<ConnectionState>,
+    closing: watch::Receiver<bool>,
+    idle_grace: Duration,
+) where
+    F: Future<Output = Result<(), E>> + GracefulShutdown,
+    E: std::fmt::Display,
+{
+    tokio::pin!(served);
+    let idle = connection.idle_after_close(closing, idle_grace);
+    tokio::pin!(idle);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!("connection ended with an error: {e}");
+                }
+                return;
+            }
+            _ = &mut idle, if !shutting_down => {
+                served.as_mut().start_graceful_shutdown();
+                shutting_down = true;
+            }
+        }
+    }
+}
+
+/// hyper's connection shutdown, named so `drive` can be generic over it.
+trait GracefulShutdown {
+    fn start_graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulShutdown for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S::ResBody: 'static,
+    <S::ResBody as Body>::Error: Into<BoxError>,
+{
+    fn start_graceful_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// What the server knows of one connection: requests in progress and when it last did
+/// anything.
+struct ConnectionState {
+    in_flight: AtomicUsize,
+    last_active: Mutex<Instant>,
+}
+
+impl ConnectionState {
+    fn new() -> Self {
+        ConnectionState {
+            in_flight: AtomicUsize::new(0),
+            last_active: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.last_active.lock().unwrap_or_else(|p| p.into_inner()).elapsed())
+    }
+
+    /// Resolves once the server is closing and this connection has been idle for `grace`.
+    async fn idle_after_close(&self, mut closing: watch::Receiver<bool>, grace: Duration) {
+        let _ = closing.wait_for(|c| *c).await;
+        loop {
+            let wait = match self.idle_for() {
+                Some(idle) if idle >= grace => return,
+                Some(idle) => grace - idle,
+                None => grace,
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
+        }
+    }
+}
+
+/// Adds `Connection: close` once the server is closing, and keeps the connection's
+/// in-flight count and last activity.
+struct Tracked<S> {
+    inner: CatchPanic<S>,
+    connection: Arc<ConnectionState>,
+    closing: watch::Receiver<bool>,
+}
+
+/// Counts a request in flight until its response is ready (or the request is dropped).
+struct InFlight(Arc<ConnectionState>);
+
+impl InFlight {
+    fn start(connection: &Arc<ConnectionState>) -> Self {
+        connection.in_flight.fetch_add(1, Ordering::AcqRel);
+        connection.touch();
+        InFlight(connection.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: From<Bytes> + Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::start(&self.connection);
+        let closing = self.closing.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            if *closing.borrow() {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            drop(in_flight);
+            Ok(response)
+        })
+    }
+}
+
+/// Counts a connection as open until its task ends.
+struct OpenGuard(watch::Sender<usize>);
+
+impl OpenGuard {
+    fn new(open: &watch::Sender<usize>) -> Self {
+        open.send_modify(|n| *n += 1);
+        OpenGuard(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// This server in graceful's count: registered until it returns, accepting until it stops.
+struct CountedServer {
+    state: &'static Arc<State>,
+    accepting: std::sync::atomic::AtomicBool,
+}
+
+impl CountedServer {
+    fn new(state: &'static Arc<State>) -> Self {
+        state.servers.send_modify(|s: &mut ServerCount| {
+            s.registered += 1;
+            s.accepting += 1;
+        });
+        CountedServer {
+            state,
+            accepting: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    fn stopped_accepting(&self) {
+        if self.accepting.swap(false, Ordering::AcqRel) {
+            self.state.servers.send_modify(|s| s.accepting -= 1);
+        }
+    }
+}
+
+impl Drop for CountedServer {
+    fn drop(&mut self) {
+        self.stopped_accepting();
+        self.state.servers.send_modify(|s| s.registered -= 1);
+    }
+}
