@@ -54,7 +54,9 @@ impl Handovers {
 }
 
 fn relieve(worker: &Worker, address: SocketAddr) {
-    let Some(sender) = worker.sender() else { return };
+    let Some(sender) = worker.sender() else {
+        return;
+    };
     tokio::spawn(async move {
         let relieved = Control::Relieved {
             address: address.to_string(),

@@ -1,5 +1,9 @@
-//! The seed's `app.js`: answers every request with what it saw, as JSON. It knows nothing of
-//! clusters or graceful exits.
+//! The seed's `app.js`: answers every request with what it saw, as JSON, and fails on
+//! purpose on `/asycerror` (the seed's spelling), `/asyncerror` and `/asycerror-detached`.
+//! It knows nothing of clusters; its only tie to graceful is `graceful::spawn`, the
+//! request-scoped spawn that the seed's `setTimeout` could not have.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -7,8 +11,33 @@ use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response};
 
-/// `{method, url, headers, Connection, pid}` for any request.
+/// The seed's `foo.bar()` on an undefined `foo`.
+fn foo_bar() {
+    panic!("foo is not defined");
+}
+
+/// `{method, url, headers, Connection, pid}` for any request, except the failing routes.
 pub async fn app(request: Request<Incoming>) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/asycerror" | "/asyncerror" => {
+            // Fails 10 ms later in a task tied to this request: the request gets a 500.
+            graceful::spawn(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                foo_bar();
+            });
+            return std::future::pending().await;
+        }
+        "/asycerror-detached" => {
+            // Fails in a task nobody ties to the request, as in the seed: the worker still
+            // exits gracefully, and this request ends when the worker does.
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                foo_bar();
+            });
+            return std::future::pending().await;
+        }
+        _ => {}
+    }
     let headers: serde_json::Map<String, serde_json::Value> = request
         .headers()
         .iter()

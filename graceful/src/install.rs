@@ -238,7 +238,8 @@ impl State {
         self.arm_kill_timer();
         self.draining.send_replace(true);
         let state = self.clone();
-        self.runtime.spawn(async move { state.exit_sequence().await });
+        self.runtime
+            .spawn(async move { state.exit_sequence().await });
     }
 
     fn step(&self, step: Step) {

@@ -30,7 +30,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// [`crate::install`]ed, it keeps accepting until a replacement accepts on the same address
 /// (or `handover_timeout`), then stops. Either way every response from then on carries
 /// `Connection: close`, and a keep-alive connection idle for `idle_grace` is closed, so no
-/// client that is sending has its connection reset.
+/// client that is sending has its connection reset. After a panic it does not return: the
+/// process ends when graceful's exit sequence is done.
 pub async fn serve<S, B>(listener: TcpListener, service: S)
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
@@ -49,7 +50,7 @@ where
         .and_then(|s| s.worker().cloned())
         .or_else(cluster_worker::Worker::current);
     let _drain_registration = worker.as_ref().map(|w| w.register_server());
-    let _counted = state.map(|s| CountedServer::new(s));
+    let counted = state.map(CountedServer::new);
     let address = listener.local_addr().ok();
     let idle_grace = state.map_or(Duration::from_secs(1), |s| s.options_idle_grace());
 
@@ -86,11 +87,17 @@ where
         });
     }
     drop(listener);
-    if let Some(counted) = &_counted {
+    if let Some(counted) = &counted {
         counted.stopped_accepting();
     }
     closing.send_replace(true);
     let _ = open.subscribe().wait_for(|n| *n == 0).await;
+    drop(counted);
+    // After a panic the process ends in graceful's exit sequence (last words, disconnect,
+    // exit); returning now could let `main` end the process before that.
+    if state.is_some_and(|s| *s.draining.borrow()) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Resolves when this server must stop accepting, after setting `closing` (from which
@@ -203,7 +210,12 @@ impl ConnectionState {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(self.last_active.lock().unwrap_or_else(|p| p.into_inner()).elapsed())
+        Some(
+            self.last_active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed(),
+        )
     }
 
     /// Resolves once the server is closing and this connection has been idle for `grace`.

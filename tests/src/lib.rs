@@ -180,3 +180,167 @@ pub fn worker_settings(mode: &str) -> cluster_core::Settings {
         .env("TEST_MODE", mode)
         .stop_timeout(Duration::from_secs(5))
 }
+
+/// An HTTP/1.1 client that keeps its connection alive like a load generator does, and opens
+/// a new one after a `Connection: close` answer.
+pub struct KeepAliveClient {
+    address: SocketAddr,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+/// One answer of [`KeepAliveClient::get`].
+#[derive(Debug)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+    /// True when the server said `Connection: close`.
+    pub close: bool,
+}
+
+impl KeepAliveClient {
+    /// A client for `address`; it connects at its first request.
+    pub fn new(address: SocketAddr) -> Self {
+        KeepAliveClient {
+            address,
+            stream: None,
+        }
+    }
+
+    /// `GET path`. Any error (refused, reset, closed before an answer) is returned and the
+    /// connection dropped.
+    pub async fn get(&mut self, path: &str) -> std::io::Result<Answer> {
+        let result = self.exchange(path).await;
+        match &result {
+            Ok(answer) if !answer.close => {}
+            _ => self.stream = None,
+        }
+        result
+    }
+
+    async fn exchange(&mut self, path: &str) -> std::io::Result<Answer> {
+        if self.stream.is_none() {
+            self.stream = Some(BufReader::new(TcpStream::connect(self.address).await?));
+        }
+        let stream = self.stream.as_mut().expect("connected");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.address);
+        stream.get_mut().write_all(request.as_bytes()).await?;
+        let mut line = String::new();
+        if stream.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let (mut length, mut close) = (0usize, false);
+        loop {
+            line.clear();
+            if stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+                if name == "content-length" {
+                    length = value.parse().unwrap_or(0);
+                } else if name == "connection" && value.eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await?;
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            close,
+        })
+    }
+}
+
+/// The graceful test worker binary.
+pub fn graceful_worker_exe() -> std::path::PathBuf {
+    sibling_exe("graceful_worker")
+}
+
+/// A master running graceful test workers, with the seed's dispatch: a new worker is forked
+/// on every `disconnect`.
+pub struct GracefulCluster {
+    /// The master.
+    pub cluster: cluster_core::Cluster,
+    /// Every event since before the first fork.
+    pub events: cluster_core::EventStream,
+    /// The shared HTTP address.
+    pub address: SocketAddr,
+    /// The workers started so far (the first ones and the replacements).
+    pub forked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GracefulCluster {
+    /// Starts `workers` graceful test workers with `env`, and waits until they all listen.
+    pub async fn start(workers: usize, env: &[(&str, &str)]) -> GracefulCluster {
+        let mut settings = cluster_core::Settings::new()
+            .exec(graceful_worker_exe())
+            .env("TEST_LISTEN", "127.0.0.1:0")
+            .stop_timeout(Duration::from_secs(10));
+        for (key, value) in env {
+            settings = settings.env(key, value);
+        }
+        let cluster = cluster_core::setup_master(settings).expect("setup");
+        let mut events = cluster.events();
+        let forked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut dispatch_events = cluster.events();
+        let dispatch = cluster.clone();
+        let dispatch_forked = forked.clone();
+        tokio::spawn(async move {
+            while let Some(event) = dispatch_events.next().await {
+                if let cluster_core::Event::Disconnect(_) = event {
+                    if dispatch.fork(&[]).is_ok() {
+                        dispatch_forked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        for _ in 0..workers {
+            cluster.fork(&[]).expect("fork");
+            forked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let mut address = None;
+        for _ in 0..workers {
+            address = Some(
+                wait_event(&mut events, 10, "listening", |e| match e {
+                    cluster_core::Event::Listening(_, a) => Some(*a),
+                    _ => None,
+                })
+                .await,
+            );
+        }
+        GracefulCluster {
+            cluster,
+            events,
+            address: address.expect("a worker"),
+            forked,
+        }
+    }
+
+    /// The pid that answered `GET /` on a new connection.
+    pub async fn pid_of_a_worker(&self) -> u32 {
+        let (_, body) = http_get(self.address, "/").await.expect("GET /");
+        body.trim().parse().expect("pid")
+    }
+
+    /// The worker with this pid.
+    pub fn worker_by_pid(&self, pid: u32) -> cluster_core::Worker {
+        self.cluster
+            .workers()
+            .into_iter()
+            .find(|w| w.pid() == pid)
+            .expect("a worker with that pid")
+    }
+}

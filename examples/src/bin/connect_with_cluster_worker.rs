@@ -1,13 +1,16 @@
 //! The seed's `worker.js`: the app on `PORT` (default 1337) and a second server on
-//! `REST_PORT` (default 1985), both on the master's shared sockets.
+//! `REST_PORT` (default 1985), both on the master's shared sockets, with graceful installed
+//! on both (`KILL_TIMEOUT_MS`, default 10000).
 
+use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use examples::app::{app, rest_api};
 use examples::js_date;
+use hyper::service::service_fn;
 
-fn port(name: &str, default: u16) -> u16 {
+fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -21,30 +24,56 @@ async fn main() -> std::io::Result<()> {
         .with_max_level(tracing::Level::WARN)
         .init();
     let pid = std::process::id();
-    let drain = Duration::from_millis(
-        std::env::var("KILL_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000),
-    );
 
-    let web_port = port("PORT", 1337);
+    let web_port = env_number("PORT", 1337) as u16;
     let web = cluster_worker::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, web_port))).await?;
     println!(
         "[{}] [worker:{pid}] web server start listen on {web_port}",
         js_date()
     );
 
-    let rest_port = port("REST_PORT", 1985);
+    let rest_port = env_number("REST_PORT", 1985) as u16;
     let rest = cluster_worker::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, rest_port))).await?;
     println!(
         "[{}] [worker:{pid}] rest api start listen on {rest_port}",
         js_date()
     );
 
+    graceful::install(
+        graceful::Options::new()
+            .kill_timeout(Duration::from_millis(env_number("KILL_TIMEOUT_MS", 10_000)))
+            .on_error(move |report| {
+                // Custom logging goes here: send an email, call a phone…
+                eprintln!("[uncaughtException] throw error {} times", report.count);
+                eprintln!(
+                    "[panicked: {} (uncaughtException throw {} times on pid:{pid})]",
+                    report.message, report.count
+                );
+            })
+            .on_step(move |step| match step {
+                graceful::Step::ServersClosed(n) => {
+                    println!("[{}] [worker:{pid}] close {n} servers!", js_date())
+                }
+                graceful::Step::WorkerDisconnected => {
+                    println!("[{}] [worker:{pid}] worker disconnect!", js_date())
+                }
+                graceful::Step::KillTimeout => {
+                    println!("[{}] [worker:{pid}] kill timeout, exit now.", js_date())
+                }
+                _ => {}
+            }),
+    )
+    .map_err(std::io::Error::other)?;
+
     tokio::join!(
-        graceful::serve_http(web, app, drain),
-        graceful::serve_http(rest, rest_api, drain),
+        graceful::serve(
+            web,
+            service_fn(|req| async { Ok::<_, Infallible>(app(req).await) })
+        ),
+        graceful::serve(
+            rest,
+            service_fn(|req| async { Ok::<_, Infallible>(rest_api(req).await) })
+        ),
     );
     Ok(())
 }

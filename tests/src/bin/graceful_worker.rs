@@ -1,0 +1,138 @@
+//! The worker the graceful tests start: graceful installed, one HTTP server on
+//! `TEST_LISTEN`, and routes that fail in every way graceful must handle. It reports each
+//! graceful step to the master as a `TestMsg { kind: "step", data }`.
+//!
+//! Settings from the environment: `KILL_TIMEOUT_MS`, `LAST_WORDS=1` (a hook that sends a
+//! `last-words` message 50 ms after it starts), `TEST_ABORT=1` (abort right after the panic
+//! hook, as a `panic = "abort"` build does).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cluster_tests::TestMsg;
+use cluster_worker::Worker;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn env_ms(name: &str, default: u64) -> Duration {
+    Duration::from_millis(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+fn report(worker: &Worker, kind: &str, data: String) {
+    let worker = worker.clone();
+    let message = TestMsg::new(kind, data);
+    tokio::runtime::Handle::current().spawn(async move {
+        let _ = worker.send(&message).await;
+    });
+}
+
+#[tokio::main]
+async fn main() {
+    let worker = Worker::current().expect("started by a master");
+    let runtime = tokio::runtime::Handle::current();
+    let step_worker = worker.clone();
+    let mut options = graceful::Options::new()
+        .kill_timeout(env_ms("KILL_TIMEOUT_MS", 20_000))
+        .idle_grace(Duration::from_millis(300))
+        .report_only("harmless")
+        .on_error(|report| {
+            PANICS.store(report.count, Ordering::SeqCst);
+        })
+        .on_step(move |step| {
+            let step_worker = step_worker.clone();
+            runtime.spawn(async move {
+                let _ = step_worker
+                    .send(&TestMsg::new("step", format!("{step:?}")))
+                    .await;
+            });
+        });
+    if std::env::var("LAST_WORDS").is_ok() {
+        let last = worker.clone();
+        options = options.last_words(Duration::from_secs(2), move |panic| {
+            let last = last.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = last.send(&TestMsg::new("last-words", panic.message)).await;
+            }
+        });
+    }
+    graceful::install(options).expect("install");
+    if std::env::var("TEST_ABORT").is_ok() {
+        let graceful_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            graceful_hook(info);
+            std::process::abort();
+        }));
+    }
+
+    let address = std::env::var("TEST_LISTEN").expect("TEST_LISTEN");
+    let listener = cluster_worker::listen(address.parse().expect("address"))
+        .await
+        .expect("listen");
+    report(&worker, "ready", String::new());
+    graceful::serve(
+        listener,
+        hyper::service::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) }),
+    )
+    .await;
+}
+
+fn text(body: String) -> Response<Full<Bytes>> {
+    Response::new(Full::new(Bytes::from(body)))
+}
+
+async fn route(request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let pid = std::process::id();
+    match request.uri().path() {
+        "/panic" => panic!("handler failed on purpose"),
+        "/spawn-panic" => {
+            graceful::spawn(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                panic!("spawned task failed on purpose");
+            });
+            std::future::pending().await
+        }
+        "/detached-hang" => {
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                panic!("detached task failed on purpose");
+            });
+            std::future::pending().await
+        }
+        "/task-panic" => {
+            tokio::spawn(async { panic!("background task failed on purpose") });
+            text(format!("{pid}"))
+        }
+        "/thread-panic" => {
+            std::thread::spawn(|| panic!("plain thread failed on purpose"));
+            text(format!("{pid}"))
+        }
+        "/harmless-panic" => {
+            std::thread::spawn(|| panic!("harmless: only reported"));
+            text(format!("{pid}"))
+        }
+        "/double-panic" => {
+            std::thread::spawn(|| panic!("first failure"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::thread::spawn(|| panic!("second failure, during the drain"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            text(format!("panics={}", PANICS.load(Ordering::SeqCst)))
+        }
+        "/hang" => std::future::pending().await,
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            text(format!("{pid}"))
+        }
+        _ => text(format!("{pid}")),
+    }
+}
