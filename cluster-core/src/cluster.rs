@@ -307,20 +307,25 @@ impl Cluster {
     /// Stops the cluster. No worker is forked after this starts. A `Fast` request while a
     /// graceful stop runs turns it fast. Returns when every worker has exited.
     pub async fn stop(&self, mode: StopMode) {
+        self.begin_stop(mode);
+        let mut phase = self.shared.phase.subscribe();
+        let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+    }
+
+    /// Starts (or escalates) a stop without waiting for it: from here on `fork` is refused.
+    fn begin_stop(&self, mode: StopMode) {
         let shared = &self.shared;
-        let first = shared.stop_requested.send_if_modified(|requested| {
+        let escalated = shared.stop_requested.send_if_modified(|requested| {
             let escalates = requested.is_none_or(|current| mode > current);
             if escalates {
                 *requested = Some(mode);
             }
             escalates
-        }) && *shared.phase.borrow() == Phase::Running;
-        if first {
+        });
+        if escalated && *shared.phase.borrow() == Phase::Running {
             shared.phase.send_replace(Phase::Stopping);
             tokio::spawn(run_stop(shared.clone()));
         }
-        let mut phase = shared.phase.subscribe();
-        let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
     }
 
     /// The master's loop: runs the callbacks in event order and handles signals, until the
@@ -342,11 +347,12 @@ impl Cluster {
         let mut phase = self.shared.phase.subscribe();
         loop {
             tokio::select! {
+                // Signals first: a stop must be known before callbacks that would fork.
                 biased;
-                Some(event) = queue.recv() => self.dispatch(&event),
                 _ = sigterm.recv() => self.request_stop(StopMode::Graceful),
                 _ = sigint.recv() => self.request_stop(StopMode::Fast),
                 _ = sigquit.recv() => self.request_stop(StopMode::Fast),
+                Some(event) = queue.recv() => self.dispatch(&event),
                 _ = live.changed() => {}
                 _ = phase.changed() => {}
             }
@@ -361,8 +367,7 @@ impl Cluster {
 
     fn request_stop(&self, mode: StopMode) {
         tracing::info!(?mode, "stop requested by signal");
-        let cluster = self.clone();
-        tokio::spawn(async move { cluster.stop(mode).await });
+        self.begin_stop(mode);
     }
 
     fn dispatch(&self, event: &Event) {

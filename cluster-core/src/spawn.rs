@@ -51,12 +51,12 @@ impl Spawner {
     }
 }
 
-/// Sets what runs in the child between fork and exec: die with the master, and map the
-/// channel end to its fixed number.
+/// Sets what runs in the child between fork and exec: die with the master, leave the
+/// master's process group, and map the channel end to its fixed number.
 fn prepare_child(command: &mut Command, channel_end: RawFd) {
     let master_pid = std::process::id() as nix::libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (prctl, getppid, dup2, fcntl, _exit); it allocates nothing.
+    // async-signal-safe calls (prctl, getppid, setpgid, dup2, fcntl, _exit); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             use nix::libc;
@@ -68,6 +68,12 @@ fn prepare_child(command: &mut Command, channel_end: RawFd) {
             // The master may have died before prctl took effect.
             if libc::getppid() != master_pid {
                 libc::_exit(1);
+            }
+            // A process group of its own: a signal sent to the master's group (Ctrl-C in a
+            // terminal, `kill -TERM -PGID`) reaches the master only, which then stops the
+            // workers in order instead of racing them.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
             }
             if channel_end == CHANNEL_FD {
                 // dup2 onto itself would keep close-on-exec: clear it instead.

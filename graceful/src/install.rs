@@ -193,10 +193,12 @@ pub fn install(mut options: Options) -> Result<(), InstallError> {
         .map_err(|_| InstallError::AlreadyInstalled)?;
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        previous(info);
+        // Graceful's part first: printing a backtrace in the previous hook can take tens of
+        // milliseconds, and the master should start the replacement now.
         if let Some(state) = state() {
             state.on_panic(info);
         }
+        previous(info);
     }));
     Ok(())
 }
@@ -237,9 +239,10 @@ impl State {
         *self.first.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
         self.arm_kill_timer();
         self.draining.send_replace(true);
+        let registered = self.servers.borrow().registered;
         let state = self.clone();
         self.runtime
-            .spawn(async move { state.exit_sequence().await });
+            .spawn(async move { state.exit_sequence(registered).await });
     }
 
     fn step(&self, step: Step) {
@@ -266,9 +269,8 @@ impl State {
 
     /// After the first panic: wait for the servers to stop accepting, send the last words,
     /// disconnect, wait for the drain, exit.
-    async fn exit_sequence(self: Arc<Self>) {
+    async fn exit_sequence(self: Arc<Self>, registered: usize) {
         let mut servers = self.servers.subscribe();
-        let registered = servers.borrow().registered;
         let _ = servers.wait_for(|s| s.accepting == 0).await;
         self.step(Step::ServersClosed(registered));
 
