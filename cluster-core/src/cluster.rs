@@ -202,6 +202,18 @@ impl Cluster {
         Ok(worker)
     }
 
+    /// Binds the shared socket for `address` now (workers asking for it later get this
+    /// socket), so a bind error shows at start-up. Returns the bound address.
+    pub fn listen(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
+        let backlog = self.shared.settings().backlog;
+        let listener = self
+            .shared
+            .listeners
+            .get_or_bind(&address.to_string(), backlog)
+            .map_err(std::io::Error::other)?;
+        listener.local_addr()
+    }
+
     /// The workers that have not been reaped yet, by id.
     pub fn workers(&self) -> Vec<Worker> {
         lock(&self.shared.workers).values().cloned().collect()

@@ -22,6 +22,8 @@ pub enum Event {
     Online(Worker),
     /// One of the worker's servers accepts connections on this address.
     Listening(Worker, SocketAddr),
+    /// The worker said it is ready to serve (`Worker::ready` in `cluster-worker`).
+    Ready(Worker),
     /// The worker is going away: it announced a disconnect or a hand-over (then it is still
     /// draining), or its channel closed because it crashed or was killed. Emitted exactly once
     /// for every worker, before its `Exit`, so a dispatch that forks on it replaces every

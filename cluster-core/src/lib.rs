@@ -45,6 +45,7 @@ mod error;
 mod events;
 mod handover;
 mod listeners;
+pub mod pm;
 mod settings;
 mod spawn;
 mod supervise;

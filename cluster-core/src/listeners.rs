@@ -27,6 +27,11 @@ impl Listeners {
         }
         let listener =
             Arc::new(cluster_ipc::bind_tcp(requested, backlog).map_err(|e| e.to_string())?);
+        // Known by its bound address too: a worker told the real port of a `:0` request must
+        // get this socket, not a second one with its own queue.
+        if let Ok(local) = listener.local_addr() {
+            table.insert(local, listener.clone());
+        }
         table.insert(requested, listener.clone());
         Ok(listener)
     }

@@ -178,6 +178,11 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             worker.advance(WorkerState::Disconnecting);
             emit_disconnect(shared, worker);
         }
+        Control::Ready => {
+            if worker.mark_ready() {
+                shared.events.emit(Event::Ready(worker.clone()));
+            }
+        }
         Control::HandOver => {
             worker.mark_exited_after_disconnect();
             worker.advance(WorkerState::Disconnecting);

@@ -48,6 +48,7 @@ struct Status {
     state: WorkerState,
     exited_after_disconnect: bool,
     disconnect_emitted: bool,
+    ready: bool,
     addresses: Vec<SocketAddr>,
     exit: Option<Exit>,
     /// Taken at exit, so the channel's descriptor closes with the process.
@@ -84,6 +85,7 @@ impl Worker {
                     state: WorkerState::None,
                     exited_after_disconnect: false,
                     disconnect_emitted: false,
+                    ready: false,
                     addresses: Vec::new(),
                     exit: None,
                     sender: Some(sender),
@@ -179,6 +181,16 @@ impl Worker {
 
     pub(crate) fn mark_exited_after_disconnect(&self) {
         self.status().exited_after_disconnect = true;
+    }
+
+    /// Records that the worker said it is ready; true the first time.
+    pub(crate) fn mark_ready(&self) -> bool {
+        !std::mem::replace(&mut self.status().ready, true)
+    }
+
+    /// True once the worker has said it is ready to serve.
+    pub fn is_ready(&self) -> bool {
+        self.status().ready
     }
 
     /// True the first time only: the `disconnect` event is emitted once per worker.

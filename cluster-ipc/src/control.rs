@@ -41,6 +41,8 @@ pub enum Control {
     /// purpose, and keeps accepting on each of its addresses until the master sends
     /// [`Control::Relieved`] for it.
     HandOver,
+    /// Worker → master: the worker is ready to serve (pm's `ready`).
+    Ready,
     /// Master → worker: another worker, started after the hand-over, now accepts on
     /// `address`; the handing-over worker may stop accepting there.
     Relieved {

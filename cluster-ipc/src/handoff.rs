@@ -19,6 +19,11 @@ pub const ENV_MASTER_PID: &str = "CLUSTER_MASTER_PID";
 /// How long a worker whose master is gone may drain before it exits, in milliseconds.
 pub const ENV_ORPHAN_TIMEOUT_MS: &str = "CLUSTER_ORPHAN_TIMEOUT_MS";
 
+/// The name of the group a supervised worker belongs to (set by `cluster_core::pm`).
+pub const ENV_GROUP: &str = "CLUSTER_GROUP";
+/// The group's listen addresses, comma-separated (set by `cluster_core::pm`).
+pub const ENV_GROUP_LISTEN: &str = "CLUSTER_GROUP_LISTEN";
+
 /// The descriptor number a worker's channel end is mapped to.
 pub const CHANNEL_FD: RawFd = 3;
 

@@ -38,10 +38,12 @@
 
 mod env;
 mod error;
+mod group;
 mod listen;
 mod worker;
 
 pub use cluster_ipc::{Message, SendError};
 pub use error::WorkerError;
+pub use group::{group, group_listeners};
 pub use listen::listen;
 pub use worker::{ServerGuard, Worker, is_worker};

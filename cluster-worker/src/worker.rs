@@ -127,6 +127,12 @@ impl Worker {
         });
     }
 
+    /// Tells the master this worker is ready to serve (pm's `ready`): a supervisor counts it
+    /// as started, and a reload waits for it before retiring the old workers.
+    pub async fn ready(&self) -> Result<(), SendError> {
+        self.inner.sender.send_control(&Control::Ready, &[]).await
+    }
+
     /// Tells the master, from any thread and without awaiting (a panic hook may call it),
     /// that this worker has failed and is handing over: the master reports it as
     /// disconnecting at once, so a replacement can be forked, and relieves it of each

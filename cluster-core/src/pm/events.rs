@@ -1,0 +1,73 @@
+//! What happens to a master's groups.
+
+use std::time::Duration;
+
+use cluster_ipc::Message;
+
+use crate::worker::{Exit, Worker};
+
+/// One thing that happened to a group (pm's events, plus reloads and messages).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum GroupEvent {
+    /// A worker was started (pm's `fork(name, pid)`).
+    Fork {
+        /// The group.
+        group: String,
+        /// The worker.
+        worker: Worker,
+    },
+    /// A worker is ready: it called `ready()` or its server listens (pm's `ready`).
+    Ready {
+        /// The group.
+        group: String,
+        /// The worker.
+        worker: Worker,
+    },
+    /// A worker is going away (pm's `disconnect(name, pid)`).
+    Disconnect {
+        /// The group.
+        group: String,
+        /// The worker.
+        worker: Worker,
+    },
+    /// A worker exited (pm's `quit(name, pid, code, signal)`).
+    Quit {
+        /// The group.
+        group: String,
+        /// The worker.
+        worker: Worker,
+        /// How it ended.
+        exit: Exit,
+    },
+    /// Too many fatal exits: no restart for `pause` (pm's `giveup(name, fatals, pause)`).
+    GiveUp {
+        /// The group.
+        group: String,
+        /// Fatal exits counted.
+        fatals: usize,
+        /// How long the group waits before trying again.
+        pause: Duration,
+    },
+    /// A reload finished: every worker now runs the new generation.
+    Reloaded {
+        /// The group.
+        group: String,
+    },
+    /// A reload was abandoned; the old workers keep serving.
+    ReloadFailed {
+        /// The group.
+        group: String,
+        /// Why.
+        reason: String,
+    },
+    /// A worker's code sent a message to the master.
+    Message {
+        /// The group.
+        group: String,
+        /// The sender.
+        worker: Worker,
+        /// The message.
+        message: Message,
+    },
+}

@@ -1,0 +1,343 @@
+//! One group's state machine: members by generation, converging to the wanted count under
+//! the restart policy, and reloads.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+use crate::events::Event;
+use crate::pm::events::GroupEvent;
+use crate::pm::options::GroupOptions;
+use crate::pm::policy::{Decision, PolicyState};
+use crate::worker::{Worker, WorkerState};
+
+struct Member {
+    worker: Worker,
+    generation: u64,
+    started: Instant,
+    ready: bool,
+    /// Asked to go away by the group (scale-down, reload); never replaced.
+    retiring: bool,
+}
+
+enum ReloadPhase {
+    /// New workers are starting; all must be ready by the deadline.
+    Starting { deadline: Instant },
+    /// All ready; they must stay up until then.
+    Stabilising { until: Instant },
+    /// Old workers are being retired one at a time.
+    Retiring,
+}
+
+struct Reload {
+    old_generation: u64,
+    phase: ReloadPhase,
+}
+
+pub(crate) struct Group {
+    pub(crate) name: String,
+    pub(crate) cluster: Cluster,
+    pub(crate) options: GroupOptions,
+    pub(crate) wanted: usize,
+    generation: u64,
+    members: BTreeMap<u32, Member>,
+    policy: PolicyState,
+    next_fork_at: Option<Instant>,
+    paused_until: Option<Instant>,
+    reload: Option<Reload>,
+}
+
+impl Group {
+    pub(crate) fn new(name: String, cluster: Cluster, options: GroupOptions) -> Self {
+        Group {
+            name,
+            cluster,
+            wanted: options.children,
+            options,
+            generation: 0,
+            members: BTreeMap::new(),
+            policy: PolicyState::default(),
+            next_fork_at: None,
+            paused_until: None,
+            reload: None,
+        }
+    }
+
+    /// Workers that count towards `wanted`: current generation, not retiring, not handing
+    /// over. A crashed worker counts until it is reaped, so its restart goes through the
+    /// policy.
+    fn active(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(move |m| {
+            m.generation == self.generation
+                && !m.retiring
+                && !(m.worker.exited_after_disconnect()
+                    && m.worker.state() >= WorkerState::Disconnecting)
+        })
+    }
+
+    /// The newest live worker.
+    pub(crate) fn newest(&self) -> Option<Worker> {
+        self.members.values().last().map(|m| m.worker.clone())
+    }
+
+    pub(crate) fn workers(&self) -> Vec<Worker> {
+        self.members.values().map(|m| m.worker.clone()).collect()
+    }
+
+    /// Forks or retires workers until the count is right, unless the policy says wait.
+    pub(crate) fn converge(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|t| now < t) {
+            return;
+        }
+        self.paused_until = None;
+        let active = self.active().count();
+        if active < self.wanted {
+            if self.next_fork_at.is_some_and(|t| now < t) {
+                return;
+            }
+            self.next_fork_at = None;
+            for _ in active..self.wanted {
+                match self.cluster.fork(&[]) {
+                    Ok(worker) => {
+                        self.members.insert(
+                            worker.id(),
+                            Member {
+                                worker,
+                                generation: self.generation,
+                                started: now,
+                                ready: false,
+                                retiring: false,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(group = %self.name, "fork failed: {e}");
+                        self.next_fork_at = Some(now + crate::pm::policy::MIN_RESTART_DELAY);
+                        break;
+                    }
+                }
+            }
+        } else if active > self.wanted && self.reload.is_none() {
+            let extra: Vec<u32> = self
+                .active()
+                .map(|m| m.worker.id())
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .take(active - self.wanted)
+                .collect();
+            for id in extra {
+                self.retire(id);
+            }
+        }
+    }
+
+    fn retire(&mut self, id: u32) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.retiring = true;
+            member.worker.disconnect();
+        }
+    }
+
+    /// The next instant this group needs attention without any event.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let reload = self.reload.as_ref().and_then(|r| match r.phase {
+            ReloadPhase::Starting { deadline } => Some(deadline),
+            ReloadPhase::Stabilising { until } => Some(until),
+            ReloadPhase::Retiring => None,
+        });
+        [self.paused_until, self.next_fork_at, reload]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Handles one event of the group's cluster; returns what to tell the user.
+    pub(crate) fn handle(&mut self, event: Event, now: Instant) -> Vec<GroupEvent> {
+        let group = self.name.clone();
+        let mut out = Vec::new();
+        match event {
+            Event::Fork(worker) => out.push(GroupEvent::Fork { group, worker }),
+            Event::Ready(worker) | Event::Listening(worker, _) => {
+                if let Some(member) = self.members.get_mut(&worker.id()) {
+                    if !member.ready {
+                        member.ready = true;
+                        out.push(GroupEvent::Ready { group, worker });
+                    }
+                }
+            }
+            Event::Disconnect(worker) => out.push(GroupEvent::Disconnect { group, worker }),
+            Event::Exit(worker, exit) => {
+                let member = self.members.remove(&worker.id());
+                out.push(GroupEvent::Quit {
+                    group: group.clone(),
+                    worker: worker.clone(),
+                    exit,
+                });
+                if let Some(member) = member {
+                    if let Some(event) = self.on_exit(&member, exit, now) {
+                        out.push(event);
+                    }
+                }
+            }
+            Event::Message(worker, message) => out.push(GroupEvent::Message {
+                group,
+                worker,
+                message,
+            }),
+            _ => {}
+        }
+        out.extend(self.step_reload(now));
+        self.converge(now);
+        out
+    }
+
+    /// Applies the restart policy to an exit.
+    fn on_exit(
+        &mut self,
+        member: &Member,
+        exit: crate::worker::Exit,
+        now: Instant,
+    ) -> Option<GroupEvent> {
+        if member.retiring {
+            return None;
+        }
+        let clean = exit.code == Some(0) && exit.signal.is_none();
+        let fatal = !clean || !member.ready;
+        let uptime = now.duration_since(member.started);
+        match self
+            .policy
+            .on_exit(&self.options.policy, now, fatal, uptime)
+        {
+            Decision::RestartAt(at) => {
+                if at > now {
+                    self.next_fork_at = Some(self.next_fork_at.map_or(at, |t| t.max(at)));
+                }
+                None
+            }
+            Decision::GiveUp { fatals, until } => {
+                self.paused_until = Some(until);
+                Some(GroupEvent::GiveUp {
+                    group: self.name.clone(),
+                    fatals,
+                    pause: until - now,
+                })
+            }
+        }
+    }
+
+    /// Starts a reload: a new generation is forked; the old one is retired once the new one
+    /// is ready and stable. False if one is already running.
+    pub(crate) fn start_reload(&mut self, now: Instant) -> bool {
+        if self.reload.is_some() {
+            return false;
+        }
+        self.reload = Some(Reload {
+            old_generation: self.generation,
+            phase: ReloadPhase::Starting {
+                deadline: now + self.options.ready_timeout,
+            },
+        });
+        self.generation += 1;
+        // A reload is deliberate: do not wait out a backoff or a pause.
+        self.next_fork_at = None;
+        self.paused_until = None;
+        self.converge(now);
+        true
+    }
+
+    /// Moves the reload along; returns its outcome once it ends.
+    pub(crate) fn step_reload(&mut self, now: Instant) -> Option<GroupEvent> {
+        let reload = self.reload.as_ref()?;
+        let old_generation = reload.old_generation;
+        let new: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.generation == self.generation)
+            .collect();
+        let lost = new.len() < self.wanted
+            || new
+                .iter()
+                .any(|m| m.worker.state() >= WorkerState::Disconnecting);
+        match reload.phase {
+            ReloadPhase::Starting { deadline } => {
+                if lost {
+                    return Some(self.fail_reload("a new worker exited before it was ready"));
+                }
+                if new.iter().all(|m| m.ready) {
+                    let until = now + self.options.reload_stable;
+                    self.set_phase(ReloadPhase::Stabilising { until });
+                } else if now >= deadline {
+                    return Some(self.fail_reload(&format!(
+                        "new workers not ready within {:?}",
+                        self.options.ready_timeout
+                    )));
+                }
+            }
+            ReloadPhase::Stabilising { until } => {
+                if lost {
+                    return Some(self.fail_reload("a new worker exited right after starting"));
+                }
+                if now >= until {
+                    self.set_phase(ReloadPhase::Retiring);
+                }
+            }
+            ReloadPhase::Retiring => {}
+        }
+        if let Some(Reload {
+            phase: ReloadPhase::Retiring,
+            ..
+        }) = self.reload
+        {
+            let old: Vec<(u32, bool)> = self
+                .members
+                .values()
+                .filter(|m| m.generation == old_generation)
+                .map(|m| (m.worker.id(), m.retiring))
+                .collect();
+            if old.is_empty() {
+                self.reload = None;
+                return Some(GroupEvent::Reloaded {
+                    group: self.name.clone(),
+                });
+            }
+            // One at a time: the next old worker goes once the previous one has exited.
+            if !old.iter().any(|(_, retiring)| *retiring) {
+                self.retire(old[0].0);
+            }
+        }
+        None
+    }
+
+    fn set_phase(&mut self, phase: ReloadPhase) {
+        if let Some(reload) = &mut self.reload {
+            reload.phase = phase;
+        }
+    }
+
+    fn fail_reload(&mut self, reason: &str) -> GroupEvent {
+        let failed_generation = self.generation;
+        if let Some(reload) = self.reload.take() {
+            self.generation = reload.old_generation;
+        }
+        let doomed: Vec<u32> = self
+            .members
+            .values()
+            .filter(|m| m.generation == failed_generation)
+            .map(|m| m.worker.id())
+            .collect();
+        for id in doomed {
+            self.retire(id);
+        }
+        tracing::warn!(group = %self.name, "reload failed: {reason}; the old workers keep serving");
+        GroupEvent::ReloadFailed {
+            group: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The longest a worker may take to stop gracefully.
+    pub(crate) fn stop_timeout(&self) -> Duration {
+        self.options.settings.stop_timeout
+    }
+}

@@ -1,0 +1,476 @@
+//! The supervisor: named groups of workers kept alive, reloaded and scaled; signals.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::cluster::{Phase, StopMode, setup_master};
+use crate::events::Event;
+use crate::pm::events::GroupEvent;
+use crate::pm::group::Group;
+use crate::pm::options::GroupOptions;
+use crate::settings::SettingsError;
+use crate::worker::Worker;
+use crate::{RunError, SendError};
+
+type Callback = Box<dyn FnMut(&Master, &GroupEvent) + Send>;
+
+struct State {
+    groups: BTreeMap<String, Group>,
+    dispatched: bool,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    pidfile: Option<PathBuf>,
+    /// Every group's cluster events, tagged with the group's name.
+    incoming_tx: mpsc::UnboundedSender<(String, Event)>,
+    incoming_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Event)>>,
+    streams: Mutex<Vec<mpsc::UnboundedSender<GroupEvent>>>,
+    callbacks: Mutex<Vec<Callback>>,
+    queue_tx: mpsc::UnboundedSender<GroupEvent>,
+    queue_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<GroupEvent>>,
+    /// Something changed outside the loop (scale, reload…): re-read the deadlines.
+    wake: Notify,
+    phase: watch::Sender<Phase>,
+}
+
+/// A supervisor of named worker groups (pm's `createMaster()`). Cheap to clone.
+///
+/// # Example: the seed's pm `dispatch.js`
+///
+/// ```no_run
+/// use cluster_core::pm::{GroupEvent, GroupOptions, Master};
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let master = Master::new(None);
+///     master.on(|master, event| match event {
+///         GroupEvent::GiveUp { group, fatals, pause } => eprintln!(
+///             "giveup to restart \"{group}\" process after {fatals} times. pm will try after {pause:?}."),
+///         GroupEvent::Disconnect { group, worker } => {
+///             if let Some(new) = master.fork(group) {
+///                 eprintln!("worker:{} disconnect! new worker:{} fork", worker.pid(), new.pid());
+///             }
+///         }
+///         _ => {}
+///     });
+///     master.register("web", "./worker", GroupOptions::new()
+///         .listen("127.0.0.1:1984".parse()?)
+///         .children(2))?;
+///     master.dispatch();
+///     master.run().await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Master {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Master {
+    /// A master with no groups yet; `pidfile`, if given, is written at `dispatch` and
+    /// removed at exit if it still holds this process's pid. Must be called inside a tokio
+    /// runtime.
+    pub fn new(pidfile: Option<PathBuf>) -> Master {
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        Master {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    groups: BTreeMap::new(),
+                    dispatched: false,
+                }),
+                pidfile,
+                incoming_tx,
+                incoming_rx: tokio::sync::Mutex::new(incoming_rx),
+                streams: Mutex::new(Vec::new()),
+                callbacks: Mutex::new(Vec::new()),
+                queue_tx,
+                queue_rx: tokio::sync::Mutex::new(queue_rx),
+                wake: Notify::new(),
+                phase: watch::Sender::new(Phase::Running),
+            }),
+        }
+    }
+
+    /// Registers the group `name` running `exec`. Its listen addresses are bound now (an
+    /// error names the one that failed). Registering a name again replaces that group's
+    /// program and options through a reload: the old workers serve until the new ones are
+    /// ready.
+    pub fn register(
+        &self,
+        name: &str,
+        exec: impl AsRef<Path>,
+        options: GroupOptions,
+    ) -> Result<(), SettingsError> {
+        let mut settings = options.settings.clone().exec(exec.as_ref());
+        for arg in &options.args {
+            settings = settings.arg(arg);
+        }
+        for (key, value) in &options.env {
+            settings = settings.env(key, value);
+        }
+        settings = settings.env(cluster_ipc::handoff::ENV_GROUP, name);
+        let mut state = lock(&self.inner.state);
+        if let Some(group) = state.groups.get_mut(name) {
+            let bound = bind_all(&group.cluster, &options.listen)?;
+            group
+                .cluster
+                .setup_master(settings.env(cluster_ipc::handoff::ENV_GROUP_LISTEN, bound))?;
+            group.wanted = options.children;
+            group.options = options;
+            if state.dispatched {
+                let now = Instant::now();
+                if let Some(group) = state.groups.get_mut(name) {
+                    group.start_reload(now);
+                }
+            }
+            drop(state);
+            self.inner.wake.notify_one();
+            return Ok(());
+        }
+        let cluster = setup_master(settings.clone())?;
+        let bound = bind_all(&cluster, &options.listen)?;
+        cluster.setup_master(settings.env(cluster_ipc::handoff::ENV_GROUP_LISTEN, bound))?;
+        let mut events = cluster.events();
+        let incoming = self.inner.incoming_tx.clone();
+        let group_name = name.to_string();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if incoming.send((group_name.clone(), event)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut group = Group::new(name.to_string(), cluster, options);
+        if state.dispatched {
+            group.converge(Instant::now());
+        }
+        state.groups.insert(name.to_string(), group);
+        Ok(())
+    }
+
+    /// Starts every registered group (pm's `dispatch()`), and writes the pidfile.
+    pub fn dispatch(&self) {
+        if let Some(path) = &self.inner.pidfile {
+            if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+                tracing::error!("cannot write the pidfile {}: {e}", path.display());
+            }
+        }
+        let mut state = lock(&self.inner.state);
+        state.dispatched = true;
+        let now = Instant::now();
+        for group in state.groups.values_mut() {
+            group.converge(now);
+        }
+    }
+
+    /// Makes sure `group` has its workers and returns its newest one (pm's `fork(name)`):
+    /// forks only what is missing, so a dispatch that forks on `disconnect` while the master
+    /// already replaces workers does not double them.
+    pub fn fork(&self, group: &str) -> Option<Worker> {
+        let mut state = lock(&self.inner.state);
+        let group = state.groups.get_mut(group)?;
+        group.converge(Instant::now());
+        group.newest()
+    }
+
+    /// The group's live workers.
+    pub fn workers(&self, group: &str) -> Vec<Worker> {
+        lock(&self.inner.state)
+            .groups
+            .get(group)
+            .map(Group::workers)
+            .unwrap_or_default()
+    }
+
+    /// Sets how many workers `group` runs; extra ones are disconnected gracefully.
+    pub fn scale(&self, group: &str, children: usize) {
+        let mut state = lock(&self.inner.state);
+        if let Some(group) = state.groups.get_mut(group) {
+            group.wanted = children;
+            group.converge(Instant::now());
+        }
+        drop(state);
+        self.inner.wake.notify_one();
+    }
+
+    /// Reloads `group` without downtime: new workers start, and the old ones are retired one
+    /// at a time once every new one is ready and stable. If the new ones fail, they are
+    /// retired instead and a `ReloadFailed` event says why. False if the group is unknown or
+    /// already reloading.
+    pub fn reload(&self, group: &str) -> bool {
+        let mut state = lock(&self.inner.state);
+        let started = state
+            .groups
+            .get_mut(group)
+            .is_some_and(|g| g.start_reload(Instant::now()));
+        drop(state);
+        self.inner.wake.notify_one();
+        started
+    }
+
+    /// Sends `message` to every live worker of `group` (pm's `broadcast`); returns how many
+    /// it reached.
+    pub async fn broadcast<T: Serialize + ?Sized>(&self, group: &str, message: &T) -> usize {
+        let mut reached = 0;
+        for worker in self.workers(group) {
+            if worker.send(message).await.is_ok() {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// Sends `message` to the worker with this pid, in any group.
+    pub async fn send_to<T: Serialize + ?Sized>(
+        &self,
+        pid: u32,
+        message: &T,
+    ) -> Result<(), SendError> {
+        let worker = {
+            let state = lock(&self.inner.state);
+            state
+                .groups
+                .values()
+                .flat_map(Group::workers)
+                .find(|w| w.pid() == pid)
+        };
+        match worker {
+            Some(worker) => worker.send(message).await,
+            None => Err(SendError::Closed),
+        }
+    }
+
+    /// Every group event from now on, as an async stream.
+    pub fn events(&self) -> mpsc::UnboundedReceiver<GroupEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.streams).push(tx);
+        rx
+    }
+
+    /// Calls `callback` for every group event, inside [`Master::run`].
+    pub fn on(&self, callback: impl FnMut(&Master, &GroupEvent) + Send + 'static) {
+        lock(&self.inner.callbacks).push(Box::new(callback));
+    }
+
+    /// Stops every group (graceful or fast) and returns when all workers are gone.
+    pub async fn stop(&self, mode: StopMode) {
+        if *self.inner.phase.borrow() == Phase::Running {
+            self.inner.phase.send_replace(Phase::Stopping);
+        }
+        let clusters: Vec<_> = lock(&self.inner.state)
+            .groups
+            .values()
+            .map(|g| g.cluster.clone())
+            .collect();
+        let stops: Vec<_> = clusters
+            .into_iter()
+            .map(|c| tokio::spawn(async move { c.stop(mode).await }))
+            .collect();
+        for stop in stops {
+            let _ = stop.await;
+        }
+        self.inner.phase.send_replace(Phase::Stopped);
+    }
+
+    /// The master's loop: applies worker events to the groups (restarts, reloads), runs the
+    /// callbacks, and handles signals until stopped. SIGTERM: graceful stop; SIGINT/SIGQUIT:
+    /// fast stop; SIGHUP/SIGUSR1: reload every group; SIGTTIN/SIGTTOU: one worker more/less
+    /// in every group.
+    pub async fn run(&self) -> Result<(), RunError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind| signal(kind).map_err(RunError::Signals);
+        let mut sigterm = install(SignalKind::terminate())?;
+        let mut sigint = install(SignalKind::interrupt())?;
+        let mut sigquit = install(SignalKind::quit())?;
+        let mut sighup = install(SignalKind::hangup())?;
+        let mut sigusr1 = install(SignalKind::user_defined1())?;
+        let mut sigttin = install(SignalKind::from_raw(nix::libc::SIGTTIN))?;
+        let mut sigttou = install(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+        let mut incoming = self
+            .inner
+            .incoming_rx
+            .try_lock()
+            .map_err(|_| RunError::AlreadyRunning)?;
+        let mut queue = self
+            .inner
+            .queue_rx
+            .try_lock()
+            .map_err(|_| RunError::AlreadyRunning)?;
+        let mut phase = self.inner.phase.subscribe();
+        let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = sigterm.recv() => stopping = Some(self.begin_stop(stopping, StopMode::Graceful)),
+                _ = sigint.recv() => stopping = Some(self.begin_stop(stopping, StopMode::Fast)),
+                _ = sigquit.recv() => stopping = Some(self.begin_stop(stopping, StopMode::Fast)),
+                _ = sighup.recv() => self.reload_all(),
+                _ = sigusr1.recv() => self.reload_all(),
+                _ = sigttin.recv() => self.scale_all(1),
+                _ = sigttou.recv() => self.scale_all(-1),
+                Some((group, event)) = incoming.recv() => self.apply(&group, event),
+                Some(event) = queue.recv() => self.dispatch_callbacks(&event),
+                _ = sleep => self.tick(),
+                _ = self.inner.wake.notified() => {}
+                _ = phase.changed() => {}
+            }
+            if *phase.borrow() == Phase::Stopped && queue.is_empty() {
+                break;
+            }
+        }
+        if let Some(path) = &self.inner.pidfile {
+            remove_pidfile(path);
+        }
+        Ok(())
+    }
+
+    fn begin_stop(
+        &self,
+        running: Option<tokio::task::JoinHandle<()>>,
+        mode: StopMode,
+    ) -> tokio::task::JoinHandle<()> {
+        tracing::info!(?mode, "stop requested by signal");
+        if let Some(running) = running {
+            if mode == StopMode::Graceful {
+                return running;
+            }
+            // Escalate: each cluster turns its graceful stop fast.
+        }
+        let master = self.clone();
+        tokio::spawn(async move { master.stop(mode).await })
+    }
+
+    fn reload_all(&self) {
+        let names: Vec<String> = lock(&self.inner.state).groups.keys().cloned().collect();
+        for name in names {
+            self.reload(&name);
+        }
+    }
+
+    fn scale_all(&self, delta: isize) {
+        let names: Vec<(String, usize)> = lock(&self.inner.state)
+            .groups
+            .iter()
+            .map(|(n, g)| (n.clone(), g.wanted))
+            .collect();
+        for (name, wanted) in names {
+            self.scale(&name, wanted.saturating_add_signed(delta).max(1));
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        lock(&self.inner.state)
+            .groups
+            .values()
+            .filter_map(Group::next_deadline)
+            .min()
+    }
+
+    fn apply(&self, group: &str, event: Event) {
+        let emitted = {
+            let mut state = lock(&self.inner.state);
+            let stopping = *self.inner.phase.borrow() != Phase::Running;
+            match state.groups.get_mut(group) {
+                Some(g) if !stopping => g.handle(event, Instant::now()),
+                Some(g) => {
+                    // Report, but do not restart anything while stopping.
+                    let wanted = std::mem::replace(&mut g.wanted, 0);
+                    let out = g.handle(event, Instant::now());
+                    g.wanted = wanted;
+                    out
+                }
+                None => Vec::new(),
+            }
+        };
+        for event in emitted {
+            self.emit(event);
+        }
+    }
+
+    fn tick(&self) {
+        let now = Instant::now();
+        let emitted: Vec<GroupEvent> = {
+            let mut state = lock(&self.inner.state);
+            state
+                .groups
+                .values_mut()
+                .flat_map(|g| {
+                    let out = g.step_reload(now);
+                    g.converge(now);
+                    out
+                })
+                .collect()
+        };
+        for event in emitted {
+            self.emit(event);
+        }
+    }
+
+    fn emit(&self, event: GroupEvent) {
+        lock(&self.inner.streams).retain(|tx| tx.send(event.clone()).is_ok());
+        let _ = self.inner.queue_tx.send(event);
+    }
+
+    fn dispatch_callbacks(&self, event: &GroupEvent) {
+        let mut callbacks = std::mem::take(&mut *lock(&self.inner.callbacks));
+        for callback in &mut callbacks {
+            callback(self, event);
+        }
+        let mut registered = lock(&self.inner.callbacks);
+        callbacks.append(&mut registered);
+        *registered = callbacks;
+    }
+
+    /// The longest graceful stop among the groups.
+    pub fn stop_timeout(&self) -> Duration {
+        lock(&self.inner.state)
+            .groups
+            .values()
+            .map(Group::stop_timeout)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Binds every address now, so a bad one is an error at start-up; returns the bound
+/// addresses, comma-separated, for the workers' environment.
+fn bind_all(cluster: &crate::Cluster, addresses: &[SocketAddr]) -> Result<String, SettingsError> {
+    let mut bound = Vec::new();
+    for address in addresses {
+        let local = cluster.listen(*address).map_err(|e| SettingsError {
+            setting: "listen",
+            reason: e.to_string(),
+        })?;
+        bound.push(local.to_string());
+    }
+    Ok(bound.join(","))
+}
+
+fn remove_pidfile(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|content| content.trim() == std::process::id().to_string());
+    if ours {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!("cannot remove the pidfile {}: {e}", path.display());
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Supervision: pm's named groups of workers, kept alive under a restart policy, reloaded
+//! without downtime, scaled at run time, messaged.
+//!
+//! A [`Master`] runs several groups; each group is a [`crate::Cluster`] with its own
+//! program, addresses and size. Its loop ([`Master::run`]) applies every worker event to
+//! its group: an exit is replaced (after a backoff if it was fatal; after five fatal exits
+//! in a minute the group gives up for a minute: pm's rule), a reload forks a new
+//! generation and retires the old one only once the new one is ready and stable, and a
+//! reload whose new workers fail leaves the old ones serving.
+//!
+//! Not here yet: round-robin and per-worker `SO_REUSEPORT` scheduling, Unix socket
+//! addresses, worker-to-worker messages.
+
+mod events;
+mod group;
+mod master;
+mod options;
+mod policy;
+
+pub use events::GroupEvent;
+pub use master::Master;
+pub use options::GroupOptions;
+pub use policy::{MIN_RESTART_DELAY, RestartPolicy};

@@ -1,0 +1,104 @@
+//! What a group is: its workers' program, addresses, size and restart policy.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::pm::policy::RestartPolicy;
+use crate::settings::Settings;
+
+/// Options of one group (pm's `register(name, file, options)`).
+///
+/// ```
+/// use std::time::Duration;
+/// use cluster_core::pm::GroupOptions;
+///
+/// let web = GroupOptions::new()
+///     .listen("127.0.0.1:1984".parse().unwrap())
+///     .children(2)
+///     .ready_timeout(Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) children: usize,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) policy: RestartPolicy,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) reload_stable: Duration,
+    pub(crate) settings: Settings,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            listen: Vec::new(),
+            children: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            args: Vec::new(),
+            env: Vec::new(),
+            policy: RestartPolicy::default(),
+            ready_timeout: Duration::from_secs(30),
+            reload_stable: Duration::from_millis(500),
+            settings: Settings::new(),
+        }
+    }
+}
+
+impl GroupOptions {
+    /// The defaults: one worker per CPU, no listen address, pm's restart policy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An address the group's workers serve (pm's `listen`); may be given several times.
+    /// The master binds it when the group is registered.
+    pub fn listen(mut self, address: SocketAddr) -> Self {
+        self.listen.push(address);
+        self
+    }
+
+    /// How many workers the group keeps running (pm's `children`; default: CPUs).
+    pub fn children(mut self, children: usize) -> Self {
+        self.children = children;
+        self
+    }
+
+    /// Appends one argument for the workers.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets one environment variable for the workers.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The restart policy (default: pm's 5 fatal exits in 60 s, pm2's backoff).
+    pub fn policy(mut self, policy: RestartPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a reload waits for the new workers to be ready (default 30 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// How long the new workers of a reload must stay up once ready before the old ones
+    /// are retired (default 500 ms).
+    pub fn reload_stable(mut self, window: Duration) -> Self {
+        self.reload_stable = window;
+        self
+    }
+
+    /// The cluster settings the workers are started with (serialization, stop timeout,
+    /// uid/gid…); `exec`, args and env are the group's.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+}
