@@ -2,9 +2,10 @@
 //! `TEST_LISTEN`, and routes that fail in every way graceful must handle. It reports each
 //! graceful step to the master as a `TestMsg { kind: "step", data }`.
 //!
-//! Settings from the environment: `KILL_TIMEOUT_MS`, `LAST_WORDS=1` (a hook that sends a
-//! `last-words` message 50 ms after it starts), `TEST_ABORT=1` (abort right after the panic
-//! hook, as a `panic = "abort"` build does).
+//! Settings from the environment: `TEST_LISTEN` (else the pm group's first address),
+//! `KILL_TIMEOUT_MS`, `LAST_WORDS=1` (a hook that sends a `last-words` message 50 ms after it
+//! starts), `TEST_ABORT=1` (abort right after the panic hook, as a `panic = "abort"` build
+//! does), `BOOT_CRASH=1` (exit 1 at once, before being ready). It echoes every message.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,11 +76,31 @@ async fn main() {
         }));
     }
 
-    let address = std::env::var("TEST_LISTEN").expect("TEST_LISTEN");
-    let listener = cluster_worker::listen(address.parse().expect("address"))
-        .await
-        .expect("listen");
+    if std::env::var("BOOT_CRASH").is_ok() {
+        std::process::exit(1);
+    }
+    let listener = match std::env::var("TEST_LISTEN") {
+        Ok(address) => cluster_worker::listen(address.parse().expect("address"))
+            .await
+            .expect("listen"),
+        // A supervised group's worker: the group's first address.
+        Err(_) => cluster_worker::group_listeners()
+            .await
+            .expect("group listeners")
+            .into_iter()
+            .next()
+            .expect("the group listens somewhere"),
+    };
+    worker.ready().await.expect("ready");
     report(&worker, "ready", String::new());
+    let echo = worker.clone();
+    tokio::spawn(async move {
+        while let Some(message) = echo.recv().await {
+            if let Ok(msg) = message.decode::<TestMsg>() {
+                let _ = echo.send(&TestMsg::new("echo", msg.data)).await;
+            }
+        }
+    });
     graceful::serve(
         listener,
         hyper::service::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) }),

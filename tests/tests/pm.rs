@@ -1,0 +1,305 @@
+//! The supervisor with real processes: groups, giveup and backoff, reload (also a failed
+//! one) under load, scaling, broadcast.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cluster_core::pm::{GroupEvent, GroupOptions, Master, RestartPolicy};
+use cluster_tests::{KeepAliveClient, TestMsg, graceful_worker_exe, http_get, within};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn options(children: usize) -> GroupOptions {
+    GroupOptions::new()
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .children(children)
+        .ready_timeout(Duration::from_secs(10))
+        .reload_stable(Duration::from_millis(200))
+}
+
+/// The next event `pick` accepts, within `secs`.
+async fn next<T>(
+    events: &mut UnboundedReceiver<GroupEvent>,
+    secs: u64,
+    what: &str,
+    mut pick: impl FnMut(&GroupEvent) -> Option<T>,
+) -> T {
+    within(secs, what, async {
+        loop {
+            let event = events.recv().await.expect("event stream");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    })
+    .await
+}
+
+/// Waits for `count` workers of `group` to be ready; returns their pids and address.
+async fn ready(
+    events: &mut UnboundedReceiver<GroupEvent>,
+    group: &str,
+    count: usize,
+) -> (HashSet<u32>, SocketAddr) {
+    let mut pids = HashSet::new();
+    let mut address = None;
+    while pids.len() < count {
+        let worker = next(events, 10, "ready", |e| match e {
+            GroupEvent::Ready { group: g, worker } if g == group => Some(worker.clone()),
+            _ => None,
+        })
+        .await;
+        address = worker.addresses().first().copied();
+        pids.insert(worker.pid());
+    }
+    (pids, address.expect("an address"))
+}
+
+async fn pid_at(address: SocketAddr) -> u32 {
+    let (_, body) = http_get(address, "/").await.expect("GET /");
+    body.trim().parse().expect("pid")
+}
+
+fn start() -> (Master, UnboundedReceiver<GroupEvent>) {
+    let master = Master::new(None);
+    let events = master.events();
+    let looping = master.clone();
+    tokio::spawn(async move { looping.run().await });
+    (master, events)
+}
+
+#[tokio::test]
+async fn two_groups_run_side_by_side() {
+    let (master, mut events) = start();
+    master
+        .register("alpha", graceful_worker_exe(), options(2))
+        .expect("alpha");
+    master
+        .register("beta", graceful_worker_exe(), options(1))
+        .expect("beta");
+    master.dispatch();
+    let (alpha, alpha_address) = ready(&mut events, "alpha", 2).await;
+    let (beta, beta_address) = ready(&mut events, "beta", 1).await;
+    assert_ne!(alpha_address, beta_address);
+    assert!(alpha.contains(&pid_at(alpha_address).await));
+    assert!(beta.contains(&pid_at(beta_address).await));
+    assert_eq!(master.workers("alpha").len(), 2);
+    assert_eq!(master.workers("beta").len(), 1);
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+#[tokio::test]
+async fn five_quick_crashes_give_up_then_retry_after_the_pause_with_growing_backoff() {
+    let (master, mut events) = start();
+    let policy = RestartPolicy {
+        max_fatal_restart: 5,
+        pause_after_fatal: Duration::from_millis(1500),
+        restart_delay: Duration::from_millis(100),
+        max_restart_delay: Duration::from_secs(5),
+        stable_uptime: Duration::from_secs(30),
+    };
+    master
+        .register(
+            "crashy",
+            graceful_worker_exe(),
+            options(1).policy(policy).env("BOOT_CRASH", "1"),
+        )
+        .expect("register");
+    master.dispatch();
+    let mut forks = Vec::new();
+    let (fatals, pause) = next(&mut events, 20, "giveup", |e| match e {
+        GroupEvent::Fork { .. } => {
+            forks.push(Instant::now());
+            None
+        }
+        GroupEvent::Quit { exit, .. } => {
+            assert_eq!(exit.code, Some(1));
+            None
+        }
+        GroupEvent::GiveUp { fatals, pause, .. } => Some((*fatals, *pause)),
+        _ => None,
+    })
+    .await;
+    let gave_up = Instant::now();
+    assert_eq!(fatals, 5);
+    assert!(pause > Duration::from_millis(1400), "{pause:?}");
+    assert_eq!(forks.len(), 5, "the first fork and four restarts");
+    let gaps: Vec<Duration> = forks.windows(2).map(|w| w[1] - w[0]).collect();
+    // 100 ms, 150 ms, 225 ms, 337 ms (plus the boot of each worker).
+    for pair in gaps.windows(2) {
+        assert!(
+            pair[1] > pair[0] + Duration::from_millis(25),
+            "backoff grows: {gaps:?}"
+        );
+    }
+    assert!(gaps[0] >= Duration::from_millis(100), "{gaps:?}");
+    next(&mut events, 10, "the retry after the pause", |e| {
+        matches!(e, GroupEvent::Fork { .. }).then_some(())
+    })
+    .await;
+    let waited = gave_up.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1300),
+        "retried after {waited:?}"
+    );
+    master.stop(cluster_core::StopMode::Fast).await;
+}
+
+#[tokio::test]
+async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
+    let (master, mut events) = start();
+    master
+        .register("web", graceful_worker_exe(), options(2))
+        .expect("register");
+    master.dispatch();
+    let (old, address) = ready(&mut events, "web", 2).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut client = KeepAliveClient::new(address);
+            let (mut ok, mut failures) = (0usize, Vec::new());
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match client.get("/").await {
+                    Ok(answer) if answer.status == 200 => ok += 1,
+                    other => failures.push(format!("{other:?}")),
+                }
+            }
+            (ok, failures)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(master.reload("web"));
+    next(&mut events, 30, "reloaded", |e| {
+        matches!(e, GroupEvent::Reloaded { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failures) = (0, Vec::new());
+    for client in clients {
+        let (o, f) = within(30, "clients", client).await.expect("client");
+        ok += o;
+        failures.extend(f);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
+    let now: HashSet<u32> = master.workers("web").iter().map(|w| w.pid()).collect();
+    assert_eq!(now.len(), 2);
+    assert!(now.is_disjoint(&old), "old {old:?}, now {now:?}");
+    for _ in 0..4 {
+        assert!(now.contains(&pid_at(address).await));
+    }
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+#[tokio::test]
+async fn a_reload_whose_new_workers_crash_keeps_the_old_ones_serving() {
+    let (master, mut events) = start();
+    master
+        .register("web", graceful_worker_exe(), options(2))
+        .expect("register");
+    master.dispatch();
+    let (old, address) = ready(&mut events, "web", 2).await;
+    // A bad deploy: the same group, registered again with workers that die at boot.
+    master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            options(2).env("BOOT_CRASH", "1"),
+        )
+        .expect("register again");
+    let reason = next(&mut events, 20, "reload failure", |e| match e {
+        GroupEvent::ReloadFailed { reason, .. } => Some(reason.clone()),
+        GroupEvent::Reloaded { .. } => panic!("a bad deploy must not complete"),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("exited"), "{reason}");
+    for _ in 0..6 {
+        assert!(
+            old.contains(&pid_at(address).await),
+            "the old workers still serve"
+        );
+    }
+    let live: HashSet<u32> = master.workers("web").iter().map(|w| w.pid()).collect();
+    assert_eq!(live, old);
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+#[tokio::test]
+async fn scale_up_and_down_at_run_time() {
+    let (master, mut events) = start();
+    master
+        .register("web", graceful_worker_exe(), options(1))
+        .expect("register");
+    master.dispatch();
+    ready(&mut events, "web", 1).await;
+    master.scale("web", 3);
+    ready(&mut events, "web", 2).await;
+    assert_eq!(master.workers("web").len(), 3);
+    master.scale("web", 1);
+    for _ in 0..2 {
+        let exit = next(&mut events, 10, "a retired worker's exit", |e| match e {
+            GroupEvent::Quit { exit, .. } => Some(*exit),
+            _ => None,
+        })
+        .await;
+        assert_eq!(exit.code, Some(0), "retired gracefully: {exit}");
+    }
+    assert_eq!(master.workers("web").len(), 1);
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_worker_of_the_group() {
+    let (master, mut events) = start();
+    master
+        .register("web", graceful_worker_exe(), options(3))
+        .expect("register");
+    master.dispatch();
+    let (pids, _) = ready(&mut events, "web", 3).await;
+    // A group registered after dispatch starts at once; it must not get the broadcast.
+    master
+        .register("other", graceful_worker_exe(), options(1))
+        .expect("register");
+    ready(&mut events, "other", 1).await;
+    let reached = master
+        .broadcast("web", &TestMsg::new("ping", "hello all"))
+        .await;
+    assert_eq!(reached, 3);
+    let mut echoed = HashSet::new();
+    while echoed.len() < 3 {
+        let (group, pid, msg) = next(&mut events, 10, "echo", |e| match e {
+            GroupEvent::Message {
+                group,
+                worker,
+                message,
+            } => Some((
+                group.clone(),
+                worker.pid(),
+                message.decode::<TestMsg>().expect("decode"),
+            )),
+            _ => None,
+        })
+        .await;
+        if msg.kind == "echo" {
+            assert_eq!(group, "web");
+            assert_eq!(msg.data, "hello all");
+            echoed.insert(pid);
+        }
+    }
+    assert_eq!(echoed, pids);
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
