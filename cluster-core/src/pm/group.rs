@@ -110,6 +110,7 @@ impl Group {
                             },
                         );
                     }
+                    Err(crate::ForkError::Stopping) => break,
                     Err(e) => {
                         tracing::error!(group = %self.name, "fork failed: {e}");
                         self.next_fork_at = Some(now + crate::pm::policy::MIN_RESTART_DELAY);

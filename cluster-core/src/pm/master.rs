@@ -178,7 +178,11 @@ impl Master {
     /// Makes sure `group` has its workers and returns its newest one (pm's `fork(name)`):
     /// forks only what is missing, so a dispatch that forks on `disconnect` while the master
     /// already replaces workers does not double them.
+    /// `None` once the master is stopping.
     pub fn fork(&self, group: &str) -> Option<Worker> {
+        if *self.inner.phase.borrow() != Phase::Running {
+            return None;
+        }
         let mut state = lock(&self.inner.state);
         let group = state.groups.get_mut(group)?;
         group.converge(Instant::now());

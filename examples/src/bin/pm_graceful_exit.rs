@@ -1,0 +1,77 @@
+//! The seed's pm `dispatch.js`: a master with one group, `web`, of 2 workers on `PORT`
+//! (default 1984), logging giveup, disconnect, fork and quit as the seed does.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use cluster_core::pm::{GroupEvent, GroupOptions, Master};
+use examples::js_date;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[master:{}] {e}", std::process::id());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let pid = std::process::id();
+    let master = Master::new(std::env::var_os("PIDFILE").map(Into::into));
+
+    master.on(move |master, event| match event {
+        GroupEvent::GiveUp { group, fatals, pause } => println!(
+            "[{}] [master:{pid}] giveup to restart \"{group}\" process after {fatals} times. pm will try after {} ms.",
+            js_date(),
+            pause.as_millis()
+        ),
+        GroupEvent::Disconnect { group, worker } => {
+            if let Some(new) = master.fork(group) {
+                eprintln!(
+                    "[{}] [master:{pid}] worker:{} disconnect! new worker:{} fork",
+                    js_date(),
+                    worker.pid(),
+                    new.pid()
+                );
+            }
+        }
+        GroupEvent::Fork { group, worker } => println!(
+            "[{}] [master:{pid}] new {group}:worker:{} fork",
+            js_date(),
+            worker.pid()
+        ),
+        GroupEvent::Quit { group, worker, exit } => println!(
+            "[{}] [master:{pid}] {group}:worker:{} quit, code: {}, signal: {}",
+            js_date(),
+            worker.pid(),
+            exit.code.map_or("null".to_string(), |c| c.to_string()),
+            exit.signal.map_or("null".to_string(), |s| s.to_string()),
+        ),
+        _ => {}
+    });
+
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1984);
+    let mut worker = std::env::current_exe()?;
+    worker.set_file_name("pm_graceful_exit_worker");
+    master.register(
+        "web",
+        worker,
+        GroupOptions::new()
+            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .children(2),
+    )?;
+
+    master.dispatch();
+    master.run().await?;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! The seed's pm `worker.js` and `app.js`: graceful installed (kill timeout `KILL_TIMEOUT_MS`,
+//! default 10000), the app on the group's address, `ready()` once it listens.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use examples::js_date;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+/// The seed's `app.js`: `/asyncerror` fails 10 ms later; anything else answers
+/// `{url, pid}`.
+async fn app(request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/asyncerror" {
+        graceful::spawn(async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            panic!("asyncError is not defined");
+        });
+        return std::future::pending().await;
+    }
+    let body = serde_json::json!({ "url": request.uri().to_string(), "pid": std::process::id() });
+    Response::new(Full::new(Bytes::from(body.to_string())))
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let pid = std::process::id();
+    let kill_timeout = std::env::var("KILL_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    graceful::install(
+        graceful::Options::new()
+            .kill_timeout(Duration::from_millis(kill_timeout))
+            .on_error(move |report| {
+                println!("[{}] [worker:{pid}] error: {report}", js_date());
+                eprintln!("[uncaughtException] throw error {} times", report.count);
+                eprintln!("[panicked: {}]", report.message);
+            })
+            .on_step(move |step| match step {
+                graceful::Step::ServersClosed(n) => {
+                    println!("[{}] [worker:{pid}] close {n} servers!", js_date())
+                }
+                graceful::Step::WorkerDisconnected => {
+                    println!("[{}] [worker:{pid}] worker disconnect!", js_date())
+                }
+                graceful::Step::KillTimeout => {
+                    println!("[{}] [worker:{pid}] kill timeout, exit now.", js_date())
+                }
+                _ => {}
+            }),
+    )
+    .map_err(std::io::Error::other)?;
+
+    let mut listeners = cluster_worker::group_listeners().await?;
+    let listener = listeners
+        .pop()
+        .ok_or_else(|| std::io::Error::other("the group has no listen address"))?;
+    if let Some(worker) = cluster_worker::Worker::current() {
+        if let Err(e) = worker.ready().await {
+            eprintln!("[worker:{pid}] could not report ready: {e}");
+        }
+    }
+    let service = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(app(req).await) });
+    graceful::serve(listener, service).await;
+    Ok(())
+}
