@@ -80,8 +80,25 @@ async fn two_groups_run_side_by_side() {
         .register("beta", graceful_worker_exe(), options(1))
         .expect("beta");
     master.dispatch();
-    let (alpha, alpha_address) = ready(&mut events, "alpha", 2).await;
-    let (beta, beta_address) = ready(&mut events, "beta", 1).await;
+    // Both groups start at once: collect their ready workers together.
+    let mut by_group: std::collections::HashMap<String, (HashSet<u32>, SocketAddr)> =
+        Default::default();
+    while by_group.get("alpha").map_or(0, |g| g.0.len()) < 2
+        || by_group.get("beta").map_or(0, |g| g.0.len()) < 1
+    {
+        let (group, worker) = next(&mut events, 10, "ready", |e| match e {
+            GroupEvent::Ready { group, worker } => Some((group.clone(), worker.clone())),
+            _ => None,
+        })
+        .await;
+        let address = worker.addresses()[0];
+        let entry = by_group
+            .entry(group)
+            .or_insert_with(|| (HashSet::new(), address));
+        entry.0.insert(worker.pid());
+    }
+    let (alpha, alpha_address) = by_group["alpha"].clone();
+    let (beta, beta_address) = by_group["beta"].clone();
     assert_ne!(alpha_address, beta_address);
     assert!(alpha.contains(&pid_at(alpha_address).await));
     assert!(beta.contains(&pid_at(beta_address).await));
