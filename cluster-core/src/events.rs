@@ -31,6 +31,17 @@ pub enum Event {
     Disconnect(Worker),
     /// The worker process ended and was reaped.
     Exit(Worker, Exit),
+    /// The worker's code sent a message for other workers (`send_to_group`, `send_to_pid`
+    /// in `cluster-worker`). A [`crate::pm::Master`] delivers it; a plain cluster only
+    /// reports it.
+    Forward {
+        /// The sender.
+        from: Worker,
+        /// Who it is for.
+        to: cluster_ipc::Recipient,
+        /// The encoded user message.
+        payload: std::sync::Arc<[u8]>,
+    },
     /// The worker's code sent a message.
     Message(Worker, Message),
 }

@@ -178,6 +178,13 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             worker.advance(WorkerState::Disconnecting);
             emit_disconnect(shared, worker);
         }
+        Control::Forward { to, payload } => {
+            shared.events.emit(Event::Forward {
+                from: worker.clone(),
+                to,
+                payload: payload.into(),
+            });
+        }
         Control::Ready => {
             if worker.mark_ready() {
                 shared.events.emit(Event::Ready(worker.clone()));

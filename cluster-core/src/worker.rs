@@ -167,6 +167,22 @@ impl Worker {
         }
     }
 
+    /// Delivers a message another worker sent through the master.
+    pub(crate) async fn deliver(
+        &self,
+        from_group: Option<String>,
+        from_pid: u32,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let sender = self.sender().ok_or(SendError::Closed)?;
+        let deliver = Control::Deliver {
+            from_group,
+            from_pid,
+            payload: payload.to_vec(),
+        };
+        sender.send_control(&deliver, &[]).await
+    }
+
     pub(crate) fn sender(&self) -> Option<Sender> {
         self.status().sender.clone()
     }

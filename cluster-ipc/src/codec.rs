@@ -44,6 +44,13 @@ impl Serialization {
         }
     }
 
+    /// Encodes `value` on its own (to be carried inside another message).
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::new();
+        self.encode_into(value, &mut out)?;
+        Ok(out)
+    }
+
     /// Decodes one whole value from `bytes`.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {

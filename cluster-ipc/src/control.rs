@@ -6,6 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Who a forwarded message is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Recipient {
+    /// Every live worker of the group, the sender excepted.
+    Group(String),
+    /// The worker with this pid.
+    Pid(u32),
+}
+
 /// A message of the cluster runtime itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -43,6 +52,23 @@ pub enum Control {
     HandOver,
     /// Worker → master: the worker is ready to serve (pm's `ready`).
     Ready,
+    /// Worker → master: deliver this user message (already encoded) to other workers
+    /// (pm's `broadcast` between workers).
+    Forward {
+        /// Who gets it.
+        to: Recipient,
+        /// The encoded user message.
+        payload: Vec<u8>,
+    },
+    /// Master → worker: a user message another worker sent through the master.
+    Deliver {
+        /// The sender's group, if it was started by a supervisor.
+        from_group: Option<String>,
+        /// The sender's pid.
+        from_pid: u32,
+        /// The encoded user message.
+        payload: Vec<u8>,
+    },
     /// Master → worker: another worker, started after the hand-over, now accepts on
     /// `address`; the handing-over worker may stop accepting there.
     Relieved {

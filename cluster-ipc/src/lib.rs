@@ -48,10 +48,10 @@ mod sys;
 
 pub use channel::{ChannelOptions, Incoming, Receiver, Sender, channel, socketpair};
 pub use codec::{CodecError, Serialization};
-pub use control::Control;
+pub use control::{Control, Recipient};
 pub use error::{RecvError, SendError};
 pub use listener::{DEFAULT_BACKLOG, bind_tcp};
-pub use message::Message;
+pub use message::{Message, Origin};
 pub use sys::MAX_FDS_PER_MESSAGE;
 
 /// Low-level descriptor helpers the worker runtime needs for its inherited channel end.

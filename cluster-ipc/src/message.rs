@@ -23,6 +23,16 @@ use crate::codec::{CodecError, Serialization};
 pub struct Message {
     serialization: Serialization,
     payload: Arc<[u8]>,
+    origin: Option<Origin>,
+}
+
+/// The worker a message came from, when another worker sent it through the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The sender's group, if a supervisor started it.
+    pub group: Option<String>,
+    /// The sender's pid.
+    pub pid: u32,
 }
 
 impl Message {
@@ -30,7 +40,21 @@ impl Message {
         Message {
             serialization,
             payload: Arc::from(payload),
+            origin: None,
         }
+    }
+
+    /// A message another worker sent through the master.
+    pub fn forwarded(serialization: Serialization, payload: &[u8], origin: Origin) -> Self {
+        Message {
+            origin: Some(origin),
+            ..Message::new(serialization, payload)
+        }
+    }
+
+    /// The worker that sent it through the master; `None` for the master's own messages.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
     }
 
     /// Decodes the payload as `T`.
@@ -53,6 +77,9 @@ impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut s = f.debug_struct("Message");
         s.field("serialization", &self.serialization);
+        if let Some(origin) = &self.origin {
+            s.field("origin", origin);
+        }
         match (self.serialization, std::str::from_utf8(&self.payload)) {
             (Serialization::Json, Ok(text)) if text.len() <= 256 => s.field("payload", &text),
             _ => s.field("payload_len", &self.payload.len()),

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cluster_ipc::handoff::WorkerHandoff;
-use cluster_ipc::{ChannelOptions, Control, Incoming, Message, SendError, Sender};
+use cluster_ipc::{
+    ChannelOptions, Control, Incoming, Message, Origin, Recipient, SendError, Sender,
+};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -20,6 +22,8 @@ struct Inner {
     id: u32,
     sender: Sender,
     messages: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
+    /// Where incoming user messages go; taken when the channel ends, so `recv` then ends.
+    messages_tx: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     pending_listens: Mutex<HashMap<u64, oneshot::Sender<ListenReply>>>,
     next_seq: AtomicU64,
     disconnecting: AtomicBool,
@@ -99,7 +103,38 @@ impl Worker {
         self.inner.sender.send(message).await
     }
 
-    /// The next message from the master; `None` once the channel is closed.
+    /// Sends a message to every other live worker of `group`, through the master (pm's
+    /// `broadcast` between workers). Receivers see its [`Message::origin`].
+    pub async fn send_to_group<T: Serialize + ?Sized>(
+        &self,
+        group: &str,
+        message: &T,
+    ) -> Result<(), SendError> {
+        self.forward(Recipient::Group(group.to_string()), message)
+            .await
+    }
+
+    /// Sends a message to the worker with this pid, through the master.
+    pub async fn send_to_pid<T: Serialize + ?Sized>(
+        &self,
+        pid: u32,
+        message: &T,
+    ) -> Result<(), SendError> {
+        self.forward(Recipient::Pid(pid), message).await
+    }
+
+    async fn forward<T: Serialize + ?Sized>(
+        &self,
+        to: Recipient,
+        message: &T,
+    ) -> Result<(), SendError> {
+        let payload = self.inner.sender.options().serialization.encode(message)?;
+        let forward = Control::Forward { to, payload };
+        self.inner.sender.send_control(&forward, &[]).await
+    }
+
+    /// The next message from the master, or from another worker through it (see
+    /// [`Message::origin`]); `None` once the channel is closed.
     pub async fn recv(&self) -> Option<Message> {
         self.inner.messages.lock().await.recv().await
     }
@@ -288,6 +323,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             id: handoff.id,
             sender,
             messages: tokio::sync::Mutex::new(messages_rx),
+            messages_tx: Mutex::new(Some(messages_tx)),
             pending_listens: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(1),
             disconnecting: AtomicBool::new(false),
@@ -304,9 +340,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
     tokio::spawn(async move {
         loop {
             match receiver.recv().await {
-                Ok(Some(Incoming::User(message))) => {
-                    let _ = messages_tx.send(message);
-                }
+                Ok(Some(Incoming::User(message))) => reader.deliver(message),
                 Ok(Some(Incoming::Control(control, fds))) => reader.handle_control(control, fds),
                 Ok(None) => break,
                 Err(e) => {
@@ -316,6 +350,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             }
         }
         lock(&reader.inner.pending_listens).clear();
+        lock(&reader.inner.messages_tx).take();
         reader.inner.disconnected.send_replace(true);
         reader.orphaned();
     });
@@ -345,6 +380,12 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
 }
 
 impl Worker {
+    fn deliver(&self, message: Message) {
+        if let Some(tx) = lock(&self.inner.messages_tx).as_ref() {
+            let _ = tx.send(message);
+        }
+    }
+
     fn handle_control(&self, control: Control, mut fds: Vec<OwnedFd>) {
         match control {
             Control::ListenReply { seq, result } => {
@@ -361,6 +402,18 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Control::Disconnect => self.disconnect(),
+            Control::Deliver {
+                from_group,
+                from_pid,
+                payload,
+            } => {
+                let serialization = self.inner.sender.options().serialization;
+                let origin = Origin {
+                    group: from_group,
+                    pid: from_pid,
+                };
+                self.deliver(Message::forwarded(serialization, &payload, origin));
+            }
             Control::Relieved { address } => {
                 self.inner.relieved.send_modify(|r| r.push(address));
             }

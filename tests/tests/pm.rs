@@ -260,6 +260,41 @@ async fn a_reload_whose_new_workers_crash_keeps_the_old_ones_serving() {
 }
 
 #[tokio::test]
+async fn a_worker_reaches_the_other_workers_of_a_group_through_the_master() {
+    let (master, mut events) = start();
+    master
+        .register("web", graceful_worker_exe(), options(3))
+        .expect("register");
+    master.dispatch();
+    let (pids, _) = ready(&mut events, "web", 3).await;
+    let sender = *pids.iter().next().expect("a worker");
+    master
+        .send_to(sender, &TestMsg::new("relay", "web"))
+        .await
+        .expect("send");
+    let mut got = HashSet::new();
+    while got.len() < 2 {
+        let (receiver, msg) = next(&mut events, 10, "a relayed message", |e| match e {
+            GroupEvent::Message {
+                worker, message, ..
+            } => Some((worker.pid(), message.decode::<TestMsg>().expect("decode"))),
+            _ => None,
+        })
+        .await;
+        if msg.kind == "got" {
+            assert_eq!(msg.data, format!("Some(\"web\"):{sender}:{sender}"));
+            got.insert(receiver);
+        }
+    }
+    let others: HashSet<u32> = pids.iter().copied().filter(|p| *p != sender).collect();
+    assert_eq!(
+        got, others,
+        "every other worker of the group, not the sender"
+    );
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+#[tokio::test]
 async fn scale_up_and_down_at_run_time() {
     let (master, mut events) = start();
     master

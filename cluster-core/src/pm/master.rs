@@ -390,6 +390,10 @@ impl Master {
     }
 
     fn apply(&self, group: &str, event: Event) {
+        if let Event::Forward { from, to, payload } = event {
+            self.route(group, from, to, payload);
+            return;
+        }
         let emitted = {
             let mut state = lock(&self.inner.state);
             let stopping = *self.inner.phase.borrow() != Phase::Running;
@@ -408,6 +412,43 @@ impl Master {
         for event in emitted {
             self.emit(event);
         }
+    }
+
+    /// Delivers a worker's message to its recipients, in the background.
+    fn route(&self, group: &str, from: Worker, to: cluster_ipc::Recipient, payload: Arc<[u8]>) {
+        let recipients: Vec<Worker> = {
+            let state = lock(&self.inner.state);
+            let all = state
+                .groups
+                .iter()
+                .flat_map(|(name, g)| g.workers().into_iter().map(move |w| (name.clone(), w)));
+            match &to {
+                cluster_ipc::Recipient::Group(target) => all
+                    .filter(|(name, w)| name == target && w.pid() != from.pid())
+                    .map(|(_, w)| w)
+                    .collect(),
+                cluster_ipc::Recipient::Pid(pid) => all
+                    .filter(|(_, w)| w.pid() == *pid)
+                    .map(|(_, w)| w)
+                    .collect(),
+            }
+        };
+        if recipients.is_empty() {
+            tracing::debug!(
+                ?to,
+                from = from.pid(),
+                "no live recipient for a forwarded message"
+            );
+        }
+        let from_group = Some(group.to_string());
+        let from_pid = from.pid();
+        tokio::spawn(async move {
+            for worker in recipients {
+                if let Err(e) = worker.deliver(from_group.clone(), from_pid, &payload).await {
+                    tracing::debug!(to = worker.pid(), "forwarded message not delivered: {e}");
+                }
+            }
+        });
     }
 
     fn tick(&self) {

@@ -97,7 +97,17 @@ async fn main() {
     let echo = worker.clone();
     tokio::spawn(async move {
         while let Some(message) = echo.recv().await {
-            if let Ok(msg) = message.decode::<TestMsg>() {
+            let Ok(msg) = message.decode::<TestMsg>() else {
+                continue;
+            };
+            if let Some(origin) = message.origin() {
+                // From another worker, through the master: tell the master who sent it.
+                let from = format!("{:?}:{}:{}", origin.group, origin.pid, msg.data);
+                let _ = echo.send(&TestMsg::new("got", from)).await;
+            } else if msg.kind == "relay" {
+                let relayed = TestMsg::new("relayed", std::process::id().to_string());
+                let _ = echo.send_to_group(&msg.data, &relayed).await;
+            } else {
                 let _ = echo.send(&TestMsg::new("echo", msg.data)).await;
             }
         }
