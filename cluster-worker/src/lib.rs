@@ -36,12 +36,14 @@
 //! handler that disconnects gracefully; a worker still running `stop_timeout` after SIGTERM
 //! or after its master died exits with code 1.
 
+mod acceptor;
 mod env;
 mod error;
 mod group;
 mod listen;
 mod worker;
 
+pub use acceptor::Acceptor;
 pub use cluster_ipc::{Message, SendError};
 pub use error::WorkerError;
 pub use group::{group, group_listeners};

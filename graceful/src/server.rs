@@ -51,7 +51,16 @@ where
         .or_else(cluster_worker::Worker::current);
     let _drain_registration = worker.as_ref().map(|w| w.register_server());
     let counted = state.map(CountedServer::new);
-    let address = listener.local_addr().ok();
+    // A dedicated accept thread spreads connections evenly over the workers sharing the
+    // socket (see `cluster_worker::Acceptor`).
+    let mut acceptor = match cluster_worker::Acceptor::new(listener) {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
+            tracing::error!("cannot start accepting: {e}");
+            return;
+        }
+    };
+    let address = Some(acceptor.local_addr());
     let idle_grace = state.map_or(Duration::from_secs(1), |s| s.options_idle_grace());
 
     let closing = watch::Sender::new(false);
@@ -59,19 +68,7 @@ where
     tokio::pin!(stop_accepting);
     let open = watch::Sender::new(0usize);
     let http = hyper::server::conn::http1::Builder::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors and the like: the listener itself is fine.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop_accepting => break,
-        };
+    let spawn_connection = |stream: tokio::net::TcpStream| {
         let connection = Arc::new(ConnectionState::new());
         let service = Tracked {
             inner: CatchPanic::new(service.clone()),
@@ -85,8 +82,22 @@ where
             let _open = open_guard;
             drive(served, connection, closing, idle_grace).await;
         });
+    };
+    loop {
+        tokio::select! {
+            accepted = acceptor.accept() => match accepted {
+                Some((stream, _)) => spawn_connection(stream),
+                None => break,
+            },
+            _ = &mut stop_accepting => break,
+        }
     }
-    drop(listener);
+    acceptor.stop();
+    // Connections the accept thread took before the stop are served too: none is lost.
+    while let Some((stream, _)) = acceptor.accept().await {
+        spawn_connection(stream);
+    }
+    drop(acceptor);
     if let Some(counted) = &counted {
         counted.stopped_accepting();
     }
