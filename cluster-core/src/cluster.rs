@@ -16,7 +16,7 @@ use crate::error::{ForkError, RunError};
 use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
 use crate::listeners::Listeners;
-use crate::settings::{Settings, SettingsError, Stdio};
+use crate::settings::{Scheduling, Settings, SettingsError, Stdio};
 use crate::spawn::Spawner;
 use crate::supervise::supervise;
 use crate::worker::{Exit, Worker};
@@ -64,6 +64,13 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn settings(&self) -> MutexGuard<'_, Settings> {
         lock(&self.settings)
+    }
+
+    /// The backlog, and whether workers bind their own `SO_REUSEPORT` sockets.
+    pub(crate) fn listen_settings(&self) -> (i32, bool) {
+        let settings = self.settings();
+        let reuse_port = matches!(settings.scheduling, Scheduling::ReusePort { .. });
+        (settings.backlog, reuse_port)
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -205,11 +212,11 @@ impl Cluster {
     /// Binds the shared socket for `address` now (workers asking for it later get this
     /// socket), so a bind error shows at start-up. Returns the bound address.
     pub fn listen(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
-        let backlog = self.shared.settings().backlog;
+        let (backlog, reuse_port) = self.shared.listen_settings();
         let listener = self
             .shared
             .listeners
-            .get_or_bind(&address.to_string(), backlog)
+            .get_or_bind(&address.to_string(), backlog, reuse_port)
             .map_err(std::io::Error::other)?;
         listener.local_addr()
     }

@@ -1,5 +1,7 @@
 //! The master's listening sockets: one per address, bound at the first worker's request,
-//! kept open for the master's whole life so queued connections outlive any worker.
+//! kept open for the master's whole life so queued connections outlive any worker. In
+//! `ReusePort` scheduling the master only reserves the address (bound, not listening) and
+//! each worker listens on a socket of its own.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -17,6 +19,7 @@ impl Listeners {
         &self,
         address: &str,
         backlog: i32,
+        reuse_port: bool,
     ) -> Result<Arc<TcpListener>, String> {
         let requested: SocketAddr = address
             .parse()
@@ -25,8 +28,12 @@ impl Listeners {
         if let Some(listener) = table.get(&requested) {
             return Ok(listener.clone());
         }
-        let listener =
-            Arc::new(cluster_ipc::bind_tcp(requested, backlog).map_err(|e| e.to_string())?);
+        let bound = if reuse_port {
+            cluster_ipc::reserve_tcp(requested)
+        } else {
+            cluster_ipc::bind_tcp(requested, backlog)
+        };
+        let listener = Arc::new(bound.map_err(|e| e.to_string())?);
         // Known by its bound address too: a worker told the real port of a `:0` request must
         // get this socket, not a second one with its own queue.
         if let Ok(local) = listener.local_addr() {

@@ -15,7 +15,18 @@ pub enum Scheduling {
     /// all accept on it. Connections queued on the socket survive any worker's death.
     #[default]
     Shared,
+    /// Every worker binds its own `SO_REUSEPORT` socket and the kernel spreads connections
+    /// by hash. Connections queued on a worker's socket are reset when that worker exits
+    /// unless `net.ipv4.tcp_migrate_req` is 1, so this mode is refused at start-up otherwise,
+    /// unless `accept_queued_loss` says the loss is acceptable.
+    ReusePort {
+        /// Run even though queued connections are lost when a worker exits.
+        accept_queued_loss: bool,
+    },
 }
+
+/// Where the kernel says whether queued connections migrate between `SO_REUSEPORT` sockets.
+const TCP_MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 
 /// What a worker does with its standard output and error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -197,6 +208,23 @@ impl Settings {
                     MESSAGE_LIMIT_RANGE.end()
                 ),
             ));
+        }
+        if let Scheduling::ReusePort {
+            accept_queued_loss: false,
+        } = self.scheduling
+        {
+            let migrate = std::fs::read_to_string(TCP_MIGRATE_REQ).unwrap_or_default();
+            if migrate.trim() != "1" {
+                return Err(SettingsError::new(
+                    "scheduling",
+                    format!(
+                        "ReusePort resets the connections queued on a worker's socket when the \
+                         worker exits unless {TCP_MIGRATE_REQ} is 1 (it is {:?} here); use \
+                         Shared, set the sysctl, or set accept_queued_loss",
+                        migrate.trim()
+                    ),
+                ));
+            }
         }
         if self.backlog <= 0 {
             return Err(SettingsError::new("backlog", "must be positive"));

@@ -130,8 +130,8 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             shared.events.emit(Event::Online(worker.clone()));
         }
         Control::ListenRequest { seq, address } => {
-            let backlog = shared.settings().backlog;
-            let bound = shared.listeners.get_or_bind(&address, backlog);
+            let (backlog, reuse_port) = shared.listen_settings();
+            let bound = shared.listeners.get_or_bind(&address, backlog, reuse_port);
             let Some(sender) = worker.sender() else {
                 return Ok(());
             };
@@ -141,12 +141,16 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                         .local_addr()
                         .map(|a| a.to_string())
                         .map_err(|e| format!("listen on {address}: {e}"));
-                    let fds = if local.is_ok() {
+                    let fds = if local.is_ok() && !reuse_port {
                         vec![listener.as_fd()]
                     } else {
                         vec![]
                     };
-                    let reply = Control::ListenReply { seq, result: local };
+                    let reply = Control::ListenReply {
+                        seq,
+                        result: local,
+                        reuse_port,
+                    };
                     sender.send_control(&reply, &fds).await
                 }
                 Err(reason) => {
@@ -154,6 +158,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                     let reply = Control::ListenReply {
                         seq,
                         result: Err(reason),
+                        reuse_port,
                     };
                     sender.send_control(&reply, &[]).await
                 }

@@ -35,6 +35,9 @@ pub enum Control {
         seq: u64,
         /// The bound local address, or why binding failed.
         result: Result<String, String>,
+        /// True in `ReusePort` scheduling: no socket comes with the reply; the worker binds
+        /// its own `SO_REUSEPORT` socket on the address (the master only reserves the port).
+        reuse_port: bool,
     },
     /// Worker → master: a server now accepts on `address` (Node's `listening`).
     Listening {

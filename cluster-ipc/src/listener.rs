@@ -8,6 +8,22 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// The listen backlog used when none is configured.
 pub const DEFAULT_BACKLOG: i32 = 1024;
 
+/// Reserves `address` for a group of `SO_REUSEPORT` sockets without listening on it (a
+/// socket that is bound but not listening receives no connection); resolves port 0.
+pub fn reserve_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("reserve {address}: {e}"));
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(named)?;
+    socket.set_reuse_address(true).map_err(named)?;
+    socket.set_reuse_port(true).map_err(named)?;
+    socket.bind(&address.into()).map_err(named)?;
+    Ok(socket.into())
+}
+
 /// Binds a TCP listening socket the way the cluster shares it: `SO_REUSEADDR` and
 /// `SO_REUSEPORT` set, close-on-exec, non-blocking (the flag is shared by every process
 /// holding the socket, and every holder uses it non-blocking).

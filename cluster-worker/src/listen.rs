@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::worker::Worker;
+use crate::worker::{Granted, Worker};
 
 /// A listening socket on `address`. In a cluster it is the master's socket for that address,
 /// shared with every worker that asks (bound by the master at the first request); outside a
@@ -29,14 +29,21 @@ pub async fn listen(address: SocketAddr) -> io::Result<TcpListener> {
             cluster_ipc::DEFAULT_BACKLOG,
         )?);
     };
-    let (local, fd) = worker
+    let (local, granted) = worker
         .request_listener(&address.to_string())
         .await
         .map_err(|reason| io::Error::new(io::ErrorKind::AddrNotAvailable, reason))?;
-    let std_listener = std::net::TcpListener::from(fd);
-    // The flag is shared with the master's copy, which set it already; set it anyway in case
-    // another holder cleared it.
-    std_listener.set_nonblocking(true)?;
+    let std_listener = match granted {
+        Granted::Shared(fd) => {
+            let shared = std::net::TcpListener::from(fd);
+            // The flag is shared with the master's copy, which set it already; set it anyway
+            // in case another holder cleared it.
+            shared.set_nonblocking(true)?;
+            shared
+        }
+        // ReusePort scheduling: a socket of our own in the address's SO_REUSEPORT group.
+        Granted::BindOwn(own) => cluster_ipc::bind_tcp(own, cluster_ipc::DEFAULT_BACKLOG)?,
+    };
     let listener = TcpListener::from_std(std_listener)?;
     worker.report_listening(local).await;
     Ok(listener)

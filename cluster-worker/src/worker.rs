@@ -16,7 +16,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::env::handoff;
 use crate::error::WorkerError;
 
-type ListenReply = Result<(String, OwnedFd), String>;
+/// The master's answer to a listen request: its shared socket, or (ReusePort scheduling)
+/// the address to bind a socket of our own on.
+pub(crate) enum Granted {
+    Shared(OwnedFd),
+    BindOwn(std::net::SocketAddr),
+}
+
+type ListenReply = Result<(String, Granted), String>;
 
 struct Inner {
     id: u32,
@@ -227,10 +234,7 @@ impl Worker {
     }
 
     /// Asks the master for its listening socket on `address`.
-    pub(crate) async fn request_listener(
-        &self,
-        address: &str,
-    ) -> Result<(String, OwnedFd), String> {
+    pub(crate) async fn request_listener(&self, address: &str) -> ListenReply {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending_listens).insert(seq, tx);
@@ -388,16 +392,28 @@ impl Worker {
 
     fn handle_control(&self, control: Control, mut fds: Vec<OwnedFd>) {
         match control {
-            Control::ListenReply { seq, result } => {
+            Control::ListenReply {
+                seq,
+                result,
+                reuse_port,
+            } => {
                 let Some(reply) = lock(&self.inner.pending_listens).remove(&seq) else {
                     tracing::warn!(seq, "listen reply for no request");
                     return;
                 };
-                let result = result.and_then(|address| match fds.pop() {
-                    Some(fd) => Ok((address, fd)),
-                    None => Err(format!(
-                        "the master's reply for {address} carried no socket"
-                    )),
+                let result = result.and_then(|address| {
+                    if reuse_port {
+                        let own = address
+                            .parse()
+                            .map_err(|_| format!("the master granted {address:?}"))?;
+                        return Ok((address, Granted::BindOwn(own)));
+                    }
+                    match fds.pop() {
+                        Some(fd) => Ok((address, Granted::Shared(fd))),
+                        None => Err(format!(
+                            "the master's reply for {address} carried no socket"
+                        )),
+                    }
                 });
                 let _ = reply.send(result);
             }

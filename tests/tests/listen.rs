@@ -111,3 +111,59 @@ async fn listen_outside_a_cluster_binds_by_itself() {
         .expect("join")
         .expect("accept");
 }
+
+#[tokio::test]
+async fn reuse_port_is_refused_without_the_sysctl_unless_the_loss_is_accepted() {
+    use cluster_core::Scheduling;
+    let migrate = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").unwrap_or_default();
+    let risky = worker_settings("serve").scheduling(Scheduling::ReusePort {
+        accept_queued_loss: false,
+    });
+    match setup_master(risky) {
+        Err(e) => {
+            assert_ne!(migrate.trim(), "1");
+            assert_eq!(e.setting, "scheduling");
+            assert!(e.reason.contains("tcp_migrate_req"), "{e}");
+        }
+        Ok(_) => assert_eq!(migrate.trim(), "1", "accepted only when requests migrate"),
+    }
+}
+
+#[tokio::test]
+async fn reuse_port_workers_each_listen_on_the_same_port() {
+    use cluster_core::Scheduling;
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .scheduling(Scheduling::ReusePort {
+            accept_queued_loss: true,
+        });
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    let workers = [
+        cluster.fork(&[]).expect("fork"),
+        cluster.fork(&[]).expect("fork"),
+    ];
+    let mut addresses = Vec::new();
+    for _ in 0..2 {
+        addresses.push(
+            wait_event(&mut events, 10, "listening", |e| match e {
+                Event::Listening(_, a) => Some(*a),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert_eq!(addresses[0], addresses[1]);
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let (status, body) = http_get(addresses[0], "/").await.expect("GET");
+        assert_eq!(status, 200);
+        pids.insert(body.parse::<u32>().expect("pid"));
+    }
+    let expected: std::collections::HashSet<u32> = workers.iter().map(|w| w.pid()).collect();
+    assert_eq!(
+        pids, expected,
+        "the kernel spreads connections over both sockets"
+    );
+    cluster.disconnect().await;
+}
