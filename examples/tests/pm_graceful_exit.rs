@@ -1,5 +1,6 @@
 //! The seed's pm demo, run as a user would: `web` group of 2 on a shared port, a failing
-//! request answered 500 and its worker replaced, reload on SIGHUP, SIGTERM stops all.
+//! request answered 500 and its worker replaced, reload on SIGHUP, SIGTTIN/SIGTTOU scale,
+//! SIGTERM stops all and removes the pidfile.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -100,6 +101,13 @@ async fn the_pm_demo_forks_replaces_reloads_and_stops_like_the_seed() {
         assert!(quit.ends_with("quit, code: 0, signal: null"), "{quit}");
     }
     assert!(get(port, "/").await.starts_with("HTTP/1.1 200"));
+
+    // SIGTTIN: one worker more; SIGTTOU: one less, retired gracefully.
+    kill(master_pid, "TTIN");
+    wait_for(format!("[master:{master_pid}] new web:worker:")).await;
+    kill(master_pid, "TTOU");
+    let quit = wait_for("quit, code:".to_string()).await;
+    assert!(quit.ends_with("quit, code: 0, signal: null"), "{quit}");
 
     kill(master_pid, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(10), master.wait())

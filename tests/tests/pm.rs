@@ -164,41 +164,37 @@ async fn five_quick_crashes_give_up_then_retry_after_the_pause_with_growing_back
     master.stop(cluster_core::StopMode::Fast).await;
 }
 
-#[tokio::test]
-async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
-    let (master, mut events) = start();
-    master
-        .register("web", graceful_worker_exe(), options(2))
-        .expect("register");
-    master.dispatch();
-    let (old, address) = ready(&mut events, "web", 2).await;
+/// Keep-alive clients hammering `address` until `stop`; returns (answered 200, failures).
+fn load(
+    address: SocketAddr,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(usize, Vec<String>)>> {
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut client = KeepAliveClient::new(address);
+                let (mut ok, mut failures) = (0usize, Vec::new());
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match client.get("/").await {
+                        Ok(answer) if answer.status == 200 => ok += 1,
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+                (ok, failures)
+            })
+        })
+        .collect()
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let stop = stop.clone();
-        clients.push(tokio::spawn(async move {
-            let mut client = KeepAliveClient::new(address);
-            let (mut ok, mut failures) = (0usize, Vec::new());
-            for _ in 0..20_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match client.get("/").await {
-                    Ok(answer) if answer.status == 200 => ok += 1,
-                    other => failures.push(format!("{other:?}")),
-                }
-            }
-            (ok, failures)
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(master.reload("web"));
-    next(&mut events, 30, "reloaded", |e| {
-        matches!(e, GroupEvent::Reloaded { .. }).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+async fn finish(
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+) {
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failures) = (0, Vec::new());
     for client in clients {
@@ -212,12 +208,59 @@ async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
         failures.len(),
         ok + failures.len()
     );
+    assert!(ok > 100, "only {ok} requests");
+}
+
+#[tokio::test]
+async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
+    let (master, mut events) = start();
+    master
+        .register("web", graceful_worker_exe(), options(2))
+        .expect("register");
+    master.dispatch();
+    let (old, address) = ready(&mut events, "web", 2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(address, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(master.reload("web"));
+    next(&mut events, 30, "reloaded", |e| {
+        matches!(e, GroupEvent::Reloaded { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    finish(stop, clients).await;
     let now: HashSet<u32> = master.workers("web").iter().map(|w| w.pid()).collect();
     assert_eq!(now.len(), 2);
     assert!(now.is_disjoint(&old), "old {old:?}, now {now:?}");
     for _ in 0..4 {
         assert!(now.contains(&pid_at(address).await));
     }
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+#[tokio::test]
+async fn a_scale_down_under_load_fails_no_request() {
+    let (master, mut events) = start();
+    master
+        .register("web", graceful_worker_exe(), options(3))
+        .expect("register");
+    master.dispatch();
+    let (_, address) = ready(&mut events, "web", 3).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(address, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    master.scale("web", 1);
+    for _ in 0..2 {
+        let exit = next(&mut events, 10, "a retired worker's exit", |e| match e {
+            GroupEvent::Quit { exit, .. } => Some(*exit),
+            _ => None,
+        })
+        .await;
+        assert_eq!(exit.code, Some(0), "{exit}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    finish(stop, clients).await;
+    assert_eq!(master.workers("web").len(), 1);
     master.stop(cluster_core::StopMode::Graceful).await;
 }
 

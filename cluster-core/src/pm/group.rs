@@ -119,12 +119,10 @@ impl Group {
                 }
             }
         } else if active > self.wanted && self.reload.is_none() {
+            // The oldest go first (as gunicorn does): the newest may still be booting.
             let extra: Vec<u32> = self
                 .active()
                 .map(|m| m.worker.id())
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
                 .take(active - self.wanted)
                 .collect();
             for id in extra {
