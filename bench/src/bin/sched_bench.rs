@@ -1,0 +1,250 @@
+//! Scheduling benchmark (not a test): for each scheduling mode, requests per second and
+//! latency under keep-alive load, the split of new connections between 2 workers, and the
+//! duration of a zero-downtime reload. The same binary is master and worker.
+//!
+//! Run: `cargo run --release -p cluster-bench --bin sched_bench [SECONDS]`
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cluster_core::pm::{GroupEvent, GroupOptions, Master};
+use cluster_core::{Scheduling, Settings, StopMode};
+use http_body_util::Full;
+use hyper::Response;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    if cluster_worker::is_worker() {
+        runtime.block_on(worker());
+    } else {
+        runtime.block_on(master());
+    }
+}
+
+async fn worker() {
+    let listener = cluster_worker::group_listeners()
+        .await
+        .expect("listeners")
+        .pop()
+        .expect("an address");
+    if let Some(worker) = cluster_worker::Worker::current() {
+        let _ = worker.ready().await;
+    }
+    let pid = Bytes::from(std::process::id().to_string());
+    let service = hyper::service::service_fn(move |_| {
+        let pid = pid.clone();
+        async move { Ok::<_, Infallible>(Response::new(Full::new(pid))) }
+    });
+    graceful::serve(listener, service).await;
+}
+
+/// One request on a (possibly new) connection; returns the answering pid.
+async fn get(
+    stream: &mut Option<BufReader<TcpStream>>,
+    address: SocketAddr,
+    close: bool,
+) -> Option<u32> {
+    if stream.is_none() {
+        *stream = Some(BufReader::new(TcpStream::connect(address).await.ok()?));
+    }
+    let s = stream.as_mut()?;
+    let request = if close {
+        "GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+    } else {
+        "GET / HTTP/1.1\r\nHost: b\r\n\r\n"
+    };
+    s.get_mut().write_all(request.as_bytes()).await.ok()?;
+    let mut line = String::new();
+    let mut length = 0;
+    let mut server_closes = false;
+    loop {
+        line.clear();
+        if s.read_line(&mut line).await.ok()? == 0 {
+            *stream = None;
+            return None;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.strip_prefix("content-length: ") {
+            length = v.parse().ok()?;
+        }
+        if l.eq_ignore_ascii_case("connection: close") {
+            server_closes = true;
+        }
+    }
+    let mut body = vec![0; length];
+    s.read_exact(&mut body).await.ok()?;
+    if close || server_closes {
+        *stream = None;
+    }
+    String::from_utf8_lossy(&body).parse().ok()
+}
+
+struct Load {
+    requests: usize,
+    failed: usize,
+    latencies: Vec<Duration>,
+    by_pid: HashMap<u32, usize>,
+}
+
+/// Runs `clients` clients until `stop` is set or `seconds` pass.
+async fn load(
+    address: SocketAddr,
+    clients: usize,
+    seconds: f64,
+    close: bool,
+    stop: Arc<AtomicBool>,
+) -> Load {
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut stream = None;
+                let mut out = Load {
+                    requests: 0,
+                    failed: 0,
+                    latencies: Vec::new(),
+                    by_pid: HashMap::new(),
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    match get(&mut stream, address, close).await {
+                        Some(pid) => {
+                            out.requests += 1;
+                            out.latencies.push(start.elapsed());
+                            *out.by_pid.entry(pid).or_default() += 1;
+                        }
+                        None => out.failed += 1,
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Load {
+        requests: 0,
+        failed: 0,
+        latencies: Vec::new(),
+        by_pid: HashMap::new(),
+    };
+    for task in tasks {
+        let part = task.await.expect("client");
+        total.requests += part.requests;
+        total.failed += part.failed;
+        total.latencies.extend(part.latencies);
+        for (pid, n) in part.by_pid {
+            *total.by_pid.entry(pid).or_default() += n;
+        }
+    }
+    total.latencies.sort();
+    total
+}
+
+fn share(by_pid: &HashMap<u32, usize>) -> String {
+    let total: usize = by_pid.values().sum();
+    let mut shares: Vec<f64> = by_pid
+        .values()
+        .map(|n| *n as f64 * 100.0 / total.max(1) as f64)
+        .collect();
+    shares.sort_by(|a, b| b.total_cmp(a));
+    shares
+        .iter()
+        .map(|s| format!("{s:.1}%"))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+async fn master() {
+    let seconds: f64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5.0);
+    let exe = std::env::current_exe().expect("exe");
+    println!(
+        "| mode | keep-alive req/s | p50 | p99 | keep-alive split | new-connection split | failed | reload |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, scheduling) in [
+        ("Shared", Scheduling::Shared),
+        (
+            "ReusePort",
+            Scheduling::ReusePort {
+                accept_queued_loss: true,
+            },
+        ),
+    ] {
+        let master = Master::new(None);
+        let mut events = master.events();
+        let looping = master.clone();
+        tokio::spawn(async move { looping.run().await });
+        master
+            .register(
+                "web",
+                &exe,
+                GroupOptions::new()
+                    .listen("127.0.0.1:0".parse().expect("addr"))
+                    .children(2)
+                    .reload_stable(Duration::from_millis(100))
+                    .settings(Settings::new().scheduling(scheduling)),
+            )
+            .expect("register");
+        master.dispatch();
+        let mut ready = 0;
+        let mut address = None;
+        while ready < 2 {
+            if let Some(GroupEvent::Ready { worker, .. }) = events.recv().await {
+                ready += 1;
+                address = worker.addresses().first().copied();
+            }
+        }
+        let address = address.expect("address");
+        let never = || Arc::new(AtomicBool::new(false));
+        let keep_alive = load(address, 8, seconds, false, never()).await;
+        let fresh = load(address, 1, seconds.min(3.0), true, never()).await;
+        let pct = |p: usize| {
+            keep_alive.latencies[keep_alive.latencies.len() * p / 100].as_secs_f64() * 1e6
+        };
+
+        // Reload under the same keep-alive load.
+        let stop = Arc::new(AtomicBool::new(false));
+        let background = tokio::spawn(load(address, 4, 60.0, false, stop.clone()));
+        let started = Instant::now();
+        master.reload("web");
+        loop {
+            match events.recv().await {
+                Some(GroupEvent::Reloaded { .. }) => break,
+                Some(GroupEvent::ReloadFailed { reason, .. }) => panic!("reload failed: {reason}"),
+                _ => {}
+            }
+        }
+        let reload = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let during_reload = background.await.expect("reload load");
+
+        println!(
+            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {} | {:.0} ms |",
+            keep_alive.requests as f64 / seconds,
+            pct(50),
+            pct(99),
+            share(&keep_alive.by_pid),
+            share(&fresh.by_pid),
+            keep_alive.failed + fresh.failed + during_reload.failed,
+            reload.as_secs_f64() * 1000.0
+        );
+        master.stop(StopMode::Graceful).await;
+    }
+}
