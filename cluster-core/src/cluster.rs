@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+use crate::callbacks::Callbacks;
 use crate::error::{ForkError, RunError};
 use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
@@ -43,8 +44,6 @@ pub enum StopMode {
     Fast,
 }
 
-type Callback = Box<dyn FnMut(&Cluster, &Event) + Send>;
-
 pub(crate) struct Shared {
     settings: Mutex<Settings>,
     next_id: AtomicU32,
@@ -55,7 +54,7 @@ pub(crate) struct Shared {
     pub(crate) listeners: Listeners,
     pub(crate) handovers: Handovers,
     pub(crate) events: EventBus,
-    callbacks: Mutex<Vec<Callback>>,
+    callbacks: Callbacks<Cluster, Event>,
     callback_queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
     spawner: Spawner,
     runtime: tokio::runtime::Handle,
@@ -148,7 +147,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         listeners: Listeners::default(),
         handovers: Handovers::default(),
         events,
-        callbacks: Mutex::new(Vec::new()),
+        callbacks: Callbacks::new(),
         callback_queue: tokio::sync::Mutex::new(callback_queue),
         spawner,
         runtime,
@@ -243,7 +242,7 @@ impl Cluster {
 
     /// Calls `callback` for every event emitted from now on, inside [`Cluster::run`].
     pub fn on(&self, callback: impl FnMut(&Cluster, &Event) + Send + 'static) {
-        lock(&self.shared.callbacks).push(Box::new(callback));
+        self.shared.callbacks.push(callback);
         self.shared.events.callbacks_registered();
     }
 
@@ -390,14 +389,7 @@ impl Cluster {
     }
 
     fn dispatch(&self, event: &Event) {
-        let mut callbacks = std::mem::take(&mut *lock(&self.shared.callbacks));
-        for callback in &mut callbacks {
-            callback(self, event);
-        }
-        // Keep callbacks registered while these ran, after the older ones.
-        let mut registered = lock(&self.shared.callbacks);
-        callbacks.append(&mut registered);
-        *registered = callbacks;
+        self.shared.callbacks.run(self, event);
     }
 }
 

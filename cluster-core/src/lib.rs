@@ -40,6 +40,7 @@
 //! is told to drain and exit. Do not install a `waitpid(-1)` SIGCHLD handler in the master:
 //! tokio reaps the workers.
 
+mod callbacks;
 mod cluster;
 mod error;
 mod events;

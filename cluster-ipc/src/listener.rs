@@ -8,18 +8,24 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// The listen backlog used when none is configured.
 pub const DEFAULT_BACKLOG: i32 = 1024;
 
-/// Reserves `address` for a group of `SO_REUSEPORT` sockets without listening on it (a
-/// socket that is bound but not listening receives no connection); resolves port 0.
-pub fn reserve_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("reserve {address}: {e}"));
+/// A TCP socket for `address` with `SO_REUSEADDR` and `SO_REUSEPORT` (close-on-exec, as
+/// socket2 makes every socket), and the error wrapper that names the address.
+fn reusable_socket(address: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
         Some(Protocol::TCP),
-    )
-    .map_err(named)?;
-    socket.set_reuse_address(true).map_err(named)?;
-    socket.set_reuse_port(true).map_err(named)?;
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    Ok(socket)
+}
+
+/// Reserves `address` for a group of `SO_REUSEPORT` sockets without listening on it (a
+/// socket that is bound but not listening receives no connection); resolves port 0.
+pub fn reserve_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("reserve {address}: {e}"));
+    let socket = reusable_socket(address).map_err(named)?;
     socket.bind(&address.into()).map_err(named)?;
     Ok(socket.into())
 }
@@ -36,14 +42,7 @@ pub fn reserve_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// ```
 pub fn bind_tcp(address: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("listen on {address}: {e}"));
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
-    .map_err(named)?;
-    socket.set_reuse_address(true).map_err(named)?;
-    socket.set_reuse_port(true).map_err(named)?;
+    let socket = reusable_socket(address).map_err(named)?;
     socket.set_nonblocking(true).map_err(named)?;
     socket.bind(&address.into()).map_err(named)?;
     socket.listen(backlog).map_err(named)?;

@@ -108,7 +108,7 @@ where
 
 /// Runs one request's handler in its own scope. A panic in it, or in a task it spawned with
 /// [`spawn`], yields `Err(message)` as soon as it happens.
-pub(crate) async fn run_scoped<F: Future>(handler: F) -> Result<F::Output, String> {
+async fn run_scoped<F: Future>(handler: F) -> Result<F::Output, String> {
     let scope = Arc::new(RequestScope::default());
     let handler = SCOPE.scope(scope.clone(), CatchUnwind::new(handler));
     tokio::select! {
@@ -118,7 +118,7 @@ pub(crate) async fn run_scoped<F: Future>(handler: F) -> Result<F::Output, Strin
 }
 
 /// The 500 answered to a request whose handling panicked.
-pub(crate) fn internal_error<B: From<Bytes>>(message: &str) -> Response<B> {
+fn internal_error<B: From<Bytes>>(message: &str) -> Response<B> {
     let body = format!("500 Internal Server Error: the request's handler panicked: {message}\n");
     let mut response = Response::new(B::from(Bytes::from(body)));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
@@ -160,6 +160,21 @@ impl<S> tower_layer::Layer<S> for CatchPanicLayer {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Runs a service's response future in its own request scope; a panic becomes a 500.
+fn answer_500_on_panic<F, B, E>(future: F) -> BoxFuture<Result<Response<B>, E>>
+where
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: From<Bytes> + Send + 'static,
+    E: Send + 'static,
+{
+    Box::pin(async move {
+        match run_scoped(future).await {
+            Ok(result) => result,
+            Err(message) => Ok(internal_error(&message)),
+        }
+    })
+}
+
 impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for CatchPanic<S>
 where
     S: hyper::service::Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -172,13 +187,7 @@ where
     type Future = BoxFuture<Result<Response<ResBody>, S::Error>>;
 
     fn call(&self, request: Request<ReqBody>) -> Self::Future {
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            match run_scoped(future).await {
-                Ok(result) => result,
-                Err(message) => Ok(internal_error(&message)),
-            }
-        })
+        answer_500_on_panic(self.inner.call(request))
     }
 }
 
@@ -198,12 +207,6 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            match run_scoped(future).await {
-                Ok(result) => result,
-                Err(message) => Ok(internal_error(&message)),
-            }
-        })
+        answer_500_on_panic(self.inner.call(request))
     }
 }

@@ -344,3 +344,57 @@ impl GracefulCluster {
             .expect("a worker with that pid")
     }
 }
+
+/// Keep-alive clients hammering `GET /` until told to stop (bounded at 20,000 requests
+/// each), counting answers and failures.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    /// Starts `clients` [`KeepAliveClient`]s on `address`.
+    pub fn start(address: SocketAddr, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut client = KeepAliveClient::new(address);
+                    let (mut ok, mut failures) = (0usize, Vec::new());
+                    for _ in 0..20_000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        match client.get("/").await {
+                            Ok(answer) if answer.status == 200 => ok += 1,
+                            other => failures.push(format!("{other:?}")),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients and checks that no request failed and that the load was real;
+    /// returns how many requests were answered.
+    pub async fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut ok, mut failures) = (0, Vec::new());
+        for client in self.clients {
+            let (o, f) = within(30, "clients", client).await.expect("client");
+            ok += o;
+            failures.extend(f);
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} failed: {failures:?}",
+            failures.len(),
+            ok + failures.len()
+        );
+        assert!(ok > 100, "only {ok} requests");
+        ok
+    }
+}

@@ -2,12 +2,11 @@
 //! nobody else an error, the replacement accepts before the old worker stops, the old worker
 //! exits as soon as it is drained (or with code 1 at the kill timeout).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cluster_core::{Event, Exit};
-use cluster_tests::{GracefulCluster, KeepAliveClient, TestMsg, wait_event, within};
+use cluster_tests::{GracefulCluster, KeepAliveClient, Load, TestMsg, wait_event, within};
 
 /// Waits for the exit of the worker with `pid`; returns it and when it came.
 async fn exit_of(cluster: &mut GracefulCluster, pid: u32, secs: u64) -> (Exit, Instant) {
@@ -27,26 +26,7 @@ async fn exit_of(cluster: &mut GracefulCluster, pid: u32, secs: u64) -> (Exit, I
 async fn a_panic_under_load_gives_its_request_a_500_and_every_other_request_a_200() {
     let mut cluster = GracefulCluster::start(2, &[]).await;
     let address = cluster.address;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..6 {
-        let stop = stop.clone();
-        clients.push(tokio::spawn(async move {
-            let mut client = KeepAliveClient::new(address);
-            let (mut ok, mut failures) = (0usize, Vec::new());
-            // Bounded: at most 4,000 requests or until told to stop.
-            for _ in 0..4_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match client.get("/").await {
-                    Ok(answer) if answer.status == 200 => ok += 1,
-                    other => failures.push(format!("{other:?}")),
-                }
-            }
-            (ok, failures)
-        }));
-    }
+    let load = Load::start(address, 6);
     tokio::time::sleep(Duration::from_millis(200)).await; // load under way
 
     let mut failing = KeepAliveClient::new(address);
@@ -76,20 +56,7 @@ async fn a_panic_under_load_gives_its_request_a_500_and_every_other_request_a_20
     assert!(exited_at - started < Duration::from_secs(5));
 
     tokio::time::sleep(Duration::from_millis(300)).await; // load on the replacement
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failures) = (0, Vec::new());
-    for client in clients {
-        let (o, f) = within(30, "clients", client).await.expect("client");
-        ok += o;
-        failures.extend(f);
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failed of {}: {failures:?}",
-        failures.len(),
-        ok + failures.len()
-    );
-    assert!(ok > 100, "only {ok} requests");
+    let ok = load.finish().await;
     assert_eq!(cluster.forked.load(Ordering::SeqCst), 3, "one replacement");
     eprintln!("500 answered in {answered_in:?}; {ok} other requests, all 200");
     cluster.cluster.disconnect().await;

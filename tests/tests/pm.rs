@@ -3,12 +3,10 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster_core::pm::{GroupEvent, GroupOptions, Master, RestartPolicy};
-use cluster_tests::{KeepAliveClient, TestMsg, graceful_worker_exe, http_get, within};
+use cluster_tests::{Load, TestMsg, graceful_worker_exe, http_get, within};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn options(children: usize) -> GroupOptions {
@@ -164,53 +162,6 @@ async fn five_quick_crashes_give_up_then_retry_after_the_pause_with_growing_back
     master.stop(cluster_core::StopMode::Fast).await;
 }
 
-/// Keep-alive clients hammering `address` until `stop`; returns (answered 200, failures).
-fn load(
-    address: SocketAddr,
-    clients: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<(usize, Vec<String>)>> {
-    (0..clients)
-        .map(|_| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut client = KeepAliveClient::new(address);
-                let (mut ok, mut failures) = (0usize, Vec::new());
-                for _ in 0..20_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match client.get("/").await {
-                        Ok(answer) if answer.status == 200 => ok += 1,
-                        other => failures.push(format!("{other:?}")),
-                    }
-                }
-                (ok, failures)
-            })
-        })
-        .collect()
-}
-
-async fn finish(
-    stop: Arc<AtomicBool>,
-    clients: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
-) {
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failures) = (0, Vec::new());
-    for client in clients {
-        let (o, f) = within(30, "clients", client).await.expect("client");
-        ok += o;
-        failures.extend(f);
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} failed: {failures:?}",
-        failures.len(),
-        ok + failures.len()
-    );
-    assert!(ok > 100, "only {ok} requests");
-}
-
 #[tokio::test]
 async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
     let (master, mut events) = start();
@@ -219,8 +170,7 @@ async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
         .expect("register");
     master.dispatch();
     let (old, address) = ready(&mut events, "web", 2).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(address, 4, stop.clone());
+    let load = Load::start(address, 4);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(master.reload("web"));
     next(&mut events, 30, "reloaded", |e| {
@@ -228,7 +178,7 @@ async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    finish(stop, clients).await;
+    load.finish().await;
     let now: HashSet<u32> = master.workers("web").iter().map(|w| w.pid()).collect();
     assert_eq!(now.len(), 2);
     assert!(now.is_disjoint(&old), "old {old:?}, now {now:?}");
@@ -246,8 +196,7 @@ async fn a_scale_down_under_load_fails_no_request() {
         .expect("register");
     master.dispatch();
     let (_, address) = ready(&mut events, "web", 3).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(address, 4, stop.clone());
+    let load = Load::start(address, 4);
     tokio::time::sleep(Duration::from_millis(200)).await;
     master.scale("web", 1);
     for _ in 0..2 {
@@ -259,7 +208,7 @@ async fn a_scale_down_under_load_fails_no_request() {
         assert_eq!(exit.code, Some(0), "{exit}");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    finish(stop, clients).await;
+    load.finish().await;
     assert_eq!(master.workers("web").len(), 1);
     master.stop(cluster_core::StopMode::Graceful).await;
 }

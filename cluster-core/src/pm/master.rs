@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::callbacks::Callbacks;
 use crate::cluster::{Phase, StopMode, setup_master};
 use crate::events::Event;
 use crate::pm::events::GroupEvent;
@@ -17,8 +18,6 @@ use crate::pm::options::GroupOptions;
 use crate::settings::SettingsError;
 use crate::worker::Worker;
 use crate::{RunError, SendError};
-
-type Callback = Box<dyn FnMut(&Master, &GroupEvent) + Send>;
 
 struct State {
     groups: BTreeMap<String, Group>,
@@ -32,7 +31,7 @@ struct Inner {
     incoming_tx: mpsc::UnboundedSender<(String, Event)>,
     incoming_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Event)>>,
     streams: Mutex<Vec<mpsc::UnboundedSender<GroupEvent>>>,
-    callbacks: Mutex<Vec<Callback>>,
+    callbacks: Callbacks<Master, GroupEvent>,
     queue_tx: mpsc::UnboundedSender<GroupEvent>,
     queue_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<GroupEvent>>,
     /// Something changed outside the loop (scale, reload…): re-read the deadlines.
@@ -94,7 +93,7 @@ impl Master {
                 incoming_tx,
                 incoming_rx: tokio::sync::Mutex::new(incoming_rx),
                 streams: Mutex::new(Vec::new()),
-                callbacks: Mutex::new(Vec::new()),
+                callbacks: Callbacks::new(),
                 queue_tx,
                 queue_rx: tokio::sync::Mutex::new(queue_rx),
                 wake: Notify::new(),
@@ -265,7 +264,7 @@ impl Master {
 
     /// Calls `callback` for every group event, inside [`Master::run`].
     pub fn on(&self, callback: impl FnMut(&Master, &GroupEvent) + Send + 'static) {
-        lock(&self.inner.callbacks).push(Box::new(callback));
+        self.inner.callbacks.push(callback);
     }
 
     /// Stops every group (graceful or fast) and returns when all workers are gone.
@@ -476,13 +475,7 @@ impl Master {
     }
 
     fn dispatch_callbacks(&self, event: &GroupEvent) {
-        let mut callbacks = std::mem::take(&mut *lock(&self.inner.callbacks));
-        for callback in &mut callbacks {
-            callback(self, event);
-        }
-        let mut registered = lock(&self.inner.callbacks);
-        callbacks.append(&mut registered);
-        *registered = callbacks;
+        self.inner.callbacks.run(self, event);
     }
 
     /// The longest graceful stop among the groups.

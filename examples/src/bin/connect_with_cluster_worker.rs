@@ -19,10 +19,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
-        .init();
+    examples::init_logging();
     let pid = std::process::id();
 
     let web_port = env_number("PORT", 1337) as u16;
@@ -50,18 +47,7 @@ async fn main() -> std::io::Result<()> {
                     report.message, report.count
                 );
             })
-            .on_step(move |step| match step {
-                graceful::Step::ServersClosed(n) => {
-                    println!("[{}] [worker:{pid}] close {n} servers!", js_date())
-                }
-                graceful::Step::WorkerDisconnected => {
-                    println!("[{}] [worker:{pid}] worker disconnect!", js_date())
-                }
-                graceful::Step::KillTimeout => {
-                    println!("[{}] [worker:{pid}] kill timeout, exit now.", js_date())
-                }
-                _ => {}
-            }),
+            .on_step(examples::print_graceful_step),
     )
     .map_err(std::io::Error::other)?;
 

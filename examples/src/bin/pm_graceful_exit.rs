@@ -9,10 +9,7 @@ use examples::js_date;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
-        .init();
+    examples::init_logging();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

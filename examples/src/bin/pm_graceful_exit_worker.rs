@@ -39,18 +39,7 @@ async fn main() -> std::io::Result<()> {
                 eprintln!("[uncaughtException] throw error {} times", report.count);
                 eprintln!("[panicked: {}]", report.message);
             })
-            .on_step(move |step| match step {
-                graceful::Step::ServersClosed(n) => {
-                    println!("[{}] [worker:{pid}] close {n} servers!", js_date())
-                }
-                graceful::Step::WorkerDisconnected => {
-                    println!("[{}] [worker:{pid}] worker disconnect!", js_date())
-                }
-                graceful::Step::KillTimeout => {
-                    println!("[{}] [worker:{pid}] kill timeout, exit now.", js_date())
-                }
-                _ => {}
-            }),
+            .on_step(examples::print_graceful_step),
     )
     .map_err(std::io::Error::other)?;
 
