@@ -1,13 +1,13 @@
 //! The master: settings, the worker table, fork, callbacks, stopping, and the run loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cluster_ipc::handoff::{CHANNEL_FD, WorkerHandoff};
-use cluster_ipc::{ChannelOptions, Message};
+use cluster_ipc::{ChannelOptions, Grant, Message};
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
@@ -17,6 +17,7 @@ use crate::error::{ForkError, RunError};
 use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
 use crate::listeners::Listeners;
+use crate::round_robin::Dispatcher;
 use crate::settings::{Scheduling, Settings, SettingsError, Stdio};
 use crate::spawn::Spawner;
 use crate::supervise::supervise;
@@ -53,6 +54,7 @@ pub(crate) struct Shared {
     stop_requested: watch::Sender<Option<StopMode>>,
     pub(crate) listeners: Listeners,
     pub(crate) handovers: Handovers,
+    dispatchers: Mutex<HashMap<SocketAddr, Arc<Dispatcher>>>,
     pub(crate) events: EventBus,
     callbacks: Callbacks<Cluster, Event>,
     callback_queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
@@ -65,11 +67,41 @@ impl Shared {
         lock(&self.settings)
     }
 
-    /// The backlog, and whether workers bind their own `SO_REUSEPORT` sockets.
-    pub(crate) fn listen_settings(&self) -> (i32, bool) {
+    /// The backlog, and how workers get their connections.
+    pub(crate) fn listen_settings(&self) -> (i32, Grant) {
         let settings = self.settings();
-        let reuse_port = matches!(settings.scheduling, Scheduling::ReusePort { .. });
-        (settings.backlog, reuse_port)
+        let grant = match settings.scheduling {
+            Scheduling::Shared => Grant::Shared,
+            Scheduling::ReusePort { .. } => Grant::ReusePort,
+            Scheduling::RoundRobin => Grant::RoundRobin,
+        };
+        (settings.backlog, grant)
+    }
+
+    /// The round-robin dispatcher of `address`, started with `listener` if it is new.
+    pub(crate) fn dispatcher(
+        &self,
+        address: SocketAddr,
+        listener: Option<&std::net::TcpListener>,
+    ) -> Option<Arc<Dispatcher>> {
+        let mut dispatchers = lock(&self.dispatchers);
+        if let Some(dispatcher) = dispatchers.get(&address) {
+            return Some(dispatcher.clone());
+        }
+        let dispatcher = match Dispatcher::start(listener?) {
+            Ok(dispatcher) => dispatcher,
+            Err(e) => {
+                tracing::error!(%address, "cannot start round-robin dispatching: {e}");
+                return None;
+            }
+        };
+        dispatchers.insert(address, dispatcher.clone());
+        Some(dispatcher)
+    }
+
+    /// Every round-robin dispatcher.
+    pub(crate) fn dispatchers(&self) -> Vec<Arc<Dispatcher>> {
+        lock(&self.dispatchers).values().cloned().collect()
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -146,6 +178,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         stop_requested: watch::Sender::new(None),
         listeners: Listeners::default(),
         handovers: Handovers::default(),
+        dispatchers: Mutex::new(HashMap::new()),
         events,
         callbacks: Callbacks::new(),
         callback_queue: tokio::sync::Mutex::new(callback_queue),
@@ -211,11 +244,11 @@ impl Cluster {
     /// Binds the shared socket for `address` now (workers asking for it later get this
     /// socket), so a bind error shows at start-up. Returns the bound address.
     pub fn listen(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
-        let (backlog, reuse_port) = self.shared.listen_settings();
+        let (backlog, grant) = self.shared.listen_settings();
         let listener = self
             .shared
             .listeners
-            .get_or_bind(&address.to_string(), backlog, reuse_port)
+            .get_or_bind(&address.to_string(), backlog, grant == Grant::ReusePort)
             .map_err(std::io::Error::other)?;
         listener.local_addr()
     }

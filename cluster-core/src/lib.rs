@@ -47,6 +47,7 @@ mod events;
 mod handover;
 mod listeners;
 pub mod pm;
+mod round_robin;
 mod settings;
 mod spawn;
 mod supervise;

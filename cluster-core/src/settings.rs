@@ -23,6 +23,10 @@ pub enum Scheduling {
         /// Run even though queued connections are lost when a worker exits.
         accept_queued_loss: bool,
     },
+    /// The master accepts every connection and hands it to the next ready worker in turn,
+    /// keeping its copy until the worker has taken it (Node's default on Linux). Even
+    /// balance whatever the clients do; the master's accept loop is the bottleneck.
+    RoundRobin,
 }
 
 /// Where the kernel says whether queued connections migrate between `SO_REUSEPORT` sockets.

@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_ipc::{Control, Incoming, Receiver, RecvError};
+use cluster_ipc::{Control, Grant, Incoming, Receiver, RecvError};
 use nix::sys::signal::Signal;
 use tokio::process::Child;
 
@@ -72,6 +72,9 @@ fn disconnected(shared: &Shared, worker: &Worker) {
     }
     worker.advance(WorkerState::Disconnected);
     shared.handovers.forget(worker);
+    for dispatcher in shared.dispatchers() {
+        dispatcher.worker_gone(worker);
+    }
     emit_disconnect(shared, worker);
 }
 
@@ -130,42 +133,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             shared.events.emit(Event::Online(worker.clone()));
         }
         Control::ListenRequest { seq, address } => {
-            let (backlog, reuse_port) = shared.listen_settings();
-            let bound = shared.listeners.get_or_bind(&address, backlog, reuse_port);
-            let Some(sender) = worker.sender() else {
-                return Ok(());
-            };
-            let sent = match bound {
-                Ok(listener) => {
-                    let local = listener
-                        .local_addr()
-                        .map(|a| a.to_string())
-                        .map_err(|e| format!("listen on {address}: {e}"));
-                    let fds = if local.is_ok() && !reuse_port {
-                        vec![listener.as_fd()]
-                    } else {
-                        vec![]
-                    };
-                    let reply = Control::ListenReply {
-                        seq,
-                        result: local,
-                        reuse_port,
-                    };
-                    sender.send_control(&reply, &fds).await
-                }
-                Err(reason) => {
-                    tracing::warn!(id = worker.id(), "{reason}");
-                    let reply = Control::ListenReply {
-                        seq,
-                        result: Err(reason),
-                        reuse_port,
-                    };
-                    sender.send_control(&reply, &[]).await
-                }
-            };
-            if let Err(e) = sent {
-                tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
-            }
+            answer_listen(shared, worker, seq, address).await
         }
         Control::Listening { address } => {
             let address = address
@@ -173,12 +141,22 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                 .map_err(|_| format!("reported listening on {address:?}, not an address"))?;
             worker.add_address(address);
             worker.advance(WorkerState::Listening);
+            if let Some(dispatcher) = shared.dispatcher(address, None) {
+                dispatcher.add_target(worker);
+            }
             shared
                 .events
                 .emit(Event::Listening(worker.clone(), address));
             shared.handovers.listening(worker, address);
         }
+        Control::ConnectionTaken { address, seq } => answered(shared, worker, &address, seq, true)?,
+        Control::ConnectionRefused { address, seq } => {
+            answered(shared, worker, &address, seq, false)?
+        }
         Control::Disconnecting => {
+            for dispatcher in shared.dispatchers() {
+                dispatcher.stop_sending_to(worker);
+            }
             worker.mark_exited_after_disconnect();
             worker.advance(WorkerState::Disconnecting);
             emit_disconnect(shared, worker);
@@ -196,12 +174,68 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             }
         }
         Control::HandOver => {
+            for dispatcher in shared.dispatchers() {
+                dispatcher.stop_sending_to(worker);
+            }
             worker.mark_exited_after_disconnect();
             worker.advance(WorkerState::Disconnecting);
             shared.handovers.start(worker, shared.is_stopping());
             emit_disconnect(shared, worker);
         }
         other => return Err(format!("sent {other:?}, which only a master may send")),
+    }
+    Ok(())
+}
+
+/// Answers a worker's `listen()`: the shared socket, a reserved port (ReusePort), or a
+/// round-robin registration. A bind error goes back to the worker, naming the address.
+async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: String) {
+    let (backlog, grant) = shared.listen_settings();
+    let bound = shared
+        .listeners
+        .get_or_bind(&address, backlog, grant == Grant::ReusePort);
+    let Some(sender) = worker.sender() else {
+        return;
+    };
+    let (result, fds) = match &bound {
+        Ok(listener) => match listener.local_addr() {
+            Ok(local) => {
+                let fds = match grant {
+                    Grant::Shared => vec![listener.as_fd()],
+                    Grant::ReusePort => vec![],
+                    Grant::RoundRobin => {
+                        shared.dispatcher(local, Some(listener));
+                        vec![]
+                    }
+                };
+                (Ok(local.to_string()), fds)
+            }
+            Err(e) => (Err(format!("listen on {address}: {e}")), vec![]),
+        },
+        Err(reason) => {
+            tracing::warn!(id = worker.id(), "{reason}");
+            (Err(reason.clone()), vec![])
+        }
+    };
+    let reply = Control::ListenReply { seq, result, grant };
+    if let Err(e) = sender.send_control(&reply, &fds).await {
+        tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
+    }
+}
+
+/// A worker answered a round-robin hand-over.
+fn answered(
+    shared: &Shared,
+    worker: &Worker,
+    address: &str,
+    seq: u64,
+    taken: bool,
+) -> Result<(), String> {
+    let address = address
+        .parse()
+        .map_err(|_| format!("answered a hand-over on {address:?}, not an address"))?;
+    if let Some(dispatcher) = shared.dispatcher(address, None) {
+        dispatcher.answered(worker, seq, taken);
     }
     Ok(())
 }

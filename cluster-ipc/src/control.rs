@@ -6,6 +6,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How a worker that asked to listen gets its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Grant {
+    /// The master's listening socket comes with the reply; every worker accepts on it.
+    Shared,
+    /// No socket comes with the reply: the worker binds its own `SO_REUSEPORT` socket on the
+    /// address (the master only reserves the port).
+    ReusePort,
+    /// The master accepts and hands each connection over ([`Control::Connection`]).
+    RoundRobin,
+}
+
 /// Who a forwarded message is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Recipient {
@@ -35,9 +47,8 @@ pub enum Control {
         seq: u64,
         /// The bound local address, or why binding failed.
         result: Result<String, String>,
-        /// True in `ReusePort` scheduling: no socket comes with the reply; the worker binds
-        /// its own `SO_REUSEPORT` socket on the address (the master only reserves the port).
-        reuse_port: bool,
+        /// How the worker gets its connections.
+        grant: Grant,
     },
     /// Worker → master: a server now accepts on `address` (Node's `listening`).
     Listening {
@@ -71,6 +82,30 @@ pub enum Control {
         from_pid: u32,
         /// The encoded user message.
         payload: Vec<u8>,
+    },
+    /// Master → worker: a connection the master accepted on `address` (round-robin), its
+    /// descriptor attached. The master keeps its copy until the worker answers with
+    /// [`Control::ConnectionTaken`] or [`Control::ConnectionRefused`].
+    Connection {
+        /// The listening address it came in on.
+        address: String,
+        /// Identifies the hand-over.
+        seq: u64,
+    },
+    /// Worker → master: the connection is the worker's now.
+    ConnectionTaken {
+        /// The listening address.
+        address: String,
+        /// The hand-over.
+        seq: u64,
+    },
+    /// Worker → master: the worker cannot take it (its server is closing or full); the
+    /// master hands it to another worker.
+    ConnectionRefused {
+        /// The listening address.
+        address: String,
+        /// The hand-over.
+        seq: u64,
     },
     /// Master → worker: another worker, started after the hand-over, now accepts on
     /// `address`; the handing-over worker may stop accepting there.

@@ -48,7 +48,7 @@ mod sys;
 
 pub use channel::{ChannelOptions, Incoming, Receiver, Sender, channel, socketpair};
 pub use codec::{CodecError, Serialization};
-pub use control::{Control, Recipient};
+pub use control::{Control, Grant, Recipient};
 pub use error::{RecvError, SendError};
 pub use listener::{DEFAULT_BACKLOG, bind_tcp, reserve_tcp};
 pub use message::{Message, Origin};

@@ -11,12 +11,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::worker::Worker;
 
 const LISTENER: u64 = 0;
 const STOP: u64 = 1;
@@ -33,8 +36,11 @@ fn queue_up(epoll: &Epoll, listener: &std::net::TcpListener) -> io::Result<()> {
     Ok(())
 }
 
-/// Accepts connections on a dedicated thread; see the module docs. Dropping it (or
-/// [`Acceptor::stop`]) stops accepting.
+/// A server's source of connections: a dedicated accept thread (see the module docs) or, in
+/// round-robin scheduling, the master's hand-overs. A connection is accepted (or taken from
+/// the master) only while [`Acceptor::accept`] waits for one, so a worker that is killed
+/// loses at most the connections it was serving. Dropping it (or [`Acceptor::stop`]) stops
+/// accepting.
 ///
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
@@ -48,9 +54,26 @@ fn queue_up(epoll: &Epoll, listener: &std::net::TcpListener) -> io::Result<()> {
 /// ```
 pub struct Acceptor {
     accepted: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+    source: Source,
+    /// A connection was asked for and has not arrived yet.
+    asked: bool,
     local_addr: SocketAddr,
+}
+
+/// Who accepts.
+enum Source {
+    /// This worker, on a dedicated thread that accepts one connection per demand token.
+    Thread {
+        demand: Option<std::sync::mpsc::SyncSender<()>>,
+        stop: EventFd,
+        thread: Option<JoinHandle<()>>,
+    },
+    /// The master, which hands connections over (round-robin scheduling); one is taken per
+    /// permit.
+    Master {
+        worker: Worker,
+        demand: Arc<Semaphore>,
+    },
 }
 
 impl Acceptor {
@@ -62,25 +85,46 @@ impl Acceptor {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(stop.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
         queue_up(&epoll, &listener)?;
-        // Capacity 1: the thread accepts the next connection only once the server took
-        // the previous one, so a busy worker leaves new connections to the others.
         let (tx, accepted) = mpsc::channel(1);
+        let (demand, demanded) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("cluster-acceptor".into())
-            .spawn(move || accept_loop(&epoll, &listener, &tx))?;
+            .spawn(move || accept_loop(&epoll, &listener, &demanded, &tx))?;
         Ok(Acceptor {
             accepted,
-            stop,
-            thread: Some(thread),
+            source: Source::Thread {
+                demand: Some(demand),
+                stop,
+                thread: Some(thread),
+            },
+            asked: false,
             local_addr,
         })
     }
 
+    /// Connections the master hands over for `local_addr` (round-robin scheduling).
+    pub(crate) fn from_master(worker: &Worker, local_addr: SocketAddr) -> Acceptor {
+        let (accepted, demand) = worker.open_feed(&local_addr.to_string());
+        Acceptor {
+            accepted,
+            source: Source::Master {
+                worker: worker.clone(),
+                demand,
+            },
+            asked: false,
+            local_addr,
+        }
+    }
+
     /// The next connection, ready for tokio; `None` once stopped and every connection
-    /// accepted before the stop has been handed out.
+    /// accepted before the stop has been handed out. Cancel-safe.
     pub async fn accept(&mut self) -> Option<(TcpStream, SocketAddr)> {
         loop {
+            if !self.asked {
+                self.asked = self.ask();
+            }
             let (stream, peer) = self.accepted.recv().await?;
+            self.asked = false;
             let converted = stream
                 .set_nonblocking(true)
                 .and_then(|()| TcpStream::from_std(stream));
@@ -91,11 +135,34 @@ impl Acceptor {
         }
     }
 
-    /// Stops accepting new connections. Connections the thread already accepted are still
-    /// returned by [`Acceptor::accept`], which then returns `None`.
+    /// Asks the source for one connection; false once stopped.
+    fn ask(&self) -> bool {
+        match &self.source {
+            Source::Thread { demand, .. } => {
+                demand.as_ref().is_some_and(|d| d.try_send(()).is_ok())
+            }
+            Source::Master { demand, .. } => {
+                if demand.is_closed() {
+                    return false;
+                }
+                demand.add_permits(1);
+                true
+            }
+        }
+    }
+
+    /// Stops accepting new connections. A connection already on its way is still returned
+    /// by [`Acceptor::accept`], which then returns `None`.
     pub fn stop(&mut self) {
-        if let Err(e) = self.stop.write(1) {
-            tracing::error!("cannot stop the accept thread: {e}");
+        match &mut self.source {
+            Source::Thread { demand, stop, .. } => {
+                demand.take();
+                if let Err(e) = stop.write(1) {
+                    tracing::error!("cannot stop the accept thread: {e}");
+                }
+            }
+            // Waiting and later hand-overs are refused and go to other workers.
+            Source::Master { worker, .. } => worker.close_feed(&self.local_addr.to_string()),
         }
     }
 
@@ -109,50 +176,54 @@ impl Drop for Acceptor {
     fn drop(&mut self) {
         self.stop();
         self.accepted.close();
-        if let Some(thread) = self.thread.take() {
-            // The thread ends at once: it is stopped and its channel is closed.
-            let _ = thread.join();
+        if let Source::Thread { thread, .. } = &mut self.source {
+            if let Some(thread) = thread.take() {
+                // The thread ends at once: it is stopped and its channel is closed.
+                let _ = thread.join();
+            }
         }
     }
 }
 
+/// Accepts one connection per demand token, until stopped.
 fn accept_loop(
     epoll: &Epoll,
     listener: &std::net::TcpListener,
+    demanded: &std::sync::mpsc::Receiver<()>,
     tx: &mpsc::Sender<(std::net::TcpStream, SocketAddr)>,
 ) {
     let mut events = [EpollEvent::empty(); 2];
-    loop {
-        let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
-            Ok(n) => &events[..n],
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                tracing::error!("accept thread: epoll_wait failed: {e}");
+    // Ends when the demand sender is dropped (stop).
+    while demanded.recv().is_ok() {
+        let accepted = loop {
+            let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => &events[..n],
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("accept thread: epoll_wait failed: {e}");
+                    return;
+                }
+            };
+            if ready.iter().any(|e| e.data() == STOP) {
                 return;
             }
+            match listener.accept() {
+                Ok(accepted) => break accepted,
+                // Another worker took it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors and the like: the listener itself is fine.
+                    tracing::warn!("accept failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
         };
-        if ready.iter().any(|e| e.data() == STOP) {
-            return;
+        if let Err(e) = queue_up(epoll, listener) {
+            tracing::error!("accept thread: cannot wait on the listener: {e}");
         }
-        match listener.accept() {
-            Ok(accepted) => {
-                if let Err(e) = queue_up(epoll, listener) {
-                    tracing::error!("accept thread: cannot wait on the listener: {e}");
-                    return;
-                }
-                if tx.blocking_send(accepted).is_err() {
-                    // Only after a stop: the server no longer takes connections.
-                    return;
-                }
-            }
-            // Another worker took it.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // Out of descriptors and the like: the listener itself is fine.
-                tracing::warn!("accept failed: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+        if tx.blocking_send(accepted).is_err() {
+            return;
         }
     }
 }

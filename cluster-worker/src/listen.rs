@@ -1,15 +1,27 @@
-//! `listen()`: the master's shared socket inside a cluster, a socket of our own outside.
+//! `listen()` and `incoming()`: where a worker's connections come from.
 
 use std::io;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+use crate::acceptor::Acceptor;
 use crate::worker::{Granted, Worker};
+
+/// What the master granted for an address.
+enum Obtained {
+    /// A listening socket to accept on (Shared, ReusePort, or outside a cluster).
+    Listener(TcpListener),
+    /// Round-robin: the master hands the connections over.
+    FromMaster(Acceptor),
+}
 
 /// A listening socket on `address`. In a cluster it is the master's socket for that address,
 /// shared with every worker that asks (bound by the master at the first request); outside a
 /// cluster it is bound here with the same options. Errors name the address.
+///
+/// In `RoundRobin` scheduling the master accepts and there is no socket to give: use
+/// [`incoming`], which works in every mode.
 ///
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
@@ -22,29 +34,64 @@ use crate::worker::{Granted, Worker};
 /// # }
 /// ```
 pub async fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    match obtain(address).await? {
+        Obtained::Listener(listener) => Ok(listener),
+        Obtained::FromMaster(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "listen on {address}: the cluster schedules round-robin (the master hands \
+                 connections over); use cluster_worker::incoming"
+            ),
+        )),
+    }
+}
+
+/// The connections for `address`, in any scheduling mode: accepted in turn with the other
+/// workers on the shared socket, accepted on this worker's own socket (ReusePort), or handed
+/// over by the master (RoundRobin). `graceful::serve` takes what this returns.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let mut incoming = cluster_worker::incoming("127.0.0.1:1337".parse().unwrap()).await?;
+/// while let Some((stream, peer)) = incoming.accept().await {
+///     // serve `stream`…
+/// #   drop((stream, peer));
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn incoming(address: SocketAddr) -> io::Result<Acceptor> {
+    match obtain(address).await? {
+        Obtained::Listener(listener) => Acceptor::new(listener),
+        Obtained::FromMaster(acceptor) => Ok(acceptor),
+    }
+}
+
+async fn obtain(address: SocketAddr) -> io::Result<Obtained> {
     let worker = Worker::try_current().map_err(io::Error::other)?;
     let Some(worker) = worker else {
-        return TcpListener::from_std(cluster_ipc::bind_tcp(
-            address,
-            cluster_ipc::DEFAULT_BACKLOG,
-        )?);
+        let own = cluster_ipc::bind_tcp(address, cluster_ipc::DEFAULT_BACKLOG)?;
+        return Ok(Obtained::Listener(TcpListener::from_std(own)?));
     };
     let (local, granted) = worker
         .request_listener(&address.to_string())
         .await
         .map_err(|reason| io::Error::new(io::ErrorKind::AddrNotAvailable, reason))?;
-    let std_listener = match granted {
+    let obtained = match granted {
         Granted::Shared(fd) => {
             let shared = std::net::TcpListener::from(fd);
             // The flag is shared with the master's copy, which set it already; set it anyway
             // in case another holder cleared it.
             shared.set_nonblocking(true)?;
-            shared
+            Obtained::Listener(TcpListener::from_std(shared)?)
         }
         // ReusePort scheduling: a socket of our own in the address's SO_REUSEPORT group.
-        Granted::BindOwn(own) => cluster_ipc::bind_tcp(own, cluster_ipc::DEFAULT_BACKLOG)?,
+        Granted::BindOwn(own) => Obtained::Listener(TcpListener::from_std(cluster_ipc::bind_tcp(
+            own,
+            cluster_ipc::DEFAULT_BACKLOG,
+        )?)?),
+        // The feed must exist before the master hears we listen and starts handing over.
+        Granted::RoundRobin(local) => Obtained::FromMaster(Acceptor::from_master(&worker, local)),
     };
-    let listener = TcpListener::from_std(std_listener)?;
     worker.report_listening(local).await;
-    Ok(listener)
+    Ok(obtained)
 }

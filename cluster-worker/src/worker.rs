@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cluster_ipc::handoff::WorkerHandoff;
 use cluster_ipc::{
-    ChannelOptions, Control, Incoming, Message, Origin, Recipient, SendError, Sender,
+    ChannelOptions, Control, Grant, Incoming, Message, Origin, Recipient, SendError, Sender,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,9 +21,22 @@ use crate::error::WorkerError;
 pub(crate) enum Granted {
     Shared(OwnedFd),
     BindOwn(std::net::SocketAddr),
+    /// The master accepts and hands connections over to [`Worker::open_feed`]'s channel.
+    RoundRobin(std::net::SocketAddr),
+}
+
+/// Where round-robin connections for one address go, and how many the server is waiting for
+/// (a hand-over is taken only when the server asks for a connection).
+#[derive(Clone)]
+pub(crate) struct Feed {
+    sender: mpsc::Sender<(std::net::TcpStream, std::net::SocketAddr)>,
+    pub(crate) demand: Arc<tokio::sync::Semaphore>,
 }
 
 type ListenReply = Result<(String, Granted), String>;
+
+/// Room for the one round-robin connection the server asked for.
+const FEED_CAPACITY: usize = 1;
 
 struct Inner {
     id: u32,
@@ -40,6 +53,8 @@ struct Inner {
     open_servers: watch::Sender<usize>,
     /// True once the channel is closed.
     disconnected: watch::Sender<bool>,
+    /// Round-robin connections' destinations, by address.
+    feeds: Mutex<HashMap<String, Feed>>,
     /// Addresses the master relieved this worker of after a hand-over.
     relieved: watch::Sender<Vec<String>>,
     orphan_timeout: Duration,
@@ -335,6 +350,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             open_servers: watch::Sender::new(0),
             disconnected: watch::Sender::new(false),
             relieved: watch::Sender::new(Vec::new()),
+            feeds: Mutex::new(HashMap::new()),
             orphan_timeout: Duration::from_millis(handoff.orphan_timeout_ms),
         }),
     };
@@ -384,6 +400,81 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
 }
 
 impl Worker {
+    /// A connection the master handed over (round-robin). It is taken once the server has
+    /// room for it, and only after the master heard so; if the server is closing it is
+    /// refused and the master hands it to another worker. Either way it is never served twice
+    /// nor lost: until our answer reaches the master, the master keeps its copy.
+    fn take_connection(&self, address: String, seq: u64, fd: Option<OwnedFd>) {
+        let Some(fd) = fd else {
+            tracing::warn!(%address, "a hand-over without its connection");
+            return;
+        };
+        let stream = std::net::TcpStream::from(fd);
+        let feed = lock(&self.inner.feeds).get(&address).cloned();
+        let sender = self.inner.sender.clone();
+        tokio::spawn(async move {
+            let permit = match feed {
+                // Wait until the server asks for a connection; a closed feed refuses.
+                Some(feed) => match feed.demand.acquire_owned().await {
+                    Ok(asked) => {
+                        asked.forget();
+                        feed.sender.reserve_owned().await.ok()
+                    }
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            let answer = match permit {
+                Some(_) => Control::ConnectionTaken {
+                    address: address.clone(),
+                    seq,
+                },
+                None => Control::ConnectionRefused {
+                    address: address.clone(),
+                    seq,
+                },
+            };
+            if let Err(e) = sender.send_control(&answer, &[]).await {
+                // The master did not hear: it keeps the connection and re-dispatches it.
+                tracing::debug!(%address, "could not answer a hand-over: {e}");
+                return;
+            }
+            if let Some(permit) = permit {
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                permit.send((stream, peer));
+            }
+        });
+    }
+
+    /// Starts receiving round-robin connections for `address`; returns the receiver and
+    /// the demand the server raises each time it waits for a connection.
+    pub(crate) fn open_feed(
+        &self,
+        address: &str,
+    ) -> (
+        mpsc::Receiver<(std::net::TcpStream, std::net::SocketAddr)>,
+        Arc<tokio::sync::Semaphore>,
+    ) {
+        let (sender, receiver) = mpsc::channel(FEED_CAPACITY);
+        let demand = Arc::new(tokio::sync::Semaphore::new(0));
+        let feed = Feed {
+            sender,
+            demand: demand.clone(),
+        };
+        lock(&self.inner.feeds).insert(address.to_string(), feed);
+        (receiver, demand)
+    }
+
+    /// Stops receiving round-robin connections for `address`: hand-overs waiting for the
+    /// server and the master's next ones are refused (and given to another worker).
+    pub(crate) fn close_feed(&self, address: &str) {
+        if let Some(feed) = lock(&self.inner.feeds).remove(address) {
+            feed.demand.close();
+        }
+    }
+
     fn deliver(&self, message: Message) {
         if let Some(tx) = lock(&self.inner.messages_tx).as_ref() {
             let _ = tx.send(message);
@@ -392,32 +483,35 @@ impl Worker {
 
     fn handle_control(&self, control: Control, mut fds: Vec<OwnedFd>) {
         match control {
-            Control::ListenReply {
-                seq,
-                result,
-                reuse_port,
-            } => {
+            Control::ListenReply { seq, result, grant } => {
                 let Some(reply) = lock(&self.inner.pending_listens).remove(&seq) else {
                     tracing::warn!(seq, "listen reply for no request");
                     return;
                 };
                 let result = result.and_then(|address| {
-                    if reuse_port {
-                        let own = address
+                    let parsed = || {
+                        address
                             .parse()
-                            .map_err(|_| format!("the master granted {address:?}"))?;
-                        return Ok((address, Granted::BindOwn(own)));
-                    }
-                    match fds.pop() {
-                        Some(fd) => Ok((address, Granted::Shared(fd))),
-                        None => Err(format!(
-                            "the master's reply for {address} carried no socket"
-                        )),
-                    }
+                            .map_err(|_| format!("the master granted {address:?}"))
+                    };
+                    let granted = match grant {
+                        Grant::ReusePort => Granted::BindOwn(parsed()?),
+                        Grant::RoundRobin => Granted::RoundRobin(parsed()?),
+                        Grant::Shared => match fds.pop() {
+                            Some(fd) => Granted::Shared(fd),
+                            None => {
+                                return Err(format!(
+                                    "the master's reply for {address} carried no socket"
+                                ));
+                            }
+                        },
+                    };
+                    Ok((address, granted))
                 });
                 let _ = reply.send(result);
             }
             Control::Disconnect => self.disconnect(),
+            Control::Connection { address, seq } => self.take_connection(address, seq, fds.pop()),
             Control::Deliver {
                 from_group,
                 from_pid,

@@ -57,4 +57,4 @@ mod server;
 pub use install::{InstallError, Options, Step, install};
 pub use report::PanicReport;
 pub use scope::{CatchPanic, CatchPanicLayer, spawn};
-pub use server::serve;
+pub use server::{IntoIncoming, serve};

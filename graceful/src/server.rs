@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cluster_worker::Acceptor;
 use hyper::body::{Body, Incoming};
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::{Request, Response};
@@ -32,8 +33,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// `Connection: close`, and a keep-alive connection idle for `idle_grace` is closed, so no
 /// client that is sending has its connection reset. After a panic it does not return: the
 /// process ends when graceful's exit sequence is done.
-pub async fn serve<S, B>(listener: TcpListener, service: S)
+pub async fn serve<L, S, B>(listener: L, service: S)
 where
+    L: IntoIncoming,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
         + Clone
         + Send
@@ -53,7 +55,7 @@ where
     let counted = state.map(CountedServer::new);
     // A dedicated accept thread spreads connections evenly over the workers sharing the
     // socket (see `cluster_worker::Acceptor`).
-    let mut acceptor = match cluster_worker::Acceptor::new(listener) {
+    let mut acceptor = match listener.into_incoming() {
         Ok(acceptor) => acceptor,
         Err(e) => {
             tracing::error!("cannot start accepting: {e}");
@@ -108,6 +110,26 @@ where
     // exit); returning now could let `main` end the process before that.
     if state.is_some_and(|s| *s.draining.borrow()) {
         std::future::pending::<()>().await;
+    }
+}
+
+/// What [`serve`] accepts from: a listening socket (accepted on a dedicated thread, in turn
+/// with the other workers) or a `cluster_worker::Acceptor` (e.g. from
+/// `cluster_worker::incoming`, which also covers round-robin scheduling).
+pub trait IntoIncoming {
+    /// The source of connections.
+    fn into_incoming(self) -> std::io::Result<Acceptor>;
+}
+
+impl IntoIncoming for TcpListener {
+    fn into_incoming(self) -> std::io::Result<Acceptor> {
+        Acceptor::new(self)
+    }
+}
+
+impl IntoIncoming for Acceptor {
+    fn into_incoming(self) -> std::io::Result<Acceptor> {
+        Ok(self)
     }
 }
 

@@ -1,28 +1,56 @@
-//! Balance: with two workers accepting on one shared socket, new connections from a single
-//! client are spread evenly (tokio's accept loop alone gives most to one worker).
+//! Balance: with two workers, new connections from a single client are spread evenly, both
+//! when the workers accept on the shared socket (tokio's accept loop alone gives most to one
+//! worker) and when the master hands connections out in turn.
 
 use std::collections::HashMap;
 
-use cluster_tests::{GracefulCluster, http_get};
+use cluster_core::{Event, Scheduling, setup_master};
+use cluster_tests::{http_get, wait_event, worker_settings};
 
-#[tokio::test]
-async fn ten_thousand_connections_from_one_client_are_split_evenly() {
-    let cluster = GracefulCluster::start(2, &[]).await;
+async fn split(scheduling: Scheduling) {
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .scheduling(scheduling);
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    cluster.fork(&[]).expect("fork");
+    cluster.fork(&[]).expect("fork");
+    let mut address = None;
+    for _ in 0..2 {
+        address = Some(
+            wait_event(&mut events, 10, "listening", |e| match e {
+                Event::Listening(_, a) => Some(*a),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    let address = address.expect("address");
     let mut served: HashMap<u32, usize> = HashMap::new();
     const CONNECTIONS: usize = 10_000;
     for _ in 0..CONNECTIONS {
-        let (status, body) = http_get(cluster.address, "/").await.expect("GET /");
+        let (status, body) = http_get(address, "/").await.expect("GET /");
         assert_eq!(status, 200);
         *served.entry(body.trim().parse().expect("pid")).or_default() += 1;
     }
     let most = served.values().copied().max().unwrap_or(0);
     let share = most as f64 / CONNECTIONS as f64;
-    eprintln!("split: {served:?}");
+    eprintln!("{scheduling:?} split: {served:?}");
     assert_eq!(served.len(), 2, "{served:?}");
     assert!(
         share <= 0.55,
         "one worker served {:.1}%: {served:?}",
         share * 100.0
     );
-    cluster.cluster.disconnect().await;
+    cluster.disconnect().await;
+}
+
+#[tokio::test]
+async fn shared_socket_splits_ten_thousand_connections_from_one_client_evenly() {
+    split(Scheduling::Shared).await;
+}
+
+#[tokio::test]
+async fn round_robin_splits_ten_thousand_connections_from_one_client_evenly() {
+    split(Scheduling::RoundRobin).await;
 }

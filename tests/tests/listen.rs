@@ -1,5 +1,6 @@
-//! `listen()`: shared sockets that lose nothing when a worker is SIGKILLed, bind errors that
-//! reach the worker, and listening alone outside a cluster.
+//! `listen()`/`incoming()`: shared sockets and round-robin hand-overs that lose nothing
+//! queued when a worker is SIGKILLed, bind errors that reach the worker, ReusePort, and
+//! listening alone outside a cluster.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,10 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cluster_core::{Event, Signal, setup_master};
 use cluster_tests::{http_get, next_message, wait_event, worker_settings};
 
-#[tokio::test]
-async fn a_sigkilled_worker_loses_no_queued_connection() {
-    let cluster =
-        setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0")).expect("setup");
+/// Two workers serve one address under 8 bounded clients; one is SIGKILLed early on.
+/// Returns the requests that failed.
+async fn sigkill_one_under_load(scheduling: cluster_core::Scheduling) -> Vec<String> {
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .scheduling(scheduling);
+    let cluster = setup_master(settings).expect("setup");
     let mut events = cluster.events();
     let workers = [
         cluster.fork(&[]).expect("fork"),
@@ -61,16 +65,39 @@ async fn a_sigkilled_worker_loses_no_queued_connection() {
                 .expect("client"),
         );
     }
-    // The test worker serves one connection at a time, so the killed worker held at most
-    // one accepted connection; every connection still queued went to the survivor.
-    assert!(
-        failures.len() <= 1,
-        "{} of {} requests failed: {failures:?}",
+    eprintln!(
+        "{} of {} requests failed",
         failures.len(),
         CLIENTS * REQUESTS
     );
     assert!(workers[0].is_dead() || !workers[0].is_connected());
     cluster.disconnect().await;
+    failures
+}
+
+#[tokio::test]
+async fn a_sigkilled_worker_loses_no_queued_connection() {
+    // The test worker serves one connection at a time, so the killed worker held at most
+    // one accepted connection; every connection still queued went to the survivor.
+    let failures = sigkill_one_under_load(cluster_core::Scheduling::Shared).await;
+    assert!(
+        failures.len() <= 1,
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+}
+
+#[tokio::test]
+async fn round_robin_loses_no_connection_when_a_worker_is_sigkilled_mid_handoff() {
+    // The master keeps every connection it handed over until the worker took it, a worker
+    // takes one only when its server asks for it, and the dead worker's unanswered
+    // hand-overs go to the survivor: lost can only be the one it was serving.
+    let failures = sigkill_one_under_load(cluster_core::Scheduling::RoundRobin).await;
+    assert!(
+        failures.len() <= 1,
+        "{} failed: {failures:?}",
+        failures.len()
+    );
 }
 
 #[tokio::test]

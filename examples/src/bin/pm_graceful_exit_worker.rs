@@ -43,7 +43,7 @@ async fn main() -> std::io::Result<()> {
     )
     .map_err(std::io::Error::other)?;
 
-    let mut listeners = cluster_worker::group_listeners().await?;
+    let mut listeners = cluster_worker::group_incoming().await?;
     let listener = listeners
         .pop()
         .ok_or_else(|| std::io::Error::other("the group has no listen address"))?;

@@ -80,13 +80,13 @@ async fn main() {
         std::process::exit(1);
     }
     let listener = match std::env::var("TEST_LISTEN") {
-        Ok(address) => cluster_worker::listen(address.parse().expect("address"))
+        Ok(address) => cluster_worker::incoming(address.parse().expect("address"))
             .await
-            .expect("listen"),
+            .expect("incoming"),
         // A supervised group's worker: the group's first address.
-        Err(_) => cluster_worker::group_listeners()
+        Err(_) => cluster_worker::group_incoming()
             .await
-            .expect("group listeners")
+            .expect("group incoming")
             .into_iter()
             .next()
             .expect("the group listens somewhere"),

@@ -53,14 +53,16 @@ async fn main() {
     }
 
     let server = match std::env::var("TEST_LISTEN") {
-        Ok(address) => match cluster_worker::listen(address.parse().expect("TEST_LISTEN")).await {
-            Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
-            Err(e) => {
-                let report = TestMsg::new("listen-error", e.to_string());
-                worker.send(&report).await.expect("report");
-                std::process::exit(3);
+        Ok(address) => {
+            match cluster_worker::incoming(address.parse().expect("TEST_LISTEN")).await {
+                Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
+                Err(e) => {
+                    let report = TestMsg::new("listen-error", e.to_string());
+                    worker.send(&report).await.expect("report");
+                    std::process::exit(3);
+                }
             }
-        },
+        }
         Err(_) => None,
     };
 
@@ -87,30 +89,41 @@ async fn main() {
 
 /// Answers each connection with this process's pid, one connection at a time, until the
 /// worker disconnects.
-async fn serve(worker: Worker, listener: tokio::net::TcpListener) {
+async fn serve(worker: Worker, mut incoming: cluster_worker::Acceptor) {
     let _guard = worker.register_server();
     let pid = std::process::id();
     loop {
         let (mut stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => continue,
+            accepted = incoming.accept() => match accepted {
+                Some(pair) => pair,
+                None => return,
             },
-            _ = worker.closing() => return,
+            _ = worker.closing() => break,
         };
-        let mut request = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => request.extend_from_slice(&buf[..n]),
-            }
-        }
-        let body = pid.to_string();
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = answer(&mut stream, pid).await;
     }
+    // Closing: connections already taken (accepted, or handed over by the master) are
+    // served too.
+    incoming.stop();
+    while let Some((mut stream, _)) = incoming.accept().await {
+        let _ = answer(&mut stream, pid).await;
+    }
+}
+
+/// Reads one request and answers it with this process's pid.
+async fn answer(stream: &mut tokio::net::TcpStream, pid: u32) -> std::io::Result<()> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await? {
+            0 => break,
+            n => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = pid.to_string();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await
 }
