@@ -29,9 +29,9 @@ fn main() {
 }
 
 async fn worker() {
-    let listener = cluster_worker::group_listeners()
+    let listener = cluster_worker::group_incoming()
         .await
-        .expect("listeners")
+        .expect("incoming")
         .pop()
         .expect("an address");
     if let Some(worker) = cluster_worker::Worker::current() {
@@ -186,6 +186,7 @@ async fn master() {
                 accept_queued_loss: true,
             },
         ),
+        ("RoundRobin", Scheduling::RoundRobin),
     ] {
         let master = Master::new(None);
         let mut events = master.events();
