@@ -1,9 +1,11 @@
 //! The worker side of a cluster: Node's `cluster.worker`, in a worker process.
 //!
 //! [`is_worker`] says whether a master started this process; [`Worker::current`] is this
-//! process as a worker (id, [`Worker::send`], [`Worker::recv`], [`Worker::disconnect`]);
-//! [`listen`] returns a `tokio::net::TcpListener` that is the master's shared socket inside a
-//! cluster and a socket of its own outside one, so the same binary runs standalone.
+//! process as a worker (id, [`Worker::send`], [`Worker::recv`], [`Worker::disconnect`],
+//! [`Worker::ready`], messages to other workers); [`listen`] returns a
+//! `tokio::net::TcpListener` that is the master's shared socket inside a cluster and a socket
+//! of its own outside one, so the same binary runs standalone; [`incoming`] returns an
+//! [`Acceptor`] that works in every scheduling mode and spreads connections evenly.
 //!
 //! Servers take part in a graceful disconnect through [`Worker::register_server`] and
 //! [`Worker::closing`]: when the worker disconnects (by its own call, the master's request,

@@ -8,8 +8,10 @@
 //! generation and retires the old one only once the new one is ready and stable, and a
 //! reload whose new workers fail leaves the old ones serving.
 //!
-//! Not here yet: round-robin and per-worker `SO_REUSEPORT` scheduling, Unix socket
-//! addresses, worker-to-worker messages.
+//! Workers of a group reach each other through the master (`send_to_group`, `send_to_pid` in
+//! `cluster-worker`); the group's scheduling mode is its settings' (`Settings::scheduling`).
+//!
+//! Not here yet: Unix socket listen addresses.
 
 mod events;
 mod group;
