@@ -70,6 +70,7 @@ pub struct Settings {
     pub(crate) max_message_bytes: usize,
     pub(crate) backlog: i32,
     pub(crate) stop_timeout: Duration,
+    pub(crate) wait_ready: bool,
 }
 
 impl Default for Settings {
@@ -87,6 +88,7 @@ impl Default for Settings {
             max_message_bytes: cluster_ipc::handoff::DEFAULT_MAX_MESSAGE_BYTES,
             backlog: cluster_ipc::DEFAULT_BACKLOG,
             stop_timeout: Duration::from_secs(30),
+            wait_ready: false,
         }
     }
 }
@@ -164,6 +166,13 @@ impl Settings {
     /// `net.core.somaxconn`).
     pub fn backlog(mut self, backlog: i32) -> Self {
         self.backlog = backlog;
+        self
+    }
+
+    /// Workers count as ready only once they call `Worker::ready()` (pm's `ready`), and get
+    /// no round-robin connection before (default false: a worker is ready when it listens).
+    pub fn wait_ready(mut self, wait: bool) -> Self {
+        self.wait_ready = wait;
         self
     }
 

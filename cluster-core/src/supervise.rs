@@ -141,8 +141,11 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                 .map_err(|_| format!("reported listening on {address:?}, not an address"))?;
             worker.add_address(address);
             worker.advance(WorkerState::Listening);
-            if let Some(dispatcher) = shared.dispatcher(address, None) {
-                dispatcher.add_target(worker);
+            let wait_ready = shared.settings().wait_ready;
+            if !wait_ready || worker.is_ready() {
+                if let Some(dispatcher) = shared.dispatcher(address, None) {
+                    dispatcher.add_target(worker);
+                }
             }
             shared
                 .events
@@ -170,6 +173,12 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
         }
         Control::Ready => {
             if worker.mark_ready() {
+                // Round-robin work starts now for a worker that had to say it is ready.
+                for address in worker.addresses() {
+                    if let Some(dispatcher) = shared.dispatcher(address, None) {
+                        dispatcher.add_target(worker);
+                    }
+                }
                 shared.events.emit(Event::Ready(worker.clone()));
             }
         }

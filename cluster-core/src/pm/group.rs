@@ -157,6 +157,8 @@ impl Group {
         let mut out = Vec::new();
         match event {
             Event::Fork(worker) => out.push(GroupEvent::Fork { group, worker }),
+            // Only `ready()` makes it ready then.
+            Event::Listening(..) if self.options.settings.wait_ready => {}
             Event::Ready(worker) | Event::Listening(worker, _) => {
                 if let Some(member) = self.members.get_mut(&worker.id()) {
                     if !member.ready {

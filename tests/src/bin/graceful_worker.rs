@@ -5,7 +5,8 @@
 //! Settings from the environment: `TEST_LISTEN` (else the pm group's first address),
 //! `KILL_TIMEOUT_MS`, `LAST_WORDS=1` (a hook that sends a `last-words` message 50 ms after it
 //! starts), `TEST_ABORT=1` (abort right after the panic hook, as a `panic = "abort"` build
-//! does), `BOOT_CRASH=1` (exit 1 at once, before being ready). It echoes every message.
+//! does), `BOOT_CRASH=1` (exit 1 at once, before being ready), `READY_DELAY_MS` (wait that
+//! long after listening before calling `ready()`). It echoes every message.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -91,6 +92,9 @@ async fn main() {
             .next()
             .expect("the group listens somewhere"),
     };
+    if let Ok(ms) = std::env::var("READY_DELAY_MS") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().expect("READY_DELAY_MS"))).await;
+    }
     // A worker retired while it boots finds its channel closed here; that is not an error.
     let _ = worker.ready().await;
     report(&worker, "ready", String::new());
