@@ -14,6 +14,17 @@ pub fn init_logging() {
         .init();
 }
 
+/// The exit code of a master's `run()`: 0, or 1 with the error printed.
+pub fn exit_code(result: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[master:{}] {e}", std::process::id());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The seed's line for each step of graceful's exit.
 pub fn print_graceful_step(step: graceful::Step) {
     let pid = std::process::id();

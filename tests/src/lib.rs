@@ -161,6 +161,21 @@ pub async fn wait_event<T>(
     .await
 }
 
+/// Waits for `count` `listening` events; returns the (shared) address of the last one.
+pub async fn wait_listening(events: &mut cluster_core::EventStream, count: usize) -> SocketAddr {
+    let mut address = None;
+    for _ in 0..count {
+        address = Some(
+            wait_event(events, 10, "listening", |e| match e {
+                cluster_core::Event::Listening(_, a) => Some(*a),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    address.expect("count is at least 1")
+}
+
 /// The next user message a worker sent, decoded as [`TestMsg`].
 pub async fn next_message(events: &mut cluster_core::EventStream, secs: u64) -> (u32, TestMsg) {
     wait_event(events, secs, "a worker message", |event| match event {
@@ -311,20 +326,11 @@ impl GracefulCluster {
             cluster.fork(&[]).expect("fork");
             forked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        let mut address = None;
-        for _ in 0..workers {
-            address = Some(
-                wait_event(&mut events, 10, "listening", |e| match e {
-                    cluster_core::Event::Listening(_, a) => Some(*a),
-                    _ => None,
-                })
-                .await,
-            );
-        }
+        let address = wait_listening(&mut events, workers).await;
         GracefulCluster {
             cluster,
             events,
-            address: address.expect("a worker"),
+            address,
             forked,
         }
     }

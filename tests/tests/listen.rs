@@ -2,7 +2,6 @@
 //! queued when a worker is SIGKILLed, bind errors that reach the worker, ReusePort, and
 //! listening alone outside a cluster.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -21,17 +20,7 @@ async fn sigkill_one_under_load(scheduling: cluster_core::Scheduling) -> Vec<Str
         cluster.fork(&[]).expect("fork"),
         cluster.fork(&[]).expect("fork"),
     ];
-    let mut address: Option<SocketAddr> = None;
-    for _ in 0..2 {
-        address = Some(
-            wait_event(&mut events, 10, "listening", |e| match e {
-                Event::Listening(_, a) => Some(*a),
-                _ => None,
-            })
-            .await,
-        );
-    }
-    let address = address.expect("address");
+    let address = cluster_tests::wait_listening(&mut events, 2).await;
 
     // 8 clients, 300 requests each, while one worker is SIGKILLed early on.
     const CLIENTS: usize = 8;

@@ -55,6 +55,18 @@ async fn ready(
     (pids, address.expect("an address"))
 }
 
+/// Waits for `count` workers to exit with code 0.
+async fn retired_gracefully(events: &mut UnboundedReceiver<GroupEvent>, count: usize) {
+    for _ in 0..count {
+        let exit = next(events, 10, "a retired worker's exit", |e| match e {
+            GroupEvent::Quit { exit, .. } => Some(*exit),
+            _ => None,
+        })
+        .await;
+        assert_eq!(exit.code, Some(0), "retired gracefully: {exit}");
+    }
+}
+
 async fn pid_at(address: SocketAddr) -> u32 {
     let (_, body) = http_get(address, "/").await.expect("GET /");
     body.trim().parse().expect("pid")
@@ -200,14 +212,7 @@ async fn a_scale_down_under_load_fails_no_request() {
     let load = Load::start(address, 4);
     tokio::time::sleep(Duration::from_millis(200)).await;
     master.scale("web", 1);
-    for _ in 0..2 {
-        let exit = next(&mut events, 10, "a retired worker's exit", |e| match e {
-            GroupEvent::Quit { exit, .. } => Some(*exit),
-            _ => None,
-        })
-        .await;
-        assert_eq!(exit.code, Some(0), "{exit}");
-    }
+    retired_gracefully(&mut events, 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     load.finish().await;
     assert_eq!(master.workers("web").len(), 1);
@@ -299,14 +304,7 @@ async fn scale_up_and_down_at_run_time() {
     ready(&mut events, "web", 2).await;
     assert_eq!(master.workers("web").len(), 3);
     master.scale("web", 1);
-    for _ in 0..2 {
-        let exit = next(&mut events, 10, "a retired worker's exit", |e| match e {
-            GroupEvent::Quit { exit, .. } => Some(*exit),
-            _ => None,
-        })
-        .await;
-        assert_eq!(exit.code, Some(0), "retired gracefully: {exit}");
-    }
+    retired_gracefully(&mut events, 2).await;
     assert_eq!(master.workers("web").len(), 1);
     master.stop(cluster_core::StopMode::Graceful).await;
 }

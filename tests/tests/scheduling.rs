@@ -16,17 +16,7 @@ async fn split(scheduling: Scheduling) {
     let mut events = cluster.events();
     cluster.fork(&[]).expect("fork");
     cluster.fork(&[]).expect("fork");
-    let mut address = None;
-    for _ in 0..2 {
-        address = Some(
-            wait_event(&mut events, 10, "listening", |e| match e {
-                Event::Listening(_, a) => Some(*a),
-                _ => None,
-            })
-            .await,
-        );
-    }
-    let address = address.expect("address");
+    let address = cluster_tests::wait_listening(&mut events, 2).await;
     let mut served: HashMap<u32, usize> = HashMap::new();
     const CONNECTIONS: usize = 10_000;
     for _ in 0..CONNECTIONS {

@@ -10,13 +10,7 @@ use examples::js_date;
 #[tokio::main]
 async fn main() -> ExitCode {
     examples::init_logging();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("[master:{}] {e}", std::process::id());
-            ExitCode::FAILURE
-        }
-    }
+    examples::exit_code(run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
