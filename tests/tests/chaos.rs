@@ -1,0 +1,252 @@
+//! Chaos: clients drive a supervised group of graceful workers for a bounded time while, at
+//! seeded random moments, workers panic, get SIGKILLed, the group reloads and scales. Then:
+//! every request was answered (but those held by a SIGKILLed worker, bounded), every
+//! panicking request got its 500, no answer came from a worker after its exit, the master's
+//! descriptors and threads are back to where they were, and no worker is left.
+//!
+//! `CHAOS_SEED=N` replays a run; `CHAOS_SECONDS` sets its length (default 12).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_core::StopMode;
+use cluster_core::pm::{GroupEvent, GroupOptions, Master};
+use cluster_tests::{KeepAliveClient, graceful_worker_exe, process_gone, within};
+
+/// xorshift64*: enough randomness to pick moments and actions, replayable from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Seen {
+    ok: usize,
+    failed: usize,
+    /// (pid that answered, when) for every answer.
+    answers: Vec<(u32, Instant)>,
+}
+
+fn client(
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut client = KeepAliveClient::new(address);
+        // Bounded: at most 50,000 requests per client.
+        for _ in 0..50_000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let result = client.get("/").await;
+            let mut seen = seen.lock().expect("lock");
+            match result {
+                Ok(answer) if answer.status == 200 => {
+                    seen.ok += 1;
+                    if let Ok(pid) = answer.body.trim().parse() {
+                        seen.answers.push((pid, Instant::now()));
+                    }
+                }
+                _ => seen.failed += 1,
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn chaos_loses_nothing_but_what_killed_workers_held() {
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    let seconds: u64 = std::env::var("CHAOS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    eprintln!("chaos seed {seed} ({seconds} s): replay with CHAOS_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let fds_before = open_fds();
+    let threads_before = threads();
+    let master = Master::new(None);
+    let mut events = master.events();
+    let looping = master.clone();
+    let run = tokio::spawn(async move { looping.run().await });
+    master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            GroupOptions::new()
+                .listen("127.0.0.1:0".parse().expect("addr"))
+                .children(2)
+                .ready_timeout(Duration::from_secs(10))
+                .reload_stable(Duration::from_millis(100))
+                // The SIGKILLs are deliberate: do not let pm's giveup (5 fatal exits in a
+                // minute, then a minute's pause) stall the service under test.
+                .policy(cluster_core::pm::RestartPolicy {
+                    max_fatal_restart: 1000,
+                    ..Default::default()
+                }),
+        )
+        .expect("register");
+    master.dispatch();
+
+    // Record every exit, and wait for the first two workers.
+    let exits: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
+    let mut address = None;
+    let mut ready = 0;
+    while ready < 2 {
+        if let Some(GroupEvent::Ready { worker, .. }) = within(10, "ready", events.recv()).await {
+            ready += 1;
+            address = worker.addresses().first().copied();
+        }
+    }
+    let address = address.expect("address");
+    let all_pids: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let recorder = {
+        let (exits, all_pids) = (exits.clone(), all_pids.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    GroupEvent::Fork { worker, .. } => {
+                        all_pids.lock().expect("lock").push(worker.pid())
+                    }
+                    GroupEvent::Quit { worker, .. } => {
+                        exits
+                            .lock()
+                            .expect("lock")
+                            .insert(worker.pid(), Instant::now());
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    all_pids
+        .lock()
+        .expect("lock")
+        .extend(master.workers("web").iter().map(|w| w.pid()));
+
+    const CLIENTS: usize = 6;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| client(address, stop.clone(), seen.clone()))
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (mut panics, mut kills, mut reloads, mut scales) = (0, 0, 0, 0);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(600))).await;
+        match rng.below(4) {
+            0 => {
+                panics += 1;
+                let answer = within(
+                    10,
+                    "the panicking request's answer",
+                    KeepAliveClient::new(address).get("/panic"),
+                )
+                .await;
+                let status = answer.as_ref().map(|a| a.status).ok();
+                assert_eq!(
+                    status,
+                    Some(500),
+                    "a panicking request gets its 500: {answer:?}"
+                );
+            }
+            1 => {
+                let workers = master.workers("web");
+                if let Some(victim) = workers.get(rng.below(workers.len().max(1) as u64) as usize) {
+                    kills += 1;
+                    victim.kill(cluster_core::Signal::SIGKILL);
+                }
+            }
+            2 => reloads += usize::from(master.reload("web")),
+            _ => {
+                scales += 1;
+                master.scale("web", 1 + rng.below(3) as usize);
+            }
+        }
+    }
+    master.scale("web", 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let chaos_over = Instant::now();
+    for client in clients {
+        within(30, "clients", client).await.expect("client");
+    }
+    master.stop(StopMode::Graceful).await;
+    eprintln!(
+        "clients and master stopped {:?} after the chaos",
+        chaos_over.elapsed()
+    );
+    within(10, "run to end", run)
+        .await
+        .expect("join")
+        .expect("run");
+    recorder.abort();
+
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
+    eprintln!(
+        "chaos: {} answered, {} failed; {panics} panics, {kills} kills, {reloads} reloads, {scales} scales",
+        seen.ok, seen.failed
+    );
+    assert!(seen.ok > 1000, "the load was real: {}", seen.ok);
+    // Only what a SIGKILLed worker held is lost: at most one request per client connection.
+    assert!(
+        seen.failed <= kills * CLIENTS,
+        "{} failed with {kills} kills (seed {seed})",
+        seen.failed
+    );
+    let exits = exits.lock().expect("lock").clone();
+    for (pid, at) in &seen.answers {
+        if let Some(exited) = exits.get(pid) {
+            assert!(
+                at <= exited,
+                "worker {pid} answered after its exit (seed {seed})"
+            );
+        }
+    }
+    let all_pids = all_pids.lock().expect("lock").clone();
+    for pid in all_pids {
+        cluster_tests::eventually(5, "every worker gone", || process_gone(pid)).await;
+    }
+    // Give the runtime a moment to drop the reaped workers' channels, then compare.
+    cluster_tests::eventually(5, "descriptors back to their start", || {
+        open_fds() <= fds_before + 2
+    })
+    .await;
+    let threads_after = threads();
+    assert!(
+        threads_after <= threads_before + 4,
+        "threads {threads_before} → {threads_after} (seed {seed})"
+    );
+}
