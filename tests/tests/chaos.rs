@@ -2,7 +2,8 @@
 //! seeded random moments, workers panic, get SIGKILLed, the group reloads and scales. Then:
 //! every request was answered (but those held by a SIGKILLed worker, bounded), every
 //! panicking request got its 500, no answer came from a worker after its exit, the master's
-//! descriptors and threads are back to where they were, and no worker is left.
+//! descriptors and threads are back to where they were, the master logged no error, and no
+//! worker is left.
 //!
 //! `CHAOS_SEED=N` replays a run; `CHAOS_SECONDS` sets its length (default 12).
 
@@ -29,6 +30,23 @@ impl Rng {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+/// Counts what the master logs at ERROR level (this test binary is its own process, so the
+/// subscriber sees only this test's master).
+static MASTER_ERRORS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct ErrorCounter;
+
+impl std::io::Write for ErrorCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        MASTER_ERRORS.fetch_add(1, Ordering::Relaxed);
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -92,6 +110,10 @@ async fn chaos_loses_nothing_but_what_killed_workers_held() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
     eprintln!("chaos seed {seed} ({seconds} s): replay with CHAOS_SEED={seed}");
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .with_writer(|| ErrorCounter)
+        .init();
     let mut rng = Rng(seed);
 
     let fds_before = open_fds();
@@ -220,6 +242,11 @@ async fn chaos_loses_nothing_but_what_killed_workers_held() {
         seen.ok, seen.failed
     );
     assert!(seen.ok > 1000, "the load was real: {}", seen.ok);
+    assert_eq!(
+        MASTER_ERRORS.load(Ordering::Relaxed),
+        0,
+        "the master logged internal errors (seed {seed})"
+    );
     // Only what a SIGKILLed worker held is lost: at most one request per client connection.
     assert!(
         seen.failed <= kills * CLIENTS,
