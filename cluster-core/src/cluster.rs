@@ -253,6 +253,17 @@ impl Cluster {
         listener.local_addr()
     }
 
+    /// Binds the shared Unix socket at `path` now (workers asking for `unix:PATH` get it).
+    /// Unix sockets are shared in every scheduling mode.
+    pub fn listen_unix(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let (backlog, _) = self.shared.listen_settings();
+        self.shared
+            .listeners
+            .get_or_bind_unix(path, backlog)
+            .map(drop)
+            .map_err(std::io::Error::other)
+    }
+
     /// The workers that have not been reaped yet, by id.
     pub fn workers(&self) -> Vec<Worker> {
         lock(&self.shared.workers).values().cloned().collect()

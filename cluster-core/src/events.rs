@@ -22,6 +22,8 @@ pub enum Event {
     Online(Worker),
     /// One of the worker's servers accepts connections on this address.
     Listening(Worker, SocketAddr),
+    /// One of the worker's servers accepts connections on this Unix socket.
+    ListeningUnix(Worker, std::path::PathBuf),
     /// The worker said it is ready to serve (`Worker::ready` in `cluster-worker`).
     Ready(Worker),
     /// The worker is going away: it announced a disconnect or a hand-over (then it is still

@@ -5,11 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 pub(crate) struct Listeners {
     by_address: Mutex<HashMap<SocketAddr, Arc<TcpListener>>>,
+    by_path: Mutex<HashMap<PathBuf, Arc<UnixListener>>>,
 }
 
 impl Listeners {
@@ -40,6 +43,21 @@ impl Listeners {
             table.insert(local, listener.clone());
         }
         table.insert(requested, listener.clone());
+        Ok(listener)
+    }
+
+    /// The Unix socket at `path`, bound now if no worker asked for it before.
+    pub(crate) fn get_or_bind_unix(
+        &self,
+        path: &Path,
+        backlog: i32,
+    ) -> Result<Arc<UnixListener>, String> {
+        let mut table = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(listener) = table.get(path) {
+            return Ok(listener.clone());
+        }
+        let listener = Arc::new(cluster_ipc::bind_unix(path, backlog).map_err(|e| e.to_string())?);
+        table.insert(path.to_path_buf(), listener.clone());
         Ok(listener)
     }
 }

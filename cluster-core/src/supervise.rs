@@ -135,6 +135,15 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
         Control::ListenRequest { seq, address } => {
             answer_listen(shared, worker, seq, address).await
         }
+        Control::Listening { address } if cluster_ipc::unix_path(&address).is_some() => {
+            worker.advance(WorkerState::Listening);
+            let path = cluster_ipc::unix_path(&address).map(|p| p.to_path_buf());
+            if let Some(path) = path {
+                shared
+                    .events
+                    .emit(Event::ListeningUnix(worker.clone(), path));
+            }
+        }
         Control::Listening { address } => {
             let address = address
                 .parse()
@@ -200,6 +209,29 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
 /// round-robin registration. A bind error goes back to the worker, naming the address.
 async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: String) {
     let (backlog, grant) = shared.listen_settings();
+    if let Some(path) = cluster_ipc::unix_path(&address) {
+        // Unix sockets are always shared: the queue is the socket's, whoever dies.
+        let Some(sender) = worker.sender() else {
+            return;
+        };
+        let (result, fds) = match shared.listeners.get_or_bind_unix(path, backlog) {
+            Ok(listener) => (Ok(address.clone()), vec![listener]),
+            Err(reason) => {
+                tracing::warn!(id = worker.id(), "{reason}");
+                (Err(reason), vec![])
+            }
+        };
+        let borrowed: Vec<_> = fds.iter().map(|l| l.as_fd()).collect();
+        let reply = Control::ListenReply {
+            seq,
+            result,
+            grant: Grant::Shared,
+        };
+        if let Err(e) = sender.send_control(&reply, &borrowed).await {
+            tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
+        }
+        return;
+    }
     let bound = shared
         .listeners
         .get_or_bind(&address, backlog, grant == Grant::ReusePort);

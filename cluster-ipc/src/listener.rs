@@ -21,6 +21,42 @@ fn reusable_socket(address: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// How a Unix socket address is written where an address is a string (listen requests, the
+/// group's addresses): `unix:/run/app.sock`.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// The path of a `unix:` address, if it is one.
+pub fn unix_path(address: &str) -> Option<&std::path::Path> {
+    address.strip_prefix(UNIX_PREFIX).map(std::path::Path::new)
+}
+
+/// Binds a Unix stream socket at `path` to be shared like [`bind_tcp`]'s: close-on-exec,
+/// non-blocking, listening with `backlog`. A socket file left there by an earlier run is
+/// replaced; any other file at `path` is an error. Errors name the path.
+pub fn bind_unix(
+    path: &std::path::Path,
+    backlog: i32,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    let named =
+        |e: io::Error| io::Error::new(e.kind(), format!("listen on unix:{}: {e}", path.display()));
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(named(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            )));
+        }
+        std::fs::remove_file(path).map_err(named)?;
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(named)?;
+    socket.set_nonblocking(true).map_err(named)?;
+    let address = socket2::SockAddr::unix(path).map_err(named)?;
+    socket.bind(&address).map_err(named)?;
+    socket.listen(backlog).map_err(named)?;
+    Ok(socket.into())
+}
+
 /// Reserves `address` for a group of `SO_REUSEPORT` sockets without listening on it (a
 /// socket that is bound but not listening receives no connection); resolves port 0.
 pub fn reserve_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {

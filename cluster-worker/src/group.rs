@@ -15,8 +15,8 @@ pub fn group() -> Option<String> {
     std::env::var(ENV_GROUP).ok()
 }
 
-/// One listener for each of the group's `listen` addresses (see [`crate::listen`]). Empty
-/// when the group listens on nothing or this is not a supervised worker.
+/// One listener for each of the group's TCP `listen` addresses (see [`crate::listen`]).
+/// Empty when the group listens on none or this is not a supervised worker.
 pub async fn group_listeners() -> io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::new();
     for address in group_addresses()? {
@@ -35,13 +35,34 @@ pub async fn group_incoming() -> io::Result<Vec<Acceptor>> {
     Ok(incoming)
 }
 
+/// Listeners for each of the group's Unix socket paths (see [`crate::listen_unix`]).
+pub async fn group_unix_listeners() -> io::Result<Vec<tokio::net::UnixListener>> {
+    let mut listeners = Vec::new();
+    for entry in group_entries() {
+        if let Some(path) = cluster_ipc::unix_path(&entry) {
+            listeners.push(crate::listen_unix(path).await?);
+        }
+    }
+    Ok(listeners)
+}
+
+/// The group's addresses as the master wrote them: `IP:PORT` or `unix:PATH`.
+fn group_entries() -> Vec<String> {
+    std::env::var(ENV_GROUP_LISTEN)
+        .map(|all| {
+            all.split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The group's TCP addresses.
 fn group_addresses() -> io::Result<Vec<SocketAddr>> {
-    let Ok(addresses) = std::env::var(ENV_GROUP_LISTEN) else {
-        return Ok(Vec::new());
-    };
-    addresses
-        .split(',')
-        .filter(|a| !a.is_empty())
+    group_entries()
+        .iter()
+        .filter(|entry| cluster_ipc::unix_path(entry).is_none())
         .map(|address| {
             address.parse().map_err(|_| {
                 io::Error::new(

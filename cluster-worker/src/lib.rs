@@ -48,6 +48,6 @@ mod worker;
 pub use acceptor::Acceptor;
 pub use cluster_ipc::{Message, SendError};
 pub use error::WorkerError;
-pub use group::{group, group_incoming, group_listeners};
-pub use listen::{incoming, listen};
+pub use group::{group, group_incoming, group_listeners, group_unix_listeners};
+pub use listen::{incoming, listen, listen_unix};
 pub use worker::{ServerGuard, Worker, is_worker};

@@ -95,3 +95,36 @@ async fn obtain(address: SocketAddr) -> io::Result<Obtained> {
     worker.report_listening(local).await;
     Ok(obtained)
 }
+
+/// A Unix socket listening at `path`: the master's socket for that path inside a cluster
+/// (shared by every worker that asks, in every scheduling mode), a socket of its own outside
+/// one (replacing a socket file left there). Errors name the path.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let listener = cluster_worker::listen_unix("/run/app.sock".as_ref()).await?;
+/// let (stream, _) = listener.accept().await?;
+/// # drop(stream); Ok(()) }
+/// ```
+pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixListener> {
+    let worker = Worker::try_current().map_err(io::Error::other)?;
+    let Some(worker) = worker else {
+        let own = cluster_ipc::bind_unix(path, cluster_ipc::DEFAULT_BACKLOG)?;
+        return tokio::net::UnixListener::from_std(own);
+    };
+    let address = format!("{}{}", cluster_ipc::UNIX_PREFIX, path.display());
+    let (local, granted) = worker
+        .request_listener(&address)
+        .await
+        .map_err(|reason| io::Error::new(io::ErrorKind::AddrNotAvailable, reason))?;
+    let Granted::Shared(fd) = granted else {
+        return Err(io::Error::other(format!(
+            "listen on {address}: the master did not send the socket"
+        )));
+    };
+    let shared = std::os::unix::net::UnixListener::from(fd);
+    shared.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(shared)?;
+    worker.report_listening(local).await;
+    Ok(listener)
+}

@@ -49,12 +49,14 @@
 
 #![forbid(unsafe_code)]
 
+mod connections;
 mod install;
 mod report;
 mod scope;
 mod server;
 
+pub use connections::{Connections, IntoConnections, UnixConnections};
 pub use install::{InstallError, Options, Step, install};
 pub use report::PanicReport;
 pub use scope::{CatchPanic, CatchPanicLayer, spawn};
-pub use server::{IntoIncoming, serve};
+pub use server::serve;

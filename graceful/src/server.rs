@@ -10,14 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cluster_worker::Acceptor;
 use hyper::body::{Body, Incoming};
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::connections::{Connections, IntoConnections};
 use crate::install::{ServerCount, State, state};
 use crate::scope::CatchPanic;
 
@@ -35,7 +34,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// process ends when graceful's exit sequence is done.
 pub async fn serve<L, S, B>(listener: L, service: S)
 where
-    L: IntoIncoming,
+    L: IntoConnections,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
         + Clone
         + Send
@@ -55,14 +54,14 @@ where
     let counted = state.map(CountedServer::new);
     // A dedicated accept thread spreads connections evenly over the workers sharing the
     // socket (see `cluster_worker::Acceptor`).
-    let mut acceptor = match listener.into_incoming() {
+    let mut acceptor = match listener.into_connections() {
         Ok(acceptor) => acceptor,
         Err(e) => {
             tracing::error!("cannot start accepting: {e}");
             return;
         }
     };
-    let address = Some(acceptor.local_addr());
+    let address = acceptor.tcp_address();
     let idle_grace = state.map_or(Duration::from_secs(1), |s| s.options_idle_grace());
 
     let closing = watch::Sender::new(false);
@@ -70,7 +69,7 @@ where
     tokio::pin!(stop_accepting);
     let open = watch::Sender::new(0usize);
     let http = hyper::server::conn::http1::Builder::new();
-    let spawn_connection = |stream: tokio::net::TcpStream| {
+    let spawn_connection = |stream: <L::Connections as Connections>::Stream| {
         let connection = Arc::new(ConnectionState::new());
         let service = Tracked {
             inner: CatchPanic::new(service.clone()),
@@ -88,7 +87,7 @@ where
     loop {
         tokio::select! {
             accepted = acceptor.accept() => match accepted {
-                Some((stream, _)) => spawn_connection(stream),
+                Some(stream) => spawn_connection(stream),
                 None => break,
             },
             _ = &mut stop_accepting => break,
@@ -96,7 +95,7 @@ where
     }
     acceptor.stop();
     // Connections the accept thread took before the stop are served too: none is lost.
-    while let Some((stream, _)) = acceptor.accept().await {
+    while let Some(stream) = acceptor.accept().await {
         spawn_connection(stream);
     }
     drop(acceptor);
@@ -110,26 +109,6 @@ where
     // exit); returning now could let `main` end the process before that.
     if state.is_some_and(|s| *s.draining.borrow()) {
         std::future::pending::<()>().await;
-    }
-}
-
-/// What [`serve`] accepts from: a listening socket (accepted on a dedicated thread, in turn
-/// with the other workers) or a `cluster_worker::Acceptor` (e.g. from
-/// `cluster_worker::incoming`, which also covers round-robin scheduling).
-pub trait IntoIncoming {
-    /// The source of connections.
-    fn into_incoming(self) -> std::io::Result<Acceptor>;
-}
-
-impl IntoIncoming for TcpListener {
-    fn into_incoming(self) -> std::io::Result<Acceptor> {
-        Acceptor::new(self)
-    }
-}
-
-impl IntoIncoming for Acceptor {
-    fn into_incoming(self) -> std::io::Result<Acceptor> {
-        Ok(self)
     }
 }
 

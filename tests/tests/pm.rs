@@ -350,3 +350,67 @@ async fn broadcast_reaches_every_worker_of_the_group() {
     assert_eq!(echoed, pids);
     master.stop(cluster_core::StopMode::Graceful).await;
 }
+
+#[tokio::test]
+async fn a_group_serves_a_unix_socket_path_shared_by_its_workers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = std::env::temp_dir().join(format!("cluster-pm-{}.sock", std::process::id()));
+    // A stale socket file from an earlier run is replaced.
+    let stale = std::os::unix::net::UnixListener::bind(&path).expect("stale socket");
+    drop(stale);
+    let (master, mut events) = start();
+    master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            GroupOptions::new().listen_unix(&path).children(2),
+        )
+        .expect("register");
+    master.dispatch();
+    let mut pids = HashSet::new();
+    while pids.len() < 2 {
+        let worker = next(&mut events, 10, "ready", |e| match e {
+            GroupEvent::Ready { worker, .. } => Some(worker.clone()),
+            _ => None,
+        })
+        .await;
+        pids.insert(worker.pid());
+    }
+    for _ in 0..50 {
+        let mut stream = tokio::net::UnixStream::connect(&path)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: unix\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let pid: u32 = response
+            .rsplit("\r\n\r\n")
+            .next()
+            .and_then(|b| b.trim().parse().ok())
+            .expect("pid");
+        assert!(pids.contains(&pid), "{pid} is not one of {pids:?}");
+    }
+    master.stop(cluster_core::StopMode::Graceful).await;
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn a_file_in_the_way_of_a_unix_socket_is_an_error_at_registration() {
+    let path = std::env::temp_dir().join(format!("cluster-pm-file-{}.sock", std::process::id()));
+    std::fs::write(&path, b"not a socket").expect("write");
+    let master = Master::new(None);
+    let err = master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            GroupOptions::new().listen_unix(&path).children(1),
+        )
+        .expect_err("a regular file is in the way");
+    assert_eq!(err.setting, "listen");
+    assert!(err.reason.contains(&path.display().to_string()), "{err}");
+    let _ = std::fs::remove_file(&path);
+}

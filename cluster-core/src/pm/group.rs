@@ -158,8 +158,11 @@ impl Group {
         match event {
             Event::Fork(worker) => out.push(GroupEvent::Fork { group, worker }),
             // Only `ready()` makes it ready then.
-            Event::Listening(..) if self.options.settings.wait_ready => {}
-            Event::Ready(worker) | Event::Listening(worker, _) => {
+            Event::Listening(..) | Event::ListeningUnix(..) if self.options.settings.wait_ready => {
+            }
+            Event::Ready(worker)
+            | Event::Listening(worker, _)
+            | Event::ListeningUnix(worker, _) => {
                 if let Some(member) = self.members.get_mut(&worker.id()) {
                     if !member.ready {
                         member.ready = true;

@@ -1,7 +1,6 @@
 //! The supervisor: named groups of workers kept alive, reloaded and scaled; signals.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -122,7 +121,7 @@ impl Master {
         settings = settings.env(cluster_ipc::handoff::ENV_GROUP, name);
         let mut state = lock(&self.inner.state);
         if let Some(group) = state.groups.get_mut(name) {
-            let bound = bind_all(&group.cluster, &options.listen)?;
+            let bound = bind_all(&group.cluster, &options)?;
             group
                 .cluster
                 .setup_master(settings.env(cluster_ipc::handoff::ENV_GROUP_LISTEN, bound))?;
@@ -139,7 +138,7 @@ impl Master {
             return Ok(());
         }
         let cluster = setup_master(settings.clone())?;
-        let bound = bind_all(&cluster, &options.listen)?;
+        let bound = bind_all(&cluster, &options)?;
         cluster.setup_master(settings.env(cluster_ipc::handoff::ENV_GROUP_LISTEN, bound))?;
         let mut events = cluster.events();
         let incoming = self.inner.incoming_tx.clone();
@@ -489,16 +488,20 @@ impl Master {
     }
 }
 
-/// Binds every address now, so a bad one is an error at start-up; returns the bound
-/// addresses, comma-separated, for the workers' environment.
-fn bind_all(cluster: &crate::Cluster, addresses: &[SocketAddr]) -> Result<String, SettingsError> {
+/// Binds every address and Unix path now, so a bad one is an error at start-up; returns the
+/// bound addresses, comma-separated, for the workers' environment.
+fn bind_all(cluster: &crate::Cluster, options: &GroupOptions) -> Result<String, SettingsError> {
+    let failed = |e: std::io::Error| SettingsError {
+        setting: "listen",
+        reason: e.to_string(),
+    };
     let mut bound = Vec::new();
-    for address in addresses {
-        let local = cluster.listen(*address).map_err(|e| SettingsError {
-            setting: "listen",
-            reason: e.to_string(),
-        })?;
-        bound.push(local.to_string());
+    for address in &options.listen {
+        bound.push(cluster.listen(*address).map_err(failed)?.to_string());
+    }
+    for path in &options.listen_unix {
+        cluster.listen_unix(path).map_err(failed)?;
+        bound.push(format!("{}{}", cluster_ipc::UNIX_PREFIX, path.display()));
     }
     Ok(bound.join(","))
 }

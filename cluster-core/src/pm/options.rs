@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::pm::policy::RestartPolicy;
@@ -21,6 +22,7 @@ use crate::settings::Settings;
 #[derive(Debug, Clone)]
 pub struct GroupOptions {
     pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) listen_unix: Vec<PathBuf>,
     pub(crate) children: usize,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
@@ -34,6 +36,7 @@ impl Default for GroupOptions {
     fn default() -> Self {
         GroupOptions {
             listen: Vec::new(),
+            listen_unix: Vec::new(),
             children: std::thread::available_parallelism().map_or(1, |n| n.get()),
             args: Vec::new(),
             env: Vec::new(),
@@ -55,6 +58,14 @@ impl GroupOptions {
     /// The master binds it when the group is registered.
     pub fn listen(mut self, address: SocketAddr) -> Self {
         self.listen.push(address);
+        self
+    }
+
+    /// A Unix socket path the group's workers serve (pm's `listen` with a path); may be given
+    /// several times. The master binds it when the group is registered, replacing a socket
+    /// file left by an earlier run; workers get it with `cluster_worker::group_unix_listeners`.
+    pub fn listen_unix(mut self, path: impl Into<PathBuf>) -> Self {
+        self.listen_unix.push(path.into());
         self
     }
 

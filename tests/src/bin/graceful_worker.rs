@@ -80,17 +80,24 @@ async fn main() {
     if std::env::var("BOOT_CRASH").is_ok() {
         std::process::exit(1);
     }
-    let listener = match std::env::var("TEST_LISTEN") {
-        Ok(address) => cluster_worker::incoming(address.parse().expect("address"))
-            .await
-            .expect("incoming"),
+    // A supervised group that listens on a Unix socket path serves that.
+    let unix = cluster_worker::group_unix_listeners()
+        .await
+        .expect("group unix listeners")
+        .pop();
+    let listener = match (&unix, std::env::var("TEST_LISTEN")) {
+        (Some(_), _) => None,
+        (None, Ok(address)) => Some(
+            cluster_worker::incoming(address.parse().expect("address"))
+                .await
+                .expect("incoming"),
+        ),
         // A supervised group's worker: the group's first address.
-        Err(_) => cluster_worker::group_incoming()
+        (None, Err(_)) => cluster_worker::group_incoming()
             .await
             .expect("group incoming")
             .into_iter()
-            .next()
-            .expect("the group listens somewhere"),
+            .next(),
     };
     if let Ok(ms) = std::env::var("READY_DELAY_MS") {
         tokio::time::sleep(Duration::from_millis(ms.parse().expect("READY_DELAY_MS"))).await;
@@ -116,11 +123,12 @@ async fn main() {
             }
         }
     });
-    graceful::serve(
-        listener,
-        hyper::service::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) }),
-    )
-    .await;
+    let service = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) });
+    match (unix, listener) {
+        (Some(unix), _) => graceful::serve(unix, service).await,
+        (None, Some(tcp)) => graceful::serve(tcp, service).await,
+        (None, None) => panic!("the group listens nowhere"),
+    }
 }
 
 fn text(body: String) -> Response<Full<Bytes>> {

@@ -1,0 +1,110 @@
+//! Where [`crate::serve`] gets its connections: TCP (through `cluster_worker::Acceptor`, in
+//! any scheduling mode) or a Unix socket.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use cluster_worker::Acceptor;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// A source of connections for [`crate::serve`].
+pub trait Connections: Send {
+    /// The connection type.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection; `None` once stopped and drained.
+    fn accept(&mut self) -> impl Future<Output = Option<Self::Stream>> + Send;
+
+    /// Stops taking new connections; those already taken still come out of `accept`.
+    fn stop(&mut self);
+
+    /// The TCP address, for a hand-over's relief (none for Unix sockets).
+    fn tcp_address(&self) -> Option<SocketAddr>;
+}
+
+impl Connections for Acceptor {
+    type Stream = TcpStream;
+
+    async fn accept(&mut self) -> Option<TcpStream> {
+        Acceptor::accept(self).await.map(|(stream, _)| stream)
+    }
+
+    fn stop(&mut self) {
+        Acceptor::stop(self);
+    }
+
+    fn tcp_address(&self) -> Option<SocketAddr> {
+        Some(self.local_addr())
+    }
+}
+
+/// Connections of a Unix socket (from `cluster_worker::listen_unix`).
+pub struct UnixConnections {
+    listener: Option<UnixListener>,
+}
+
+impl Connections for UnixConnections {
+    type Stream = UnixStream;
+
+    async fn accept(&mut self) -> Option<UnixStream> {
+        loop {
+            let listener = self.listener.as_ref()?;
+            match listener.accept().await {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) => {
+                    // Out of descriptors and the like: the listener itself is fine.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        // Our copy of the shared socket closes; the socket stays open in the master.
+        self.listener = None;
+    }
+
+    fn tcp_address(&self) -> Option<SocketAddr> {
+        None
+    }
+}
+
+/// What [`crate::serve`] accepts from: a TCP listener (accepted on a dedicated thread, in
+/// turn with the other workers), a `cluster_worker::Acceptor` (e.g. from
+/// `cluster_worker::incoming`, which also covers round-robin scheduling), or a Unix
+/// listener.
+pub trait IntoConnections {
+    /// The source it becomes.
+    type Connections: Connections;
+
+    /// Makes the source.
+    fn into_connections(self) -> std::io::Result<Self::Connections>;
+}
+
+impl IntoConnections for TcpListener {
+    type Connections = Acceptor;
+
+    fn into_connections(self) -> std::io::Result<Acceptor> {
+        Acceptor::new(self)
+    }
+}
+
+impl IntoConnections for Acceptor {
+    type Connections = Acceptor;
+
+    fn into_connections(self) -> std::io::Result<Acceptor> {
+        Ok(self)
+    }
+}
+
+impl IntoConnections for UnixListener {
+    type Connections = UnixConnections;
+
+    fn into_connections(self) -> std::io::Result<UnixConnections> {
+        Ok(UnixConnections {
+            listener: Some(self),
+        })
+    }
+}
