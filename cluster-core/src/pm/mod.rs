@@ -9,9 +9,8 @@
 //! reload whose new workers fail leaves the old ones serving.
 //!
 //! Workers of a group reach each other through the master (`send_to_group`, `send_to_pid` in
-//! `cluster-worker`); the group's scheduling mode is its settings' (`Settings::scheduling`).
-//!
-//! Not here yet: Unix socket listen addresses.
+//! `cluster-worker`); the group's scheduling mode is its settings' (`Settings::scheduling`);
+//! a group listens on TCP addresses and Unix socket paths (always shared).
 
 mod events;
 mod group;
