@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use cluster_core::{Settings, setup_master};
+use cluster_core::{Scheduling, Settings, setup_master};
 use examples::js_date;
 
 #[tokio::main]
@@ -15,7 +15,12 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut worker = std::env::current_exe()?;
     worker.set_file_name("connect_with_cluster_worker");
-    let cluster = setup_master(Settings::new().exec(worker))?;
+    // SCHEDULING=round-robin makes the master hand connections out (default: shared socket).
+    let scheduling = match std::env::var("SCHEDULING").as_deref() {
+        Ok("round-robin") => Scheduling::RoundRobin,
+        _ => Scheduling::Shared,
+    };
+    let cluster = setup_master(Settings::new().exec(worker).scheduling(scheduling))?;
 
     cluster.fork(&[])?;
     cluster.fork(&[])?;

@@ -23,14 +23,14 @@ async fn main() -> std::io::Result<()> {
     let pid = std::process::id();
 
     let web_port = env_number("PORT", 1337) as u16;
-    let web = cluster_worker::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, web_port))).await?;
+    let web = cluster_worker::incoming(SocketAddr::from((Ipv4Addr::LOCALHOST, web_port))).await?;
     println!(
         "[{}] [worker:{pid}] web server start listen on {web_port}",
         js_date()
     );
 
     let rest_port = env_number("REST_PORT", 1985) as u16;
-    let rest = cluster_worker::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, rest_port))).await?;
+    let rest = cluster_worker::incoming(SocketAddr::from((Ipv4Addr::LOCALHOST, rest_port))).await?;
     println!(
         "[{}] [worker:{pid}] rest api start listen on {rest_port}",
         js_date()
