@@ -35,8 +35,8 @@ pub(crate) struct Feed {
 
 type ListenReply = Result<(String, Granted), String>;
 
-/// Room for the one round-robin connection the server asked for.
-const FEED_CAPACITY: usize = 1;
+/// Room for the round-robin connections the server asked for (its window, at most 4).
+const FEED_CAPACITY: usize = 4;
 
 struct Inner {
     id: u32,

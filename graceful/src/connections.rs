@@ -87,7 +87,7 @@ impl IntoConnections for TcpListener {
     type Connections = Acceptor;
 
     fn into_connections(self) -> std::io::Result<Acceptor> {
-        Acceptor::new(self)
+        Ok(Acceptor::new(self)?.with_window(2))
     }
 }
 
@@ -95,7 +95,9 @@ impl IntoConnections for Acceptor {
     type Connections = Acceptor;
 
     fn into_connections(self) -> std::io::Result<Acceptor> {
-        Ok(self)
+        // Each connection goes to a task at once: one accepted ahead keeps the accept thread
+        // from waiting for every ask.
+        Ok(self.with_window(2))
     }
 }
 
