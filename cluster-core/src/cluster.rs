@@ -18,7 +18,7 @@ use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
 use crate::listeners::Listeners;
 use crate::round_robin::Dispatcher;
-use crate::settings::{Scheduling, Settings, SettingsError, Stdio};
+use crate::settings::{Scheduling, Settings, SettingsError};
 use crate::spawn::Spawner;
 use crate::supervise::supervise;
 use crate::worker::{Exit, Worker};
@@ -496,7 +496,7 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
         command.gid(gid);
     }
     command.stdin(std::process::Stdio::null());
-    if settings.stdio == Stdio::Null {
+    if settings.silent {
         command.stdout(std::process::Stdio::null());
         command.stderr(std::process::Stdio::null());
     }

@@ -58,5 +58,5 @@ pub use cluster_ipc::{Message, SendError, Serialization};
 pub use error::{ForkError, RunError};
 pub use events::{Event, EventStream};
 pub use nix::sys::signal::Signal;
-pub use settings::{Scheduling, Settings, SettingsError, Stdio};
+pub use settings::{Scheduling, Settings, SettingsError};
 pub use worker::{Exit, Worker, WorkerState};

@@ -32,16 +32,6 @@ pub enum Scheduling {
 /// Where the kernel says whether queued connections migrate between `SO_REUSEPORT` sockets.
 const TCP_MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 
-/// What a worker does with its standard output and error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Stdio {
-    /// The worker writes to the master's stdout and stderr (Node's `silent: false`).
-    #[default]
-    Inherit,
-    /// The worker's output is discarded (Node's `silent: true`).
-    Null,
-}
-
 /// Settings for the workers a [`crate::Cluster`] starts. Every setting has a default;
 /// [`crate::setup_master`] checks them all and names the first bad one.
 ///
@@ -62,7 +52,8 @@ pub struct Settings {
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) cwd: Option<PathBuf>,
-    pub(crate) stdio: Stdio,
+    /// Discard the workers' output (Node's `silent`).
+    pub(crate) silent: bool,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
     pub(crate) serialization: Serialization,
@@ -80,7 +71,7 @@ impl Default for Settings {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
-            stdio: Stdio::Inherit,
+            silent: false,
             uid: None,
             gid: None,
             serialization: Serialization::Json,
@@ -128,7 +119,7 @@ impl Settings {
 
     /// Discard the workers' output (Node's `silent: true`).
     pub fn silent(mut self, silent: bool) -> Self {
-        self.stdio = if silent { Stdio::Null } else { Stdio::Inherit };
+        self.silent = silent;
         self
     }
 

@@ -158,7 +158,7 @@ impl<S> tower_layer::Layer<S> for CatchPanicLayer {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Runs a service's response future in its own request scope; a panic becomes a 500.
 fn answer_500_on_panic<F, B, E>(future: F) -> BoxFuture<Result<Response<B>, E>>

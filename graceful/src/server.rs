@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::connections::{Connections, IntoConnections};
 use crate::install::{ServerCount, State, state};
-use crate::scope::CatchPanic;
+use crate::scope::{BoxFuture, CatchPanic};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -279,7 +279,7 @@ where
 {
     type Response = Response<B>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+    type Future = BoxFuture<Result<Response<B>, S::Error>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::start(&self.connection);

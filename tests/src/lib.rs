@@ -85,6 +85,28 @@ pub fn process_exists(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
+/// This process's open descriptors.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// This process's threads.
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// This process's resident memory, in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// True if the process is gone or a zombie.
 pub fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -355,6 +377,7 @@ impl GracefulCluster {
 /// each), counting answers and failures.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     clients: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
 }
 
@@ -362,9 +385,11 @@ impl Load {
     /// Starts `clients` [`KeepAliveClient`]s on `address`.
     pub fn start(address: SocketAddr, clients: usize) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let clients = (0..clients)
             .map(|_| {
                 let stop = stop.clone();
+                let answered = answered.clone();
                 tokio::spawn(async move {
                     let mut client = KeepAliveClient::new(address);
                     let (mut ok, mut failures) = (0usize, Vec::new());
@@ -373,7 +398,10 @@ impl Load {
                             break;
                         }
                         match client.get("/").await {
-                            Ok(answer) if answer.status == 200 => ok += 1,
+                            Ok(answer) if answer.status == 200 => {
+                                ok += 1;
+                                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             other => failures.push(format!("{other:?}")),
                         }
                     }
@@ -381,7 +409,21 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, clients }
+        Load {
+            stop,
+            answered,
+            clients,
+        }
+    }
+
+    /// Waits until `more` further requests have been answered (within 10 s): the load is
+    /// really going on, before or after whatever the test does to the workers.
+    pub async fn answers(&self, more: usize) {
+        let target = self.answered.load(std::sync::atomic::Ordering::Relaxed) + more;
+        eventually(10, "answers under load", || {
+            self.answered.load(std::sync::atomic::Ordering::Relaxed) >= target
+        })
+        .await;
     }
 
     /// Stops the clients and checks that no request failed and that the load was real;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use cluster_core::StopMode;
 use cluster_core::pm::{GroupEvent, GroupOptions, Master};
-use cluster_tests::{KeepAliveClient, graceful_worker_exe, process_gone, within};
+use cluster_tests::{
+    KeepAliveClient, graceful_worker_exe, open_fds, process_gone, threads, within,
+};
 
 /// xorshift64*: enough randomness to pick moments and actions, replayable from its seed.
 struct Rng(u64);
@@ -48,14 +50,6 @@ impl std::io::Write for ErrorCounter {
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
 /// What one client saw.

@@ -4,22 +4,7 @@
 //! `cargo test -p cluster-tests --test endurance -- --nocapture` prints the samples.
 
 use cluster_core::{Event, Signal, setup_master};
-use cluster_tests::{next_message, process_gone, wait_event, worker_settings};
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
+use cluster_tests::{next_message, open_fds, process_gone, rss_kib, wait_event, worker_settings};
 
 #[tokio::test]
 async fn a_thousand_restarts_leave_the_master_flat() {

@@ -27,7 +27,7 @@ async fn a_panic_under_load_gives_its_request_a_500_and_every_other_request_a_20
     let mut cluster = GracefulCluster::start(2, &[]).await;
     let address = cluster.address;
     let load = Load::start(address, 6);
-    tokio::time::sleep(Duration::from_millis(200)).await; // load under way
+    load.answers(200).await; // load under way
 
     let mut failing = KeepAliveClient::new(address);
     let started = Instant::now();
@@ -55,7 +55,7 @@ async fn a_panic_under_load_gives_its_request_a_500_and_every_other_request_a_20
     // The kill timeout is 20 s; the drain takes the idle grace (0.3 s) at most.
     assert!(exited_at - started < Duration::from_secs(5));
 
-    tokio::time::sleep(Duration::from_millis(300)).await; // load on the replacement
+    load.answers(200).await; // load on the replacement
     let ok = load.finish().await;
     assert_eq!(cluster.forked.load(Ordering::SeqCst), 3, "one replacement");
     eprintln!("500 answered in {answered_in:?}; {ok} other requests, all 200");
@@ -102,7 +102,16 @@ async fn a_request_that_never_finishes_makes_the_worker_exit_1_at_the_kill_timeo
     let pid = cluster.pid_of_a_worker().await;
     let address = cluster.address;
     let hanging = tokio::spawn(async move { KeepAliveClient::new(address).get("/hang").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_event(
+        &mut cluster.events,
+        10,
+        "the hanging request",
+        |e| match e {
+            Event::Message(_, m) => (m.decode::<TestMsg>().ok()?.kind == "hanging").then_some(()),
+            _ => None,
+        },
+    )
+    .await;
     let started = Instant::now();
     let answer = KeepAliveClient::new(address)
         .get("/panic")

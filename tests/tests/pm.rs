@@ -184,13 +184,13 @@ async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
     master.dispatch();
     let (old, address) = ready(&mut events, "web", 2).await;
     let load = Load::start(address, 4);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.answers(200).await;
     assert!(master.reload("web"));
     next(&mut events, 30, "reloaded", |e| {
         matches!(e, GroupEvent::Reloaded { .. }).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.answers(200).await;
     load.finish().await;
     let now: HashSet<u32> = master.workers("web").iter().map(|w| w.pid()).collect();
     assert_eq!(now.len(), 2);
@@ -210,10 +210,10 @@ async fn a_scale_down_under_load_fails_no_request() {
     master.dispatch();
     let (_, address) = ready(&mut events, "web", 3).await;
     let load = Load::start(address, 4);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.answers(200).await;
     master.scale("web", 1);
     retired_gracefully(&mut events, 2).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.answers(200).await;
     load.finish().await;
     assert_eq!(master.workers("web").len(), 1);
     master.stop(cluster_core::StopMode::Graceful).await;

@@ -2,7 +2,7 @@
 //! the restart policy, and reloads.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::cluster::Cluster;
 use crate::events::Event;
@@ -39,6 +39,8 @@ pub(crate) struct Group {
     pub(crate) cluster: Cluster,
     pub(crate) options: GroupOptions,
     pub(crate) wanted: usize,
+    /// The master is stopping: events are reported, nothing is forked or retired.
+    pub(crate) stopping: bool,
     generation: u64,
     members: BTreeMap<u32, Member>,
     policy: PolicyState,
@@ -53,6 +55,7 @@ impl Group {
             name,
             cluster,
             wanted: options.children,
+            stopping: false,
             options,
             generation: 0,
             members: BTreeMap::new(),
@@ -86,6 +89,9 @@ impl Group {
 
     /// Forks or retires workers until the count is right, unless the policy says wait.
     pub(crate) fn converge(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
         if self.paused_until.is_some_and(|t| now < t) {
             return;
         }
@@ -338,10 +344,5 @@ impl Group {
             group: self.name.clone(),
             reason: reason.to_string(),
         }
-    }
-
-    /// The longest a worker may take to stop gracefully.
-    pub(crate) fn stop_timeout(&self) -> Duration {
-        self.options.settings.stop_timeout
     }
 }

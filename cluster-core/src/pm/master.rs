@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
@@ -271,6 +271,10 @@ impl Master {
         if *self.inner.phase.borrow() == Phase::Running {
             self.inner.phase.send_replace(Phase::Stopping);
         }
+        // Report what happens from now on, but restart nothing.
+        for group in lock(&self.inner.state).groups.values_mut() {
+            group.stopping = true;
+        }
         let clusters: Vec<_> = lock(&self.inner.state)
             .groups
             .values()
@@ -394,16 +398,8 @@ impl Master {
         }
         let emitted = {
             let mut state = lock(&self.inner.state);
-            let stopping = *self.inner.phase.borrow() != Phase::Running;
             match state.groups.get_mut(group) {
-                Some(g) if !stopping => g.handle(event, Instant::now()),
-                Some(g) => {
-                    // Report, but do not restart anything while stopping.
-                    let wanted = std::mem::replace(&mut g.wanted, 0);
-                    let out = g.handle(event, Instant::now());
-                    g.wanted = wanted;
-                    out
-                }
+                Some(g) => g.handle(event, Instant::now()),
                 None => Vec::new(),
             }
         };
@@ -475,16 +471,6 @@ impl Master {
 
     fn dispatch_callbacks(&self, event: &GroupEvent) {
         self.inner.callbacks.run(self, event);
-    }
-
-    /// The longest graceful stop among the groups.
-    pub fn stop_timeout(&self) -> Duration {
-        lock(&self.inner.state)
-            .groups
-            .values()
-            .map(Group::stop_timeout)
-            .max()
-            .unwrap_or_default()
     }
 }
 

@@ -172,7 +172,13 @@ async fn route(request: Request<Incoming>) -> Response<Full<Bytes>> {
             tokio::time::sleep(Duration::from_millis(50)).await;
             text(format!("panics={}", PANICS.load(Ordering::SeqCst)))
         }
-        "/hang" => std::future::pending().await,
+        "/hang" => {
+            // Tell the master the request is in, so the test need not guess.
+            if let Some(worker) = Worker::current() {
+                let _ = worker.send(&TestMsg::new("hanging", "")).await;
+            }
+            std::future::pending().await
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(200)).await;
             text(format!("{pid}"))
