@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# Side by side, in one run and interleaved: a single tokio process (the ceiling), this
-# project's cluster (2 workers, Shared and RoundRobin), and the seed's Node system (cluster +
-# connect + graceful, 2 workers). wrk shares the 2 cores with the servers; its settings are
-# the same for every system.
+# Side by side, in one run: a single tokio process (the ceiling), this project's cluster
+# (2 workers, Shared and RoundRobin scheduling, and the pm master), and the seed's Node system
+# (cluster + connect + graceful, 2 workers).
 #
 #   bash bench/compare.sh [SECONDS] [ROUNDS]
 #
-# Installs what it needs: wrk (Debian), the Node packages (npm), a release build.
+# 1. Throughput, interleaved rounds: wrk keep-alive then `Connection: close`, p50/p99, RSS of
+#    master and workers idle and after load.
+# 2. Faults under load (bench/src/bin/fault_bench.rs): one worker panic, one worker SIGKILL,
+#    one reload where the system has one; failed requests, time until the replacement answers,
+#    longest gap in answers, when the old worker exits.
+#
+# Prints the tables and writes them into docs/BENCHMARKS.md between the `compare.sh` markers,
+# with the date, the machine and this command. wrk and fault_bench share the 2 cores with
+# the servers; their settings are the same for every system.
+#
+# Installs what it needs: wrk (Debian), Node.js and the Node packages (npm), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-5}
 ROUNDS=${2:-2}
+COMMAND="bash bench/compare.sh $SECONDS_PER_RUN $ROUNDS"
 PORT=19337
 REST_PORT=19985
+WRK="wrk -t1 -c32 -d${SECONDS_PER_RUN}s --latency"
+# What production sees: no backtrace symbolisation in the panic hook.
+unset RUST_BACKTRACE
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+need_apt() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${@:2}" >/dev/null; }; }
+need_apt wrk wrk
+need_apt curl curl
+need_apt node nodejs npm
 (cd bench/node && npm install --no-audit --no-fund --silent >/dev/null)
-cargo build --release -q -p examples
+cargo build --release -q -p examples -p cluster-bench
 
 rss_tree() { # RSS in KiB of a process and its children: "master workers..."
   local pid=$1 out
-  out="$(grep VmRSS /proc/"$pid"/status | awk '{print $2}')"
+  out="$(awk '/VmRSS/ {print $2}' /proc/"$pid"/status)"
   for child in $(pgrep -P "$pid"); do
-    out="$out $(grep VmRSS /proc/"$child"/status 2>/dev/null | awk '{print $2}')"
+    out="$out $(awk '/VmRSS/ {print $2}' /proc/"$child"/status 2>/dev/null)"
   done
   echo "$out"
 }
@@ -37,36 +52,57 @@ wait_port() {
   return 1
 }
 
-start() { # system -> pid of the top process
+start() { # system; $! is then the top process
   case $1 in
     single) PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster_worker >/dev/null 2>&1 & ;;
     shared) PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster >/dev/null 2>&1 & ;;
     round-robin) SCHEDULING=round-robin PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster >/dev/null 2>&1 & ;;
+    pm) PORT=$PORT ./target/release/pm_graceful_exit >/dev/null 2>&1 & ;;
     node) PORT=$PORT REST_PORT=$REST_PORT node bench/node/dispatch.js >/dev/null 2>&1 & ;;
   esac
-  echo $!
+}
+
+stop() { # pid; returns once nothing answers on the port any more
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  pkill -f "bench/node/worker.js" 2>/dev/null || true
+  pkill -f "target/release/(connect_with_cluster|pm_graceful_exit)" 2>/dev/null || true
+  for _ in $(seq 200); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" || return 0
+    sleep 0.05
+  done
+  echo "something still answers on $PORT" >&2
+  return 1
+}
+
+panic_path() { # system -> the app's route that fails asynchronously
+  case $1 in pm) echo /asyncerror ;; *) echo /asycerror ;; esac
 }
 
 load() { # extra wrk args -> "req/s p50 p99"
-  wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" --latency "$@" "http://127.0.0.1:$PORT/" 2>/dev/null | awk '
+  $WRK "$@" "http://127.0.0.1:$PORT/" 2>/dev/null | awk '
     /Requests\/sec/ {rps=$2}
     /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
     END {print rps, p50, p99}'
 }
 
+field() { # key line -> value
+  echo "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'
+}
+
+# 1. Throughput.
 declare -A RPS_KA RPS_CLOSE P50 P99 IDLE LOADED
 SYSTEMS="single shared round-robin node"
 for round in $(seq "$ROUNDS"); do
   for system in $SYSTEMS; do
-    pid=$(start "$system")
+    start "$system"; pid=$!
     wait_port
     sleep 0.5
     idle=$(rss_tree "$pid")
     read -r ka p50 p99 < <(load)
     read -r close _ _ < <(load -H "Connection: close")
     loaded=$(rss_tree "$pid")
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-    pkill -f "bench/node/worker.js" 2>/dev/null || true
+    stop "$pid"
     RPS_KA[$system]="${RPS_KA[$system]:-} $ka"
     RPS_CLOSE[$system]="${RPS_CLOSE[$system]:-} $close"
     P50[$system]=$p50; P99[$system]=$p99; IDLE[$system]=$idle; LOADED[$system]=$loaded
@@ -74,17 +110,67 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-mean() { echo "$@" | awk '{s=0; for (i=1;i<=NF;i++) s+=$i; printf "%.0f", s/NF}'; }
-echo
-echo "$(date -u +%F) on $(nproc) cores, $(uname -r); wrk -t1 -c32 -d${SECONDS_PER_RUN}s, $ROUNDS interleaved rounds"
-echo
-echo "| system | keep-alive req/s | × single | × Node | close req/s | × single | × Node | p50 | p99 | idle RSS KiB (master workers) | loaded RSS KiB |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
-single_ka=$(mean ${RPS_KA[single]}); node_ka=$(mean ${RPS_KA[node]})
-single_close=$(mean ${RPS_CLOSE[single]}); node_close=$(mean ${RPS_CLOSE[node]})
-for system in $SYSTEMS; do
-  ka=$(mean ${RPS_KA[$system]}); close=$(mean ${RPS_CLOSE[$system]})
-  awk -v s="$system" -v ka="$ka" -v sk="$single_ka" -v nk="$node_ka" -v c="$close" -v sc="$single_close" -v nc="$node_close" \
-      -v p50="${P50[$system]}" -v p99="${P99[$system]}" -v idle="${IDLE[$system]}" -v loaded="${LOADED[$system]}" \
-      'BEGIN {printf "| %s | %d | %.2f | %.2f | %d | %.2f | %.2f | %s | %s | %s | %s |\n", s, ka, ka/sk, ka/nk, c, c/sc, c/nc, p50, p99, idle, loaded}'
+# 2. Faults under load.
+FAULT_ROWS=""
+for round in $(seq "$ROUNDS"); do
+  for system in shared round-robin pm node; do
+    faults="panic kill"
+    [ "$system" = pm ] && faults="panic kill reload"
+    for fault in $faults; do
+      start "$system"; pid=$!
+      wait_port
+      sleep 0.3
+      line=$(./target/release/fault_bench "$PORT" "$pid" "$fault" "$(panic_path "$system")")
+      stop "$pid"
+      echo "round $round $system $fault: $line" >&2
+      FAULT_ROWS="$FAULT_ROWS
+| $system | $fault | $(field answered "$line") | $(field failed "$line") | $(field held "$line") | $(field hung "$line") | $(field other "$line") | $(field panic "$line" | sed 's/@/ after /') | $(field replacement "$line") | $(field gap "$line") | $(field old_exit "$line") |"
+    done
+  done
 done
+
+mean() { echo "$@" | awk '{s=0; for (i=1;i<=NF;i++) s+=$i; printf "%.0f", s/NF}'; }
+report() {
+  local cpu
+  cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+  echo "Date: $(date -u '+%F %H:%M UTC'). Machine: $(nproc) × $cpu, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); node $(node --version); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
+  echo "Command: \`$COMMAND\` (release build; \`RUST_BACKTRACE\` unset). The load generators share the 2 cores with the servers."
+  echo
+  echo "Throughput: \`$WRK\`, keep-alive then \`-H \"Connection: close\"\`, mean of $ROUNDS interleaved rounds (p50/p99 and RSS from the last round)."
+  echo
+  echo "| system | keep-alive req/s | × single | × Node | close req/s | × single | × Node | p50 | p99 | idle RSS KiB (master workers) | loaded RSS KiB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  local single_ka node_ka single_close node_close ka close
+  single_ka=$(mean ${RPS_KA[single]}); node_ka=$(mean ${RPS_KA[node]})
+  single_close=$(mean ${RPS_CLOSE[single]}); node_close=$(mean ${RPS_CLOSE[node]})
+  for system in $SYSTEMS; do
+    ka=$(mean ${RPS_KA[$system]}); close=$(mean ${RPS_CLOSE[$system]})
+    awk -v s="$system" -v ka="$ka" -v sk="$single_ka" -v nk="$node_ka" -v c="$close" -v sc="$single_close" -v nc="$node_close" \
+        -v p50="${P50[$system]}" -v p99="${P99[$system]}" -v idle="${IDLE[$system]}" -v loaded="${LOADED[$system]}" \
+        'BEGIN {printf "| %s | %d | %.2f | %.2f | %d | %.2f | %.2f | %s | %s | %s | %s |\n", s, ka, ka/sk, ka/nk, c, c/sc, c/nc, p50, p99, idle, loaded}'
+  done
+  echo
+  echo "Faults: \`fault_bench PORT MASTER_PID FAULT\` — 8 keep-alive clients and a new-connection prober every 5 ms for the whole run, the fault 1 s in; times in ms after the fault, \`-\` = did not happen within 15 s. Each round in its own row."
+  echo
+  echo "| system | fault | answered | failed | killed worker's keep-alive connections | hung > 3 s | non-200 | the panicking request | replacement answers | longest gap | old worker exited |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "${FAULT_ROWS#$'\n'}"
+}
+
+REPORT=$(report)
+echo
+echo "$REPORT"
+
+# Into docs/BENCHMARKS.md, between the markers (kept when absent: appended).
+DOC=docs/BENCHMARKS.md
+BEGIN='<!-- compare.sh begin: generated, do not edit by hand -->'
+END='<!-- compare.sh end -->'
+if ! grep -qF "$BEGIN" "$DOC"; then
+  printf '\n%s\n%s\n' "$BEGIN" "$END" >>"$DOC"
+fi
+REPORT="$REPORT" awk -v b="$BEGIN" -v e="$END" '
+  $0 == b {print; print ENVIRON["REPORT"]; skip=1; next}
+  $0 == e {skip=0}
+  !skip {print}' "$DOC" >"$DOC.new"
+mv "$DOC.new" "$DOC"
+echo "written to $DOC" >&2

@@ -1,6 +1,10 @@
 //! Shared pieces of the integration tests: the message type the test worker speaks, a
 //! tiny HTTP client, and helpers that wait on events with deadlines instead of sleeping.
 
+mod http_client;
+
+pub use http_client::{Answer, KeepAliveClient};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -216,89 +220,6 @@ pub fn worker_settings(mode: &str) -> cluster_core::Settings {
         .exec(worker_exe())
         .env("TEST_MODE", mode)
         .stop_timeout(Duration::from_secs(5))
-}
-
-/// An HTTP/1.1 client that keeps its connection alive like a load generator does, and opens
-/// a new one after a `Connection: close` answer.
-pub struct KeepAliveClient {
-    address: SocketAddr,
-    stream: Option<BufReader<TcpStream>>,
-}
-
-/// One answer of [`KeepAliveClient::get`].
-#[derive(Debug)]
-pub struct Answer {
-    /// The status code.
-    pub status: u16,
-    /// The body.
-    pub body: String,
-    /// True when the server said `Connection: close`.
-    pub close: bool,
-}
-
-impl KeepAliveClient {
-    /// A client for `address`; it connects at its first request.
-    pub fn new(address: SocketAddr) -> Self {
-        KeepAliveClient {
-            address,
-            stream: None,
-        }
-    }
-
-    /// `GET path`. Any error (refused, reset, closed before an answer) is returned and the
-    /// connection dropped.
-    pub async fn get(&mut self, path: &str) -> std::io::Result<Answer> {
-        let result = self.exchange(path).await;
-        match &result {
-            Ok(answer) if !answer.close => {}
-            _ => self.stream = None,
-        }
-        result
-    }
-
-    async fn exchange(&mut self, path: &str) -> std::io::Result<Answer> {
-        if self.stream.is_none() {
-            self.stream = Some(BufReader::new(TcpStream::connect(self.address).await?));
-        }
-        let stream = self.stream.as_mut().expect("connected");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.address);
-        stream.get_mut().write_all(request.as_bytes()).await?;
-        let mut line = String::new();
-        if stream.read_line(&mut line).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-        let (mut length, mut close) = (0usize, false);
-        loop {
-            line.clear();
-            if stream.read_line(&mut line).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-                if name == "content-length" {
-                    length = value.parse().unwrap_or(0);
-                } else if name == "connection" && value.eq_ignore_ascii_case("close") {
-                    close = true;
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        stream.read_exact(&mut body).await?;
-        Ok(Answer {
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            close,
-        })
-    }
 }
 
 /// The graceful test worker binary.

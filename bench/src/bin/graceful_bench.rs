@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_core::{Event, EventStream, Settings, setup_master};
+use cluster_tests::KeepAliveClient;
 use http_body_util::Full;
 use hyper::{Request, Response};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -48,63 +47,6 @@ async fn worker() {
             ))))
         });
     graceful::serve(listener, service).await;
-}
-
-/// One keep-alive GET; returns the body, or None on any failure.
-async fn get(
-    stream: &mut Option<BufReader<TcpStream>>,
-    address: SocketAddr,
-    path: &str,
-) -> Option<(u16, String)> {
-    if stream.is_none() {
-        *stream = Some(BufReader::new(TcpStream::connect(address).await.ok()?));
-    }
-    let s = stream.as_mut()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
-    if s.get_mut().write_all(request.as_bytes()).await.is_err() {
-        *stream = None;
-        return None;
-    }
-    let mut line = String::new();
-    let mut status = 0u16;
-    let (mut length, mut close, mut first) = (0usize, false, true);
-    loop {
-        line.clear();
-        match s.read_line(&mut line).await {
-            Ok(0) | Err(_) => {
-                *stream = None;
-                return None;
-            }
-            Ok(_) => {}
-        }
-        let l = line.trim_end();
-        if first {
-            status = l
-                .split(' ')
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            first = false;
-        } else if l.is_empty() {
-            break;
-        } else if let Some((n, v)) = l.split_once(':') {
-            let n = n.trim().to_ascii_lowercase();
-            if n == "content-length" {
-                length = v.trim().parse().unwrap_or(0);
-            } else if n == "connection" && v.trim().eq_ignore_ascii_case("close") {
-                close = true;
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    if s.read_exact(&mut body).await.is_err() {
-        *stream = None;
-        return None;
-    }
-    if close {
-        *stream = None;
-    }
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn percentile(samples: &mut [Duration], p: usize) -> Duration {
@@ -149,10 +91,10 @@ async fn master() {
     for _ in 0..8 {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
         clients.push(tokio::spawn(async move {
-            let mut stream = None;
+            let mut client = KeepAliveClient::new(address);
             while !stop.load(Ordering::Relaxed) {
-                match get(&mut stream, address, "/").await {
-                    Some((200, _)) => {
+                match client.get("/").await.map(|a| a.status) {
+                    Ok(200) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
@@ -170,10 +112,11 @@ async fn master() {
     for _ in 0..panics {
         let failed_before = failed.load(Ordering::Relaxed);
         let start = Instant::now();
-        let mut stream = None;
-        let (status, _) = get(&mut stream, address, "/panic")
+        let status = KeepAliveClient::new(address)
+            .get("/panic")
             .await
-            .expect("an answer to /panic");
+            .expect("an answer to /panic")
+            .status;
         assert_eq!(status, 500);
         to_500.push(start.elapsed());
         let (new_pid, _) = listening(&mut events).await;
@@ -187,9 +130,8 @@ async fn master() {
         }
         // New connections go to either worker: probe until the replacement answers one.
         let serving = loop {
-            let mut probe = None;
-            if let Some((200, body)) = get(&mut probe, address, "/").await {
-                if body.parse::<u32>().ok() == Some(new_pid) {
+            if let Ok(answer) = KeepAliveClient::new(address).get("/").await {
+                if answer.status == 200 && answer.body.parse::<u32>().ok() == Some(new_pid) {
                     break start.elapsed();
                 }
             }

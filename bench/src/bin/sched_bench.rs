@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cluster_core::pm::{GroupEvent, GroupOptions, Master};
 use cluster_core::{Scheduling, Settings, StopMode};
+use cluster_tests::KeepAliveClient;
 use http_body_util::Full;
 use hyper::Response;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -45,50 +44,6 @@ async fn worker() {
     graceful::serve(listener, service).await;
 }
 
-/// One request on a (possibly new) connection; returns the answering pid.
-async fn get(
-    stream: &mut Option<BufReader<TcpStream>>,
-    address: SocketAddr,
-    close: bool,
-) -> Option<u32> {
-    if stream.is_none() {
-        *stream = Some(BufReader::new(TcpStream::connect(address).await.ok()?));
-    }
-    let s = stream.as_mut()?;
-    let request = if close {
-        "GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
-    } else {
-        "GET / HTTP/1.1\r\nHost: b\r\n\r\n"
-    };
-    s.get_mut().write_all(request.as_bytes()).await.ok()?;
-    let mut line = String::new();
-    let mut length = 0;
-    let mut server_closes = false;
-    loop {
-        line.clear();
-        if s.read_line(&mut line).await.ok()? == 0 {
-            *stream = None;
-            return None;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.strip_prefix("content-length: ") {
-            length = v.parse().ok()?;
-        }
-        if l.eq_ignore_ascii_case("connection: close") {
-            server_closes = true;
-        }
-    }
-    let mut body = vec![0; length];
-    s.read_exact(&mut body).await.ok()?;
-    if close || server_closes {
-        *stream = None;
-    }
-    String::from_utf8_lossy(&body).parse().ok()
-}
-
 struct Load {
     requests: usize,
     failed: usize,
@@ -108,7 +63,11 @@ async fn load(
         .map(|_| {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let mut stream = None;
+                let mut client = if close {
+                    KeepAliveClient::closing(address)
+                } else {
+                    KeepAliveClient::new(address)
+                };
                 let mut out = Load {
                     requests: 0,
                     failed: 0,
@@ -117,7 +76,7 @@ async fn load(
                 };
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    match get(&mut stream, address, close).await {
+                    match client.get("/").await.ok().and_then(|a| a.body.parse().ok()) {
                         Some(pid) => {
                             out.requests += 1;
                             out.latencies.push(start.elapsed());
