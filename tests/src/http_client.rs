@@ -25,6 +25,23 @@ pub struct Answer {
     pub close: bool,
 }
 
+impl Answer {
+    /// The pid of the worker that answered: `"pid":N` in a JSON body (the examples' apps and
+    /// the Node reference), or the whole body (the test workers).
+    pub fn pid(&self) -> Option<u32> {
+        match self.body.find("\"pid\":") {
+            Some(at) => {
+                let rest = self.body[at + "\"pid\":".len()..].trim_start();
+                let end = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            }
+            None => self.body.trim().parse().ok(),
+        }
+    }
+}
+
 impl KeepAliveClient {
     /// A client for `address`; it connects at its first request.
     pub fn new(address: SocketAddr) -> Self {

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cluster_tests::KeepAliveClient;
+use cluster_tests::{KeepAliveClient, process_gone};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -151,7 +151,7 @@ async fn run(address: SocketAddr, master: Pid, fault: Fault, panic_path: String)
     while start.elapsed() < DEADLINE {
         tokio::time::sleep(Duration::from_millis(2)).await;
         if old_exit.is_none() {
-            let exited = ending.iter().filter(|pid| exited(**pid)).count();
+            let exited = ending.iter().filter(|pid| process_gone(**pid)).count();
             let done = match fault {
                 Fault::Panic => exited >= 1,
                 _ => exited == ending.len(),
@@ -235,7 +235,7 @@ async fn load(mut client: KeepAliveClient, pause: Option<Duration>, shared: Arc<
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, client.get("/")).await;
         match answer {
             Ok(Ok(answer)) if answer.status == 200 => {
-                let pid = pid_in(&answer.body).unwrap_or(0);
+                let pid = answer.pid().unwrap_or(0);
                 seen.answers.push((Instant::now(), pid));
                 if !shared.newcomer_answered.load(Ordering::Relaxed) {
                     let before = shared.before.lock().expect("lock");
@@ -258,21 +258,6 @@ async fn load(mut client: KeepAliveClient, pause: Option<Duration>, shared: Arc<
     seen
 }
 
-/// The pid in an answer: `"pid":N` in JSON, or the whole body.
-fn pid_in(body: &str) -> Option<u32> {
-    match body.find("\"pid\":") {
-        Some(at) => {
-            let digits: String = body[at + 6..]
-                .trim_start()
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits.parse().ok()
-        }
-        None => body.trim().parse().ok(),
-    }
-}
-
 /// The pids of `parent`'s children, lowest first.
 fn children(parent: Pid) -> Vec<u32> {
     let mut pids: Vec<u32> = std::fs::read_dir("/proc")
@@ -286,20 +271,12 @@ fn children(parent: Pid) -> Vec<u32> {
     pids
 }
 
-/// `(state, ppid)` from `/proc/PID/stat` (after the command name, which may hold spaces).
-fn stat(pid: u32) -> Option<(char, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
+/// The parent's pid, from `/proc/PID/stat` (after the command name, which may hold spaces).
 fn parent_of(pid: u32) -> Option<i32> {
-    stat(pid).map(|(_, ppid)| ppid)
-}
-
-/// True once `pid` has exited (a zombie, or reaped).
-fn exited(pid: u32) -> bool {
-    stat(pid).is_none_or(|(state, _)| state == 'Z' || state == 'X')
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 2..)?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -131,7 +131,7 @@ async fn master() {
         // New connections go to either worker: probe until the replacement answers one.
         let serving = loop {
             if let Ok(answer) = KeepAliveClient::new(address).get("/").await {
-                if answer.status == 200 && answer.body.parse::<u32>().ok() == Some(new_pid) {
+                if answer.status == 200 && answer.pid() == Some(new_pid) {
                     break start.elapsed();
                 }
             }

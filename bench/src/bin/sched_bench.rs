@@ -76,7 +76,7 @@ async fn load(
                 };
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    match client.get("/").await.ok().and_then(|a| a.body.parse().ok()) {
+                    match client.get("/").await.ok().and_then(|a| a.pid()) {
                         Some(pid) => {
                             out.requests += 1;
                             out.latencies.push(start.elapsed());
