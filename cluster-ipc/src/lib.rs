@@ -50,7 +50,9 @@ pub use channel::{ChannelOptions, Incoming, Receiver, Sender, channel, socketpai
 pub use codec::{CodecError, Serialization};
 pub use control::{Control, Grant, Recipient};
 pub use error::{RecvError, SendError};
-pub use listener::{DEFAULT_BACKLOG, UNIX_PREFIX, bind_tcp, bind_unix, reserve_tcp, unix_path};
+pub use listener::{
+    DEFAULT_BACKLOG, UNIX_PREFIX, bind_tcp, bind_tcp_reuse_port, bind_unix, reserve_tcp, unix_path,
+};
 pub use message::{Message, Origin};
 pub use sys::MAX_FDS_PER_MESSAGE;
 

@@ -8,16 +8,23 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// The listen backlog used when none is configured.
 pub const DEFAULT_BACKLOG: i32 = 1024;
 
-/// A TCP socket for `address` with `SO_REUSEADDR` and `SO_REUSEPORT` (close-on-exec, as
-/// socket2 makes every socket), and the error wrapper that names the address.
-fn reusable_socket(address: SocketAddr) -> io::Result<Socket> {
+/// A TCP socket for `address` with `SO_REUSEADDR` (a restart binds at once, whatever
+/// connections of the previous run linger in TIME_WAIT) and, for a `SO_REUSEPORT` group,
+/// `SO_REUSEPORT`; close-on-exec, as socket2 makes every socket.
+///
+/// Only ReusePort scheduling sets `SO_REUSEPORT`: on a socket every worker shares it would
+/// let a second server (another instance, or an old cluster that is still draining) bind the
+/// same port and silently take half of its connections, where users expect "address in use".
+fn tcp_socket(address: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     Ok(socket)
 }
 
@@ -61,24 +68,42 @@ pub fn bind_unix(
 /// socket that is bound but not listening receives no connection); resolves port 0.
 pub fn reserve_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("reserve {address}: {e}"));
-    let socket = reusable_socket(address).map_err(named)?;
+    let socket = tcp_socket(address, true).map_err(named)?;
     socket.bind(&address.into()).map_err(named)?;
     Ok(socket.into())
 }
 
-/// Binds a TCP listening socket the way the cluster shares it: `SO_REUSEADDR` and
-/// `SO_REUSEPORT` set, close-on-exec, non-blocking (the flag is shared by every process
-/// holding the socket, and every holder uses it non-blocking).
+/// Binds a TCP listening socket the way the cluster shares it: `SO_REUSEADDR` set,
+/// close-on-exec, non-blocking (the flag is shared by every process holding the socket, and
+/// every holder uses it non-blocking). An address another socket listens on is an error
+/// (`AddrInUse`), as for any server.
 ///
 /// Errors name the address.
 ///
 /// ```
 /// let listener = cluster_ipc::bind_tcp("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-/// assert!(listener.local_addr().unwrap().port() != 0);
+/// let address = listener.local_addr().unwrap();
+/// let second = cluster_ipc::bind_tcp(address, 128).unwrap_err();
+/// assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
 /// ```
 pub fn bind_tcp(address: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    listen_tcp(address, backlog, false)
+}
+
+/// Binds one member of the `SO_REUSEPORT` group that [`reserve_tcp`] reserved (ReusePort
+/// scheduling: each worker listens on a socket of its own, with its own queue). Errors name
+/// the address.
+pub fn bind_tcp_reuse_port(address: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    listen_tcp(address, backlog, true)
+}
+
+fn listen_tcp(
+    address: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("listen on {address}: {e}"));
-    let socket = reusable_socket(address).map_err(named)?;
+    let socket = tcp_socket(address, reuse_port).map_err(named)?;
     socket.set_nonblocking(true).map_err(named)?;
     socket.bind(&address.into()).map_err(named)?;
     socket.listen(backlog).map_err(named)?;

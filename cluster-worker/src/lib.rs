@@ -43,6 +43,7 @@ mod env;
 mod error;
 mod group;
 mod listen;
+mod runtime;
 mod worker;
 
 pub use acceptor::Acceptor;
@@ -50,4 +51,5 @@ pub use cluster_ipc::{Message, SendError};
 pub use error::WorkerError;
 pub use group::{group, group_incoming, group_listeners, group_unix_listeners};
 pub use listen::{incoming, listen, listen_unix};
+pub use runtime::runtime;
 pub use worker::{ServerGuard, Worker, is_worker};

@@ -85,10 +85,9 @@ async fn obtain(address: SocketAddr) -> io::Result<Obtained> {
             Obtained::Listener(TcpListener::from_std(shared)?)
         }
         // ReusePort scheduling: a socket of our own in the address's SO_REUSEPORT group.
-        Granted::BindOwn(own) => Obtained::Listener(TcpListener::from_std(cluster_ipc::bind_tcp(
-            own,
-            cluster_ipc::DEFAULT_BACKLOG,
-        )?)?),
+        Granted::BindOwn(own) => Obtained::Listener(TcpListener::from_std(
+            cluster_ipc::bind_tcp_reuse_port(own, cluster_ipc::DEFAULT_BACKLOG)?,
+        )?),
         // The feed must exist before the master hears we listen and starts handing over.
         Granted::RoundRobin(local) => Obtained::FromMaster(Acceptor::from_master(&worker, local)),
     };

@@ -91,24 +91,29 @@ async fn round_robin_loses_no_connection_when_a_worker_is_sigkilled_mid_handoff(
 
 #[tokio::test]
 async fn a_bind_error_reaches_the_workers_listen_naming_the_address() {
-    // A socket without SO_REUSEPORT holds the port, so the master's bind fails.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let address = taken.local_addr().expect("addr").to_string();
-    let cluster =
-        setup_master(worker_settings("serve").env("TEST_LISTEN", &address)).expect("setup");
-    let mut events = cluster.events();
-    cluster.fork(&[]).expect("fork");
-    next_message(&mut events, 10).await; // hello
-    let (_, report) = next_message(&mut events, 10).await;
-    assert_eq!(report.kind, "listen-error");
-    assert!(report.data.contains(&address), "{}", report.data);
-    let exit = wait_event(&mut events, 10, "exit", |e| match e {
-        Event::Exit(_, exit) => Some(*exit),
-        _ => None,
-    })
-    .await;
-    assert_eq!(exit.code, Some(3));
-    drop(taken);
+    // The port is held by another program, or by another cluster's shared socket (a second
+    // instance, an old cluster still draining): the master's bind fails, it does not share.
+    let other_program = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let other_cluster =
+        cluster_ipc::bind_tcp("127.0.0.1:0".parse().expect("addr"), 16).expect("bind");
+    for taken in [other_program, other_cluster] {
+        let address = taken.local_addr().expect("addr").to_string();
+        let cluster =
+            setup_master(worker_settings("serve").env("TEST_LISTEN", &address)).expect("setup");
+        let mut events = cluster.events();
+        cluster.fork(&[]).expect("fork");
+        next_message(&mut events, 10).await; // hello
+        let (_, report) = next_message(&mut events, 10).await;
+        assert_eq!(report.kind, "listen-error");
+        assert!(report.data.contains(&address), "{}", report.data);
+        assert!(report.data.contains("in use"), "{}", report.data);
+        let exit = wait_event(&mut events, 10, "exit", |e| match e {
+            Event::Exit(_, exit) => Some(*exit),
+            _ => None,
+        })
+        .await;
+        assert_eq!(exit.code, Some(3));
+    }
 }
 
 #[tokio::test]

@@ -17,8 +17,12 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+/// One thread in a cluster (the workers are the parallelism), all cores alone.
+fn main() -> std::io::Result<()> {
+    cluster_worker::runtime()?.block_on(serve())
+}
+
+async fn serve() -> std::io::Result<()> {
     examples::init_logging();
     let pid = std::process::id();
 

@@ -24,8 +24,12 @@ async fn app(request: Request<Incoming>) -> Response<Full<Bytes>> {
     Response::new(Full::new(Bytes::from(body.to_string())))
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+/// One thread in a cluster (the workers are the parallelism), all cores alone.
+fn main() -> std::io::Result<()> {
+    cluster_worker::runtime()?.block_on(serve())
+}
+
+async fn serve() -> std::io::Result<()> {
     let pid = std::process::id();
     let kill_timeout = std::env::var("KILL_TIMEOUT_MS")
         .ok()

@@ -1,0 +1,30 @@
+//! The runtime a worker runs on.
+
+use std::io;
+
+/// A tokio runtime for this process: one thread when it is a cluster worker, all cores when
+/// it runs alone.
+///
+/// In a cluster the processes are the parallelism (one worker per core, as with Node): a
+/// worker on one thread spends nothing on work stealing or on waking its other threads, and
+/// measured faster than a multi-thread worker under the same load (see
+/// `docs/BENCHMARKS.md`). Outside a cluster the same binary is the whole server and gets a
+/// multi-thread runtime. Blocking work still has `spawn_blocking` either way.
+///
+/// ```no_run
+/// fn main() -> std::io::Result<()> {
+///     cluster_worker::runtime()?.block_on(async {
+///         let mut incoming = cluster_worker::incoming("127.0.0.1:1337".parse().unwrap()).await?;
+///         while let Some((_stream, _peer)) = incoming.accept().await { /* serve */ }
+///         Ok(())
+///     })
+/// }
+/// ```
+pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    let mut builder = if crate::is_worker() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
+}
