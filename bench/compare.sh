@@ -90,6 +90,12 @@ field() { # key line -> value
   echo "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'
 }
 
+# A server left on the port would take the load instead of the system under test.
+if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
+  echo "something already answers on 127.0.0.1:$PORT: stop it first" >&2
+  exit 1
+fi
+
 # 1. Throughput.
 declare -A RPS_KA RPS_CLOSE P50 P99 IDLE LOADED
 SYSTEMS="single shared round-robin node"

@@ -4,9 +4,9 @@
 //! wakes for every connection and the one already running (usually the one that just
 //! answered) wins: with one client, one worker gets most connections. An `Acceptor` instead
 //! accepts on a dedicated thread that waits with `EPOLLEXCLUSIVE`: the kernel wakes only the
-//! first waiting worker in the socket's queue, and a worker re-queues at the back after a
-//! few accepts, so the workers take turns; a worker whose previous connection has not been
-//! taken by its server yet is not waiting, and is skipped.
+//! first waiting worker in the socket's queue, and a worker re-queues at the back after each
+//! accept, so the workers take turns; a worker whose previous connection has not been taken
+//! by its server yet is not waiting, and is skipped.
 //!
 //! A dedicated accept thread is also faster than tokio's accept loop for a process alone on
 //! its socket (measured: `Connection: close` 20–21k req/s against 14–15k on a multi-thread
@@ -29,11 +29,6 @@ const LISTENER: u64 = 0;
 /// The largest [`Acceptor::with_window`].
 const MAX_WINDOW: usize = 4;
 const STOP: u64 = 1;
-/// Connections a worker accepts in a row before it re-queues behind the others. Re-queueing
-/// costs two `epoll_ctl` calls, about 7% of the CPU under `Connection: close` load when done
-/// after every accept (measured, see `docs/BENCHMARKS.md`); turns of 4 keep the split even
-/// over any run longer than a few connections.
-const TURN: usize = 4;
 
 /// Puts this worker at the back of the socket's queue of exclusive waiters: the kernel wakes
 /// the front one for each connection, so re-queueing after every accept makes the workers
@@ -217,7 +212,6 @@ fn accept_loop(
     tx: &mpsc::Sender<(std::net::TcpStream, SocketAddr)>,
 ) {
     let mut events = [EpollEvent::empty(); 2];
-    let mut this_turn = 0;
     // Ends when the demand sender is dropped (stop).
     while demanded.recv().is_ok() {
         let accepted = loop {
@@ -244,12 +238,10 @@ fn accept_loop(
                 }
             }
         };
-        this_turn += 1;
-        if this_turn == TURN {
-            this_turn = 0;
-            if let Err(e) = queue_up(epoll, listener) {
-                tracing::error!("accept thread: cannot wait on the listener: {e}");
-            }
+        // Two `epoll_ctl` calls: perf puts them at ~7% of the CPU under `Connection: close`
+        // load, but turns of 4 accepts measured no faster (see docs/BENCHMARKS.md).
+        if let Err(e) = queue_up(epoll, listener) {
+            tracing::error!("accept thread: cannot wait on the listener: {e}");
         }
         if tx.blocking_send(accepted).is_err() {
             return;
