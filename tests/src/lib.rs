@@ -101,7 +101,12 @@ pub fn threads() -> usize {
 
 /// This process's resident memory, in KiB.
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_kib_of(std::process::id())
+}
+
+/// A process's resident memory, in KiB (0 when it is gone).
+pub fn rss_kib_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

@@ -72,6 +72,16 @@ async fn a_sigint_during_a_graceful_stop_makes_it_fast() {
     tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET / HTTP/1.1\r\n")
         .await
         .expect("write");
+    // Wait until a worker has taken it off the listening socket's queue.
+    let port: u16 = address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    cluster_tests::eventually(5, "the stuck connection accepted", || {
+        accept_queue(port) == Some(0)
+    })
+    .await;
     let pid = master.id().expect("pid");
     signal(pid, Signal::SIGTERM);
     let first = lines.wait_for(10, "exit").await;
@@ -86,4 +96,19 @@ async fn a_sigint_during_a_graceful_stop_makes_it_fast() {
     let status = within(2, "master exit", master.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0));
     drop(stuck);
+}
+
+/// The length of the accept queue of the socket listening on `port` (`/proc/net/tcp` shows it
+/// as the receive queue of a LISTEN entry).
+fn accept_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let listening = fields.get(3) == Some(&"0A");
+        if !listening || !fields.get(1)?.ends_with(&local) {
+            return None;
+        }
+        u64::from_str_radix(fields.get(4)?.split(':').nth(1)?, 16).ok()
+    })
 }

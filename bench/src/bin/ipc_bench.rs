@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use cluster_core::{Event, EventStream, Serialization, Settings, Worker, setup_master};
+use cluster_tests::rss_kib_of;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -54,17 +55,6 @@ async fn worker() {
             _ => break,
         }
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn next_message(events: &mut EventStream) -> cluster_core::Message {
@@ -139,7 +129,7 @@ async fn master() {
         }
         if idle.is_none() {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            idle = Some((rss_kib(std::process::id()), rss_kib(worker.pid())));
+            idle = Some((rss_kib_of(std::process::id()), rss_kib_of(worker.pid())));
         }
         for (size, label, count, rtt_count) in [
             (64, "64 B", 500_000, 20_000),
