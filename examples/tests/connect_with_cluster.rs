@@ -114,9 +114,9 @@ async fn asycerror_answers_500_hands_over_and_exits_as_in_the_seed() {
         .await;
     system.wait_for(&format!("wroker:{failed_pid} exit!")).await;
     assert!(
-        !system.seen.iter().any(|l| l.contains("kill timeout")),
+        !system.seen().iter().any(|l| l.contains("kill timeout")),
         "drained long before the kill timeout: {:#?}",
-        system.seen
+        system.seen()
     );
 }
 

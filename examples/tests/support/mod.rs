@@ -1,9 +1,8 @@
 //! Helpers shared by the example tests.
 
-use std::time::Duration;
-
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use cluster_tests::Lines;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -39,9 +38,7 @@ pub fn kill(pid: u32, signal: &str) {
 pub struct Console {
     /// The process.
     pub process: Child,
-    lines: tokio::io::Lines<BufReader<ChildStdout>>,
-    /// Every line read so far.
-    pub seen: Vec<String>,
+    lines: Lines,
 }
 
 impl Console {
@@ -59,32 +56,23 @@ impl Console {
         let stdout = process.stdout.take().expect("stdout");
         Console {
             process,
-            lines: BufReader::new(stdout).lines(),
-            seen: Vec::new(),
+            lines: Lines::new(stdout),
         }
+    }
+
+    /// Every line read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.lines.seen
     }
 
     /// The next line containing `needle`, within 10 s.
     pub async fn wait_for(&mut self, needle: &str) -> String {
-        let found = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Ok(Some(line)) = self.lines.next_line().await {
-                self.seen.push(line.clone());
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            _ => panic!("no line with {needle:?}; saw {:#?}", self.seen),
-        }
+        self.lines.wait_for(10, needle).await
     }
 
     /// Waits until `count` lines seen so far contain `needle`.
     pub async fn wait_for_count(&mut self, needle: &str, count: usize) {
-        while self.seen.iter().filter(|l| l.contains(needle)).count() < count {
+        while self.seen().iter().filter(|l| l.contains(needle)).count() < count {
             self.wait_for(needle).await;
         }
     }
