@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cluster_ipc::handoff::{CHANNEL_FD, WorkerHandoff};
@@ -19,6 +19,7 @@ use crate::handover::Handovers;
 use crate::listeners::Listeners;
 use crate::round_robin::Dispatcher;
 use crate::settings::{Scheduling, Settings, SettingsError};
+use crate::signals::{MasterSignals, SignalRequest};
 use crate::spawn::Spawner;
 use crate::supervise::supervise;
 use crate::worker::{Exit, Worker};
@@ -60,6 +61,13 @@ pub(crate) struct Shared {
     callback_queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
     spawner: Spawner,
     runtime: tokio::runtime::Handle,
+    /// Installed by `setup_master`, before the first fork; taken by `run`.
+    signals: Mutex<Option<MasterSignals>>,
+    reloading: AtomicBool,
+    /// Old worker id → the replacement a reload forked for it (see `rolling.rs`).
+    replacements: Mutex<HashMap<u32, Worker>>,
+    /// The worker whose `disconnect` or `exit` callbacks are running.
+    dispatching_for: Mutex<Option<u32>>,
 }
 
 impl Shared {
@@ -108,12 +116,32 @@ impl Shared {
         *self.phase.borrow() != Phase::Running
     }
 
+    /// Marks a reload as running; `None` if one already is. The guard ends it.
+    pub(crate) fn begin_reload(self: &Arc<Self>) -> Option<ReloadGuard> {
+        (!self.reloading.swap(true, Ordering::AcqRel)).then(|| ReloadGuard(self.clone()))
+    }
+
+    /// The first `fork` made by the callbacks of `old`'s `disconnect` or `exit` returns
+    /// `new` instead of forking.
+    pub(crate) fn credit_replacement(&self, old: u32, new: Worker) {
+        lock(&self.replacements).insert(old, new);
+    }
+
     pub(crate) fn remove_worker(&self, id: u32) {
         let mut workers = lock(&self.workers);
         workers.remove(&id);
         let left = workers.len();
         drop(workers);
         self.live.send_replace(left);
+    }
+}
+
+/// Ends the reload when dropped.
+pub(crate) struct ReloadGuard(Arc<Shared>);
+
+impl Drop for ReloadGuard {
+    fn drop(&mut self) {
+        self.0.reloading.store(false, Ordering::Release);
     }
 }
 
@@ -153,11 +181,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ```
 #[derive(Clone)]
 pub struct Cluster {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Checks `settings` and makes a master (Node's `cluster.setupMaster`). Must be called
 /// inside a tokio runtime. A bad setting is an error naming it.
+///
+/// The master's signal handlers are installed here, before the first fork, so a signal
+/// that arrives while workers start is handled by [`Cluster::run`] instead of ending the
+/// process (see `docs/SIGNALS.md`).
 pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
     let settings = settings.validate()?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
@@ -167,6 +199,10 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
     let spawner = Spawner::start(runtime.clone()).map_err(|e| SettingsError {
         setting: "runtime",
         reason: format!("could not start the spawner thread: {e}"),
+    })?;
+    let signals = MasterSignals::install().map_err(|e| SettingsError {
+        setting: "runtime",
+        reason: format!("could not install the master's signal handlers: {e}"),
     })?;
     let (events, callback_queue) = EventBus::new();
     let shared = Arc::new(Shared {
@@ -184,6 +220,10 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         callback_queue: tokio::sync::Mutex::new(callback_queue),
         spawner,
         runtime,
+        signals: Mutex::new(Some(signals)),
+        reloading: AtomicBool::new(false),
+        replacements: Mutex::new(HashMap::new()),
+        dispatching_for: Mutex::new(None),
     });
     shared.events.emit(Event::Setup);
     Ok(Cluster { shared })
@@ -199,11 +239,21 @@ impl Cluster {
 
     /// Starts a worker, with `env` added to its environment. Ids count from 1. Refused
     /// once the cluster is stopping.
+    ///
+    /// Called from the `disconnect` or `exit` callbacks of a worker that a [`Cluster::reload`]
+    /// has already replaced, the first call returns that replacement instead of forking.
     pub fn fork(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
         if *self.shared.phase.borrow() != Phase::Running {
             return Err(ForkError::Stopping);
         }
         let shared = &self.shared;
+        if let Some(old) = *lock(&shared.dispatching_for) {
+            if let Some(replacement) = lock(&shared.replacements).remove(&old) {
+                if !replacement.is_dead() {
+                    return Ok(replacement);
+                }
+            }
+        }
         let _runtime = shared.runtime.enter();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let settings = shared.settings().clone();
@@ -229,7 +279,11 @@ impl Cluster {
             .map_err(ForkError::Spawn)?;
         drop(worker_end);
         let pid = child.id().unwrap_or_default();
-        let worker = Worker::new(id, pid, sender);
+        let fork_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let worker = Worker::new(id, pid, fork_env, sender);
         {
             let mut workers = lock(&shared.workers);
             workers.insert(id, worker.clone());
@@ -393,27 +447,30 @@ impl Cluster {
     /// The master's loop: runs the callbacks in event order and handles signals, until the
     /// cluster is stopped or has no worker left and nothing more to do.
     ///
-    /// Signals: SIGTERM stops gracefully; SIGINT and SIGQUIT stop fast, and a second one
-    /// during a graceful stop makes it fast.
+    /// Signals (the table is `docs/SIGNALS.md`): SIGTERM stops gracefully; SIGINT and
+    /// SIGQUIT stop fast, and a second one during a graceful stop makes it fast; SIGHUP
+    /// replaces every worker ([`Cluster::reload`]); SIGUSR1 is passed on to every worker
+    /// (reopen log files); SIGUSR2, SIGTTIN, SIGTTOU (the worker count is the dispatch's,
+    /// not the master's), SIGWINCH, SIGALRM and the others whose default would end the
+    /// master are logged and ignored.
     pub async fn run(&self) -> Result<(), RunError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
-        let mut sigquit = signal(SignalKind::quit()).map_err(RunError::Signals)?;
         let mut queue = self
             .shared
             .callback_queue
             .try_lock()
             .map_err(|_| RunError::AlreadyRunning)?;
+        let taken = lock(&self.shared.signals).take();
+        let mut signals = match taken {
+            Some(signals) => signals,
+            None => MasterSignals::install().map_err(RunError::Signals)?,
+        };
         let mut live = self.shared.live.subscribe();
         let mut phase = self.shared.phase.subscribe();
         loop {
             tokio::select! {
                 // Signals first: a stop must be known before callbacks that would fork.
                 biased;
-                _ = sigterm.recv() => self.request_stop(StopMode::Graceful),
-                _ = sigint.recv() => self.request_stop(StopMode::Fast),
-                _ = sigquit.recv() => self.request_stop(StopMode::Fast),
+                request = signals.recv() => self.handle_signal(request),
                 Some(event) = queue.recv() => self.dispatch(&event),
                 _ = live.changed() => {}
                 _ = phase.changed() => {}
@@ -427,13 +484,47 @@ impl Cluster {
         }
     }
 
+    fn handle_signal(&self, request: SignalRequest) {
+        match request {
+            SignalRequest::StopGraceful => self.request_stop(StopMode::Graceful),
+            SignalRequest::StopFast => self.request_stop(StopMode::Fast),
+            SignalRequest::Reload => {
+                tracing::info!("SIGHUP: replacing every worker");
+                let cluster = self.clone();
+                tokio::spawn(async move {
+                    match cluster.reload().await {
+                        Ok(replaced) => tracing::info!(replaced, "reload done"),
+                        Err(e) => tracing::error!("reload stopped: {e}"),
+                    }
+                });
+            }
+            SignalRequest::ReopenLogs => crate::signals::pass_reopen_logs(self.workers()),
+            SignalRequest::ScaleUp | SignalRequest::ScaleDown => tracing::warn!(
+                ?request,
+                "ignored: a plain cluster's size is its dispatch's; pm scales groups"
+            ),
+            other => crate::signals::log_ignored(other),
+        }
+    }
+
     fn request_stop(&self, mode: StopMode) {
         tracing::info!(?mode, "stop requested by signal");
         self.begin_stop(mode);
     }
 
+    /// Runs the callbacks for `event`. While those of a worker's `disconnect` or `exit`
+    /// run, a `fork` may be answered with the replacement a reload made for it.
     fn dispatch(&self, event: &Event) {
+        let retiring = match event {
+            Event::Disconnect(w) | Event::Exit(w, _) => Some(w.id()),
+            _ => None,
+        };
+        *lock(&self.shared.dispatching_for) = retiring;
         self.shared.callbacks.run(self, event);
+        *lock(&self.shared.dispatching_for) = None;
+        if let Event::Exit(w, _) = event {
+            lock(&self.shared.replacements).remove(&w.id());
+        }
     }
 }
 

@@ -62,6 +62,7 @@ pub struct Settings {
     pub(crate) backlog: i32,
     pub(crate) stop_timeout: Duration,
     pub(crate) wait_ready: bool,
+    pub(crate) ready_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -80,6 +81,7 @@ impl Default for Settings {
             backlog: cluster_ipc::DEFAULT_BACKLOG,
             stop_timeout: Duration::from_secs(30),
             wait_ready: false,
+            ready_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -167,6 +169,13 @@ impl Settings {
         self
     }
 
+    /// How long a replacement forked by [`crate::Cluster::reload`] may take to become ready
+    /// before the reload gives up and keeps the old worker (default 30 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
     /// How long a graceful stop waits for workers before killing them, and how long a worker
     /// whose master died may drain (default 30 s).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
@@ -236,6 +245,12 @@ impl Settings {
         if self.stop_timeout.is_zero() {
             return Err(SettingsError::new("stop_timeout", "must be more than zero"));
         }
+        if self.ready_timeout.is_zero() {
+            return Err(SettingsError::new(
+                "ready_timeout",
+                "must be more than zero",
+            ));
+        }
         let euid = nix::unistd::geteuid().as_raw();
         if let Some(uid) = self.uid {
             if euid != 0 && uid != euid {
@@ -298,6 +313,10 @@ mod tests {
             (Settings::new().max_message_bytes(10), "max_message_bytes"),
             (Settings::new().backlog(0), "backlog"),
             (Settings::new().stop_timeout(Duration::ZERO), "stop_timeout"),
+            (
+                Settings::new().ready_timeout(Duration::ZERO),
+                "ready_timeout",
+            ),
         ];
         for (settings, name) in cases {
             let err = settings.validate().expect_err(name);

@@ -58,6 +58,8 @@ struct Status {
 struct Inner {
     id: u32,
     pid: u32,
+    /// The environment `fork` added for it, so a reload can start its like.
+    fork_env: Vec<(String, String)>,
     status: Mutex<Status>,
 }
 
@@ -76,11 +78,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(id: u32, pid: u32, sender: Sender) -> Self {
+    pub(crate) fn new(id: u32, pid: u32, fork_env: Vec<(String, String)>, sender: Sender) -> Self {
         Worker {
             inner: Arc::new(Inner {
                 id,
                 pid,
+                fork_env,
                 status: Mutex::new(Status {
                     state: WorkerState::None,
                     exited_after_disconnect: false,
@@ -102,6 +105,11 @@ impl Worker {
     /// The worker's process id.
     pub fn pid(&self) -> u32 {
         self.inner.pid
+    }
+
+    /// The environment variables [`crate::Cluster::fork`] added for this worker.
+    pub fn fork_env(&self) -> &[(String, String)] {
+        &self.inner.fork_env
     }
 
     /// Where the worker is in its life.

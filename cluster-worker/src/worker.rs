@@ -58,6 +58,8 @@ struct Inner {
     /// Addresses the master relieved this worker of after a hand-over.
     relieved: watch::Sender<Vec<String>>,
     orphan_timeout: Duration,
+    /// How many SIGUSR1 (reopen log files) have arrived.
+    log_reopens: watch::Sender<u64>,
 }
 
 /// This process's identity and channel as a cluster worker. Cheap to clone.
@@ -242,6 +244,24 @@ impl Worker {
         let _ = open.wait_for(|n| *n == 0).await;
     }
 
+    /// Resolves at the next SIGUSR1: the operator asks for log files to be reopened (after
+    /// a rotation). The master passes its SIGUSR1 on to every worker that is online; the
+    /// worker runtime catches it (it never ends the worker) and wakes this.
+    ///
+    /// ```no_run
+    /// # async fn demo(worker: cluster_worker::Worker) {
+    /// loop {
+    ///     worker.log_reopen_requested().await;
+    ///     // close and reopen the log file here
+    /// }
+    /// # }
+    /// ```
+    pub async fn log_reopen_requested(&self) {
+        let mut reopens = self.inner.log_reopens.subscribe();
+        reopens.mark_unchanged();
+        let _ = reopens.changed().await;
+    }
+
     /// Resolves once the channel to the master is closed.
     pub async fn disconnected(&self) {
         let mut disconnected = self.inner.disconnected.subscribe();
@@ -352,6 +372,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             relieved: watch::Sender::new(Vec::new()),
             feeds: Mutex::new(HashMap::new()),
             orphan_timeout: Duration::from_millis(handoff.orphan_timeout_ms),
+            log_reopens: watch::Sender::new(0),
         }),
     };
 
@@ -388,6 +409,21 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             });
         }
         Err(e) => tracing::warn!("could not handle SIGTERM: {e}"),
+    }
+
+    // SIGUSR1 (the master passes its own on): reopen log files. Installed before `Online`,
+    // which is how the master knows this worker will not die of it.
+    let on_usr1 = worker.clone();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+        Ok(mut sigusr1) => {
+            tokio::spawn(async move {
+                while sigusr1.recv().await.is_some() {
+                    tracing::info!("SIGUSR1: reopen log files");
+                    on_usr1.inner.log_reopens.send_modify(|n| *n += 1);
+                }
+            });
+        }
+        Err(e) => tracing::warn!("could not handle SIGUSR1: {e}"),
     }
 
     let online = worker.inner.sender.clone();

@@ -15,6 +15,7 @@ use crate::pm::events::GroupEvent;
 use crate::pm::group::Group;
 use crate::pm::options::GroupOptions;
 use crate::settings::SettingsError;
+use crate::signals::{MasterSignals, SignalRequest};
 use crate::worker::Worker;
 use crate::{RunError, SendError};
 
@@ -36,6 +37,8 @@ struct Inner {
     /// Something changed outside the loop (scale, reload…): re-read the deadlines.
     wake: Notify,
     phase: watch::Sender<Phase>,
+    /// Installed by `new`, before any group forks; taken by `run`.
+    signals: Mutex<Option<MasterSignals>>,
 }
 
 /// A supervisor of named worker groups (pm's `createMaster()`). Cheap to clone.
@@ -78,8 +81,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Master {
     /// A master with no groups yet; `pidfile`, if given, is written at `dispatch` and
     /// removed at exit if it still holds this process's pid. Must be called inside a tokio
-    /// runtime.
+    /// runtime. The master's signal handlers are installed here, before any worker starts
+    /// (see [`Master::run`]).
     pub fn new(pidfile: Option<PathBuf>) -> Master {
+        let signals = MasterSignals::install()
+            .inspect_err(|e| tracing::error!("could not install the signal handlers: {e}"))
+            .ok();
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         Master {
@@ -97,6 +104,7 @@ impl Master {
                 queue_rx: tokio::sync::Mutex::new(queue_rx),
                 wake: Notify::new(),
                 phase: watch::Sender::new(Phase::Running),
+                signals: Mutex::new(signals),
             }),
         }
     }
@@ -291,19 +299,17 @@ impl Master {
     }
 
     /// The master's loop: applies worker events to the groups (restarts, reloads), runs the
-    /// callbacks, and handles signals until stopped. SIGTERM: graceful stop; SIGINT/SIGQUIT:
-    /// fast stop; SIGHUP/SIGUSR1: reload every group; SIGTTIN/SIGTTOU: one worker more/less
-    /// in every group.
+    /// callbacks, and handles signals until stopped (the table is `docs/SIGNALS.md`).
+    /// SIGTERM: graceful stop; SIGINT/SIGQUIT: fast stop; SIGHUP: reload every group
+    /// (readiness-gated); SIGUSR1: passed on to every worker (reopen logs);
+    /// SIGTTIN/SIGTTOU: one worker more/less in every group; SIGUSR2, SIGWINCH, SIGALRM and
+    /// the others whose default would end the master: logged and ignored.
     pub async fn run(&self) -> Result<(), RunError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let install = |kind| signal(kind).map_err(RunError::Signals);
-        let mut sigterm = install(SignalKind::terminate())?;
-        let mut sigint = install(SignalKind::interrupt())?;
-        let mut sigquit = install(SignalKind::quit())?;
-        let mut sighup = install(SignalKind::hangup())?;
-        let mut sigusr1 = install(SignalKind::user_defined1())?;
-        let mut sigttin = install(SignalKind::from_raw(nix::libc::SIGTTIN))?;
-        let mut sigttou = install(SignalKind::from_raw(nix::libc::SIGTTOU))?;
+        let taken = lock(&self.inner.signals).take();
+        let mut signals = match taken {
+            Some(signals) => signals,
+            None => MasterSignals::install().map_err(RunError::Signals)?,
+        };
         let mut incoming = self
             .inner
             .incoming_rx
@@ -326,13 +332,11 @@ impl Master {
             };
             tokio::select! {
                 biased;
-                _ = sigterm.recv() => stopping = Some(self.begin_stop(stopping, StopMode::Graceful)),
-                _ = sigint.recv() => stopping = Some(self.begin_stop(stopping, StopMode::Fast)),
-                _ = sigquit.recv() => stopping = Some(self.begin_stop(stopping, StopMode::Fast)),
-                _ = sighup.recv() => self.reload_all(),
-                _ = sigusr1.recv() => self.reload_all(),
-                _ = sigttin.recv() => self.scale_all(1),
-                _ = sigttou.recv() => self.scale_all(-1),
+                request = signals.recv() => match request {
+                    SignalRequest::StopGraceful => stopping = Some(self.begin_stop(stopping, StopMode::Graceful)),
+                    SignalRequest::StopFast => stopping = Some(self.begin_stop(stopping, StopMode::Fast)),
+                    other => self.handle_signal(other),
+                },
                 Some((group, event)) = incoming.recv() => self.apply(&group, event),
                 Some(event) = queue.recv() => self.dispatch_callbacks(&event),
                 _ = sleep => self.tick(),
@@ -363,6 +367,22 @@ impl Master {
         }
         let master = self.clone();
         tokio::spawn(async move { master.stop(mode).await })
+    }
+
+    fn handle_signal(&self, request: SignalRequest) {
+        match request {
+            SignalRequest::Reload => {
+                tracing::info!("SIGHUP: reloading every group");
+                self.reload_all();
+            }
+            SignalRequest::ReopenLogs => {
+                let groups: Vec<String> = lock(&self.inner.state).groups.keys().cloned().collect();
+                crate::signals::pass_reopen_logs(groups.iter().flat_map(|g| self.workers(g)));
+            }
+            SignalRequest::ScaleUp => self.scale_all(1),
+            SignalRequest::ScaleDown => self.scale_all(-1),
+            other => crate::signals::log_ignored(other),
+        }
     }
 
     fn reload_all(&self) {
