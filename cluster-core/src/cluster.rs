@@ -17,6 +17,7 @@ use crate::error::{ForkError, RunError};
 use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
 use crate::listeners::Listeners;
+use crate::output::Stdio;
 use crate::round_robin::Dispatcher;
 use crate::settings::{Scheduling, Settings, SettingsError};
 use crate::signals::{MasterSignals, SignalRequest};
@@ -273,10 +274,13 @@ impl Cluster {
             orphan_timeout_ms: settings.stop_timeout.as_millis() as u64,
         };
         let command = worker_command(&settings, &handoff, env);
-        let child = shared
+        let mut child = shared
             .spawner
             .spawn(command, &worker_end)
             .map_err(ForkError::Spawn)?;
+        if settings.stdio == Stdio::Forward {
+            crate::output::forward(&mut child, settings.name.as_deref().unwrap_or("worker"), id);
+        }
         drop(worker_end);
         let pid = child.id().unwrap_or_default();
         let fork_env = env
@@ -587,9 +591,16 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
         command.gid(gid);
     }
     command.stdin(std::process::Stdio::null());
-    if settings.silent {
-        command.stdout(std::process::Stdio::null());
-        command.stderr(std::process::Stdio::null());
+    match settings.stdio {
+        Stdio::Inherit => {}
+        Stdio::Null => {
+            command.stdout(std::process::Stdio::null());
+            command.stderr(std::process::Stdio::null());
+        }
+        Stdio::Forward => {
+            command.stdout(std::process::Stdio::piped());
+            command.stderr(std::process::Stdio::piped());
+        }
     }
     command.kill_on_drop(true);
     command

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use cluster_ipc::Serialization;
 
+use crate::output::Stdio;
+
 /// How new connections reach workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -52,8 +54,9 @@ pub struct Settings {
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) cwd: Option<PathBuf>,
-    /// Discard the workers' output (Node's `silent`).
-    pub(crate) silent: bool,
+    pub(crate) stdio: Stdio,
+    /// The name in front of forwarded output lines.
+    pub(crate) name: Option<String>,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
     pub(crate) serialization: Serialization,
@@ -72,7 +75,8 @@ impl Default for Settings {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
-            silent: false,
+            stdio: Stdio::Inherit,
+            name: None,
             uid: None,
             gid: None,
             serialization: Serialization::Json,
@@ -119,9 +123,24 @@ impl Settings {
         self
     }
 
-    /// Discard the workers' output (Node's `silent: true`).
-    pub fn silent(mut self, silent: bool) -> Self {
-        self.silent = silent;
+    /// Discard the workers' output (Node's `silent: true`): the same as
+    /// `stdio(Stdio::Null)`, and `silent(false)` as `stdio(Stdio::Inherit)`.
+    pub fn silent(self, silent: bool) -> Self {
+        self.stdio(if silent { Stdio::Null } else { Stdio::Inherit })
+    }
+
+    /// Where the workers' stdout and stderr go (default [`Stdio::Inherit`]);
+    /// [`Stdio::Forward`] captures them and forwards each line with the worker's name, id
+    /// and pid in front, never blocking a worker.
+    pub fn stdio(mut self, stdio: Stdio) -> Self {
+        self.stdio = stdio;
+        self
+    }
+
+    /// The name in front of forwarded output lines, `[name:id:pid]` (default `worker`; a
+    /// pm group's name in a group).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 

@@ -179,6 +179,11 @@ impl Lines {
         }
     }
 
+    /// The output not read yet, as a plain reader.
+    pub fn into_inner(self) -> BufReader<tokio::process::ChildStdout> {
+        self.lines.into_inner()
+    }
+
     /// The next line that contains `needle`, within `secs` seconds.
     pub async fn wait_for(&mut self, secs: u64, needle: &str) -> String {
         let found = tokio::time::timeout(Duration::from_secs(secs), async {

@@ -120,6 +120,9 @@ impl Master {
         options: GroupOptions,
     ) -> Result<(), SettingsError> {
         let mut settings = options.settings.clone().exec(exec.as_ref());
+        if settings.name.is_none() {
+            settings = settings.name(name);
+        }
         for arg in &options.args {
             settings = settings.arg(arg);
         }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use cluster_core::{Scheduling, Settings, setup_master};
+use cluster_core::{Scheduling, Settings, Stdio, setup_master};
 use examples::js_date;
 
 #[tokio::main]
@@ -20,14 +20,25 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok("round-robin") => Scheduling::RoundRobin,
         _ => Scheduling::Shared,
     };
-    let cluster = setup_master(Settings::new().exec(worker).scheduling(scheduling))?;
+    // WORKER_OUTPUT=forward: the master captures the workers' output and forwards it line by
+    // line as `[web:ID:PID] ...` (default: the workers write to the master's stdout/stderr).
+    let stdio = match std::env::var("WORKER_OUTPUT").as_deref() {
+        Ok("forward") => Stdio::Forward,
+        _ => Stdio::Inherit,
+    };
+    let settings = Settings::new()
+        .exec(worker)
+        .scheduling(scheduling)
+        .stdio(stdio)
+        .name("web");
+    let cluster = setup_master(settings)?;
 
     cluster.fork(&[])?;
     cluster.fork(&[])?;
 
     cluster.on_disconnect(|cluster, worker| {
         if let Ok(new) = cluster.fork(&[]) {
-            eprintln!(
+            examples::errln!(
                 "[{}] [master:{}] wroker:{} disconnect! new worker:{} fork",
                 js_date(),
                 std::process::id(),
@@ -38,7 +49,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     cluster.on_exit(|_, worker, _| {
-        eprintln!(
+        examples::errln!(
             "[{}] [master:{}] wroker:{} exit!",
             js_date(),
             std::process::id(),

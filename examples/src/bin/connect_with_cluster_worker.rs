@@ -28,14 +28,14 @@ async fn serve() -> std::io::Result<()> {
 
     let web_port = env_number("PORT", 1337) as u16;
     let web = cluster_worker::incoming(SocketAddr::from((Ipv4Addr::LOCALHOST, web_port))).await?;
-    println!(
+    examples::outln!(
         "[{}] [worker:{pid}] web server start listen on {web_port}",
         js_date()
     );
 
     let rest_port = env_number("REST_PORT", 1985) as u16;
     let rest = cluster_worker::incoming(SocketAddr::from((Ipv4Addr::LOCALHOST, rest_port))).await?;
-    println!(
+    examples::outln!(
         "[{}] [worker:{pid}] rest api start listen on {rest_port}",
         js_date()
     );
@@ -45,10 +45,11 @@ async fn serve() -> std::io::Result<()> {
             .kill_timeout(Duration::from_millis(env_number("KILL_TIMEOUT_MS", 10_000)))
             .on_error(move |report| {
                 // Custom logging goes here: send an email, call a phone…
-                eprintln!("[uncaughtException] throw error {} times", report.count);
-                eprintln!(
+                examples::errln!("[uncaughtException] throw error {} times", report.count);
+                examples::errln!(
                     "[panicked: {} (uncaughtException throw {} times on pid:{pid})]",
-                    report.message, report.count
+                    report.message,
+                    report.count
                 );
             })
             .on_step(examples::print_graceful_step),

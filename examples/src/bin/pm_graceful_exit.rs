@@ -18,14 +18,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let master = Master::new(std::env::var_os("PIDFILE").map(Into::into));
 
     master.on(move |master, event| match event {
-        GroupEvent::GiveUp { group, fatals, pause } => println!(
+        GroupEvent::GiveUp { group, fatals, pause } => examples::outln!(
             "[{}] [master:{pid}] giveup to restart \"{group}\" process after {fatals} times. pm will try after {} ms.",
             js_date(),
             pause.as_millis()
         ),
         GroupEvent::Disconnect { group, worker } => {
             if let Some(new) = master.fork(group) {
-                eprintln!(
+                examples::errln!(
                     "[{}] [master:{pid}] worker:{} disconnect! new worker:{} fork",
                     js_date(),
                     worker.pid(),
@@ -33,12 +33,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
         }
-        GroupEvent::Fork { group, worker } => println!(
+        GroupEvent::Fork { group, worker } => examples::outln!(
             "[{}] [master:{pid}] new {group}:worker:{} fork",
             js_date(),
             worker.pid()
         ),
-        GroupEvent::Quit { group, worker, exit } => println!(
+        GroupEvent::Quit { group, worker, exit } => examples::outln!(
             "[{}] [master:{pid}] {group}:worker:{} quit, code: {}, signal: {}",
             js_date(),
             worker.pid(),

@@ -39,9 +39,9 @@ async fn serve() -> std::io::Result<()> {
         graceful::Options::new()
             .kill_timeout(Duration::from_millis(kill_timeout))
             .on_error(move |report| {
-                println!("[{}] [worker:{pid}] error: {report}", js_date());
-                eprintln!("[uncaughtException] throw error {} times", report.count);
-                eprintln!("[panicked: {}]", report.message);
+                examples::outln!("[{}] [worker:{pid}] error: {report}", js_date());
+                examples::errln!("[uncaughtException] throw error {} times", report.count);
+                examples::errln!("[panicked: {}]", report.message);
             })
             .on_step(examples::print_graceful_step),
     )
@@ -53,7 +53,7 @@ async fn serve() -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::other("the group has no listen address"))?;
     if let Some(worker) = cluster_worker::Worker::current() {
         if let Err(e) = worker.ready().await {
-            eprintln!("[worker:{pid}] could not report ready: {e}");
+            examples::errln!("[worker:{pid}] could not report ready: {e}");
         }
     }
     let service = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(app(req).await) });

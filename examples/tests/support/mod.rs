@@ -1,5 +1,8 @@
 //! Helpers shared by the example tests.
 
+// Each test binary uses a part of these.
+#![allow(dead_code)]
+
 use cluster_tests::Lines;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};

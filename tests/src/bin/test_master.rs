@@ -1,8 +1,9 @@
 //! A master process for the tests that signal or kill the master itself. Forks
 //! `TEST_WORKERS` (default 2) test workers listening on `TEST_LISTEN`, prints one line per
-//! event to stdout, and runs until stopped.
+//! event to stdout, and runs until stopped. `TEST_STDIO=forward` captures the workers'
+//! output and forwards it.
 
-use cluster_core::{Event, Settings, setup_master};
+use cluster_core::{Event, Settings, Stdio, setup_master};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -12,8 +13,13 @@ async fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
+    let stdio = match std::env::var("TEST_STDIO").as_deref() {
+        Ok("forward") => Stdio::Forward,
+        _ => Stdio::Inherit,
+    };
     let settings = Settings::new()
         .exec(worker_exe)
+        .stdio(stdio)
         .stop_timeout(std::time::Duration::from_millis(stop_ms));
     let cluster = match setup_master(settings) {
         Ok(cluster) => cluster,

@@ -6,6 +6,9 @@
 //! - `exit:N`: exit with code N once online.
 //! - `garbage`: write bytes that are no frame on the channel, then wait.
 //! - `big`: send an 8 MiB message, then try one over the limit and report the error.
+//!
+//! With `TEST_CHATTY_LINES=N` it also writes N lines to stdout from its (single-threaded)
+//! runtime once it serves: a write that blocked would stop its server too.
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -66,6 +69,13 @@ async fn main() {
         Err(_) => None,
     };
 
+    if let Some(lines) = std::env::var("TEST_CHATTY_LINES")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        tokio::spawn(chatter(lines));
+    }
+
     let echo = worker.clone();
     tokio::spawn(async move {
         while let Some(message) = echo.recv().await {
@@ -85,6 +95,17 @@ async fn main() {
         server.await.expect("server task");
     }
     worker.drained().await;
+}
+
+/// Writes `lines` numbered lines to stdout, yielding to the server every 100.
+async fn chatter(lines: usize) {
+    let pad = "x".repeat(80);
+    for n in 0..lines {
+        let _ = writeln!(std::io::stdout().lock(), "chatty line {n} {pad}");
+        if n % 100 == 99 {
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 /// Answers each connection with this process's pid, one connection at a time, until the
