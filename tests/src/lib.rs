@@ -384,9 +384,8 @@ impl Load {
         .await;
     }
 
-    /// Stops the clients and checks that no request failed and that the load was real;
-    /// returns how many requests were answered.
-    pub async fn finish(self) -> usize {
+    /// Stops the clients; returns how many requests were answered and the failures.
+    pub async fn stop(self) -> (usize, Vec<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (mut ok, mut failures) = (0, Vec::new());
         for client in self.clients {
@@ -394,6 +393,13 @@ impl Load {
             ok += o;
             failures.extend(f);
         }
+        (ok, failures)
+    }
+
+    /// Stops the clients and checks that no request failed and that the load was real;
+    /// returns how many requests were answered.
+    pub async fn finish(self) -> usize {
+        let (ok, failures) = self.stop().await;
         assert!(
             failures.is_empty(),
             "{} of {} failed: {failures:?}",
