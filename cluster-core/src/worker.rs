@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cluster_ipc::{Control, SendError, Sender};
+
+use crate::listen_quota::ListenQuota;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::Serialize;
@@ -59,6 +61,7 @@ struct Inner {
     id: u32,
     pid: u32,
     status: Mutex<Status>,
+    listen_quota: ListenQuota,
 }
 
 /// A worker process, seen from the master. Cheap to clone.
@@ -90,6 +93,7 @@ impl Worker {
                     exit: None,
                     sender: Some(sender),
                 }),
+                listen_quota: ListenQuota::default(),
             }),
         }
     }
@@ -219,6 +223,12 @@ impl Worker {
         if !status.addresses.contains(&address) {
             status.addresses.push(address);
         }
+    }
+
+    /// The addresses this worker made the master listen on, bounded by
+    /// `max_listens_per_worker`.
+    pub(crate) fn listen_quota(&self) -> &ListenQuota {
+        &self.inner.listen_quota
     }
 
     /// The addresses its servers reported listening on.
