@@ -4,7 +4,8 @@
 //!
 //! Options for the tests of hostile workers: `TEST_SERIALIZATION` (`json`, `binary`),
 //! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_REFORK=1` (fork a replacement for
-//! every worker that exits), `TEST_LOG_TO_STDOUT=1` (the master's log lines on stdout too).
+//! every worker that exits), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
+//! `TestMsg`), `TEST_LOG_TO_STDOUT=1` (the master's log lines on stdout too).
 
 use cluster_core::{Event, Settings, setup_master};
 use cluster_tests::TestMsg;
@@ -33,6 +34,7 @@ async fn main() -> std::process::ExitCode {
         settings = settings.max_listens_per_worker(max);
     }
     let refork = std::env::var_os("TEST_REFORK").is_some();
+    let print_messages = std::env::var_os("TEST_PRINT_MESSAGES").is_some();
     let cluster = match setup_master(settings) {
         Ok(cluster) => cluster,
         Err(e) => {
@@ -59,7 +61,7 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
-        Event::Message(w, message) => match message.decode::<TestMsg>() {
+        Event::Message(w, message) if print_messages => match message.decode::<TestMsg>() {
             Ok(msg) => println!("message {} {} {}", w.id(), msg.kind, msg.data),
             Err(e) => println!("unreadable message {}: {e}", w.id()),
         },
