@@ -112,12 +112,26 @@ pub(crate) enum Split<'a> {
 
 /// Finds the frame at the start of `buf`, checking its header against the receiver's limits
 /// and its descriptors against the `fds_queued` that arrived. Allocates nothing.
+///
+/// Descriptors arrive with their frame's first byte, and the reader takes every whole frame
+/// out before it reads again: so descriptors queued while no frame, or only the start of one,
+/// is buffered are that frame's, and any beyond what it announces came with no frame to
+/// carry them (they would pile up in the receiver): an error.
 pub(crate) fn split(
     buf: &[u8],
     fds_queued: usize,
     options: ChannelOptions,
 ) -> Result<Split<'_>, RecvError> {
+    let unannounced = |announced: usize| {
+        RecvError::Malformed(format!(
+            "{} descriptors arrived that no frame announced",
+            fds_queued - announced
+        ))
+    };
     let Some(header_bytes) = buf.first_chunk::<HEADER_LEN>() else {
+        if buf.is_empty() && fds_queued > 0 {
+            return Err(unannounced(0));
+        }
         return Ok(Split::Incomplete {
             frame_len: HEADER_LEN,
         });
@@ -125,6 +139,9 @@ pub(crate) fn split(
     let header = parse_header(header_bytes, options.max_message_bytes)?;
     let frame_len = HEADER_LEN + header.payload_len;
     let Some(payload) = buf.get(HEADER_LEN..frame_len) else {
+        if fds_queued > header.fd_count {
+            return Err(unannounced(header.fd_count));
+        }
         return Ok(Split::Incomplete { frame_len });
     };
     if fds_queued < header.fd_count {

@@ -8,14 +8,20 @@ use crate::frame::{self, Split};
 /// Decodes every frame in `bytes` as a [`Receiver`](crate::Receiver) with `options` would,
 /// as if `fds_arrived` descriptors had come with them (control messages get none attached
 /// here). Returns the messages, or the error that would end the channel; bytes left over
-/// that are no whole frame are an error too (the channel would wait for the rest).
+/// that are no whole frame are an error too (the channel would wait for the rest), and so
+/// are descriptors left over.
 pub fn decode_frames(
     mut bytes: &[u8],
     mut fds_arrived: usize,
     options: ChannelOptions,
 ) -> Result<Vec<Incoming>, RecvError> {
     let mut messages = Vec::new();
-    while !bytes.is_empty() {
+    loop {
+        if bytes.is_empty() {
+            // What the receiver checks before it reads again.
+            frame::split(bytes, fds_arrived, options)?;
+            return Ok(messages);
+        }
         let frame = match frame::split(bytes, fds_arrived, options)? {
             Split::Frame(frame) => frame,
             Split::Incomplete { frame_len } => {
@@ -29,5 +35,4 @@ pub fn decode_frames(
         messages.push(decode_frame(&frame, options.serialization, Vec::new())?);
         bytes = &bytes[frame.len()..];
     }
-    Ok(messages)
 }

@@ -138,6 +138,39 @@ fn a_user_message_claiming_3e18_bytes_fails_to_decode_and_nothing_else() {
     assert!(err.to_string().starts_with("binary"), "{err}");
 }
 
+#[test]
+fn descriptors_no_frame_announced_are_an_error_not_a_pile() {
+    // A frame announcing no descriptor, sent with one: the frame is delivered, then the
+    // receiver refuses to read on with a stray descriptor queued.
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (ours, theirs) = cluster_ipc::socketpair().expect("socketpair");
+        let bytes = frame(USER, 0, b"\"hi\"");
+        let stray = std::fs::File::open("/dev/null").expect("open");
+        let fds = [stray.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(&bytes)];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let sent = sendmsg::<()>(ours.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None);
+        assert_eq!(sent.expect("sendmsg"), bytes.len());
+        let (_tx, mut rx) = cluster_ipc::channel(theirs, Default::default()).expect("channel");
+        let first = rx.recv().await;
+        assert!(matches!(first, Ok(Some(Incoming::User(_)))), "{first:?}");
+        // The peer is still open: without the check this would wait for more bytes.
+        match rx.recv().await {
+            Err(RecvError::Malformed(reason)) => {
+                assert!(reason.contains("no frame announced"), "{reason}")
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        drop(ours);
+    });
+}
+
 /// Draws frames from a seeded generator.
 struct Frames {
     state: u64,
@@ -438,7 +471,7 @@ fn feed(serialization: Serialization) {
             }
             Drawn::BadUserPayload(bytes) => {
                 bad += 1;
-                let messages = decode_frames(&bytes, fds_arrived, options).expect("delivered");
+                let messages = decode_frames(&bytes, 0, options).expect("delivered");
                 let [Incoming::User(message)] = &messages[..] else {
                     panic!("{serialization} case {case} (seed {seed}): {messages:?}");
                 };
