@@ -45,6 +45,7 @@ mod cluster;
 mod error;
 mod events;
 mod handover;
+mod listen_quota;
 mod listeners;
 mod output;
 pub mod pm;

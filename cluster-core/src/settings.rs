@@ -66,6 +66,7 @@ pub struct Settings {
     pub(crate) stop_timeout: Duration,
     pub(crate) wait_ready: bool,
     pub(crate) ready_timeout: Duration,
+    pub(crate) max_listens_per_worker: usize,
 }
 
 impl Default for Settings {
@@ -86,6 +87,7 @@ impl Default for Settings {
             stop_timeout: Duration::from_secs(30),
             wait_ready: false,
             ready_timeout: Duration::from_secs(30),
+            max_listens_per_worker: crate::listen_quota::DEFAULT_MAX_LISTENS_PER_WORKER,
         }
     }
 }
@@ -195,6 +197,14 @@ impl Settings {
         self
     }
 
+    /// How many distinct addresses one worker may make the master listen on (default 64;
+    /// 1 to 65,536). A request beyond fails in the worker's `listen()` and is logged; an
+    /// address the worker already has does not count again.
+    pub fn max_listens_per_worker(mut self, count: usize) -> Self {
+        self.max_listens_per_worker = count;
+        self
+    }
+
     /// How long a graceful stop waits for workers before killing them, and how long a worker
     /// whose master died may drain (default 30 s).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
@@ -260,6 +270,18 @@ impl Settings {
         }
         if self.backlog <= 0 {
             return Err(SettingsError::new("backlog", "must be positive"));
+        }
+        let listens = 1..=crate::listen_quota::MAX_LISTENS_PER_WORKER_LIMIT;
+        if !listens.contains(&self.max_listens_per_worker) {
+            return Err(SettingsError::new(
+                "max_listens_per_worker",
+                format!(
+                    "{} is outside {}..={}",
+                    self.max_listens_per_worker,
+                    listens.start(),
+                    listens.end()
+                ),
+            ));
         }
         if self.stop_timeout.is_zero() {
             return Err(SettingsError::new("stop_timeout", "must be more than zero"));
@@ -331,6 +353,10 @@ mod tests {
             (Settings::new().cwd("/nonexistent"), "cwd"),
             (Settings::new().max_message_bytes(10), "max_message_bytes"),
             (Settings::new().backlog(0), "backlog"),
+            (
+                Settings::new().max_listens_per_worker(0),
+                "max_listens_per_worker",
+            ),
             (Settings::new().stop_timeout(Duration::ZERO), "stop_timeout"),
             (
                 Settings::new().ready_timeout(Duration::ZERO),

@@ -209,13 +209,32 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
 /// round-robin registration. A bind error goes back to the worker, naming the address.
 async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: String) {
     let (backlog, grant) = shared.listen_settings();
+    let max_listens = shared.settings().max_listens_per_worker;
+    let quota_key = crate::listen_quota::canonical(&address);
+    if let Err(reason) = worker.listen_quota().check(&quota_key, max_listens) {
+        tracing::warn!(id = worker.id(), pid = worker.pid(), "{reason}");
+        let reply = Control::ListenReply {
+            seq,
+            result: Err(reason),
+            grant,
+        };
+        if let Some(sender) = worker.sender() {
+            if let Err(e) = sender.send_control(&reply, &[]).await {
+                tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
+            }
+        }
+        return;
+    }
     if let Some(path) = cluster_ipc::unix_path(&address) {
         // Unix sockets are always shared: the queue is the socket's, whoever dies.
         let Some(sender) = worker.sender() else {
             return;
         };
         let (result, fds) = match shared.listeners.get_or_bind_unix(path, backlog) {
-            Ok(listener) => (Ok(address.clone()), vec![listener]),
+            Ok(listener) => {
+                worker.listen_quota().record(quota_key);
+                (Ok(address.clone()), vec![listener])
+            }
             Err(reason) => {
                 tracing::warn!(id = worker.id(), "{reason}");
                 (Err(reason), vec![])
@@ -241,6 +260,7 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
     let (result, fds) = match &bound {
         Ok(listener) => match listener.local_addr() {
             Ok(local) => {
+                worker.listen_quota().record(quota_key);
                 let fds = match grant {
                     Grant::Shared => vec![listener.as_fd()],
                     Grant::ReusePort => vec![],

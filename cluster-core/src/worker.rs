@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cluster_ipc::{Control, SendError, Sender};
+
+use crate::listen_quota::ListenQuota;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::Serialize;
@@ -61,6 +63,7 @@ struct Inner {
     /// The environment `fork` added for it, so a reload can start its like.
     fork_env: Vec<(String, String)>,
     status: Mutex<Status>,
+    listen_quota: ListenQuota,
 }
 
 /// A worker process, seen from the master. Cheap to clone.
@@ -93,6 +96,7 @@ impl Worker {
                     exit: None,
                     sender: Some(sender),
                 }),
+                listen_quota: ListenQuota::default(),
             }),
         }
     }
@@ -227,6 +231,12 @@ impl Worker {
         if !status.addresses.contains(&address) {
             status.addresses.push(address);
         }
+    }
+
+    /// The addresses this worker made the master listen on, bounded by
+    /// `max_listens_per_worker`.
+    pub(crate) fn listen_quota(&self) -> &ListenQuota {
+        &self.inner.listen_quota
     }
 
     /// The addresses its servers reported listening on.

@@ -14,7 +14,7 @@ use tokio::io::unix::AsyncFd;
 use crate::codec::Serialization;
 use crate::control::Control;
 use crate::error::{RecvError, SendError};
-use crate::frame::{self, FrameKind, HEADER_LEN};
+use crate::frame::{self, Frame, FrameKind, HEADER_LEN, Split};
 use crate::handoff::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::message::Message;
 use crate::sys;
@@ -277,6 +277,30 @@ fn classify(e: io::Error) -> SendError {
     }
 }
 
+/// Decodes a whole frame's payload: a control message with its descriptors, or a user
+/// message (JSON checked to be well-formed; binary decoded later, by its reader).
+pub(crate) fn decode_frame(
+    frame: &Frame<'_>,
+    serialization: Serialization,
+    fds: Vec<OwnedFd>,
+) -> Result<Incoming, RecvError> {
+    match frame.header.kind {
+        FrameKind::Control => {
+            let control = serialization
+                .decode::<Control>(frame.payload)
+                .map_err(|e| RecvError::Malformed(format!("control message: {e}")))?;
+            Ok(Incoming::Control(control, fds))
+        }
+        FrameKind::User => {
+            serialization
+                .validate(frame.payload)
+                .map_err(|e| RecvError::Malformed(format!("user message: {e}")))?;
+            // Descriptors are not part of user messages; `fds` closes them here.
+            Ok(Incoming::User(Message::new(serialization, frame.payload)))
+        }
+    }
+}
+
 const INITIAL_BUFFER: usize = 64 * 1024;
 
 /// The receiving half. One task owns it.
@@ -315,44 +339,17 @@ impl Receiver {
     /// Parses one complete frame out of the buffer, if there is one; makes room for the
     /// frame in progress otherwise.
     fn next_buffered(&mut self) -> Result<Option<Incoming>, RecvError> {
-        let available = self.end - self.start;
-        if available < HEADER_LEN {
-            return Ok(None);
-        }
-        let mut header_bytes = [0u8; HEADER_LEN];
-        header_bytes.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-        let header = frame::parse_header(&header_bytes, self.shared.options.max_message_bytes)?;
-        let frame_len = HEADER_LEN + header.payload_len;
-        if available < frame_len {
-            self.reserve(frame_len);
-            return Ok(None);
-        }
-        if self.fds.len() < header.fd_count {
-            return Err(RecvError::Malformed(format!(
-                "frame announces {} descriptors, {} arrived",
-                header.fd_count,
-                self.fds.len()
-            )));
-        }
-        let fds: Vec<OwnedFd> = self.fds.drain(..header.fd_count).collect();
-        let payload_start = self.start + HEADER_LEN;
-        let payload = &self.buf[payload_start..payload_start + header.payload_len];
-        let serialization = self.shared.options.serialization;
-        let incoming = match header.kind {
-            FrameKind::Control => {
-                let control = serialization
-                    .decode::<Control>(payload)
-                    .map_err(|e| RecvError::Malformed(format!("control message: {e}")))?;
-                Incoming::Control(control, fds)
+        let options = self.shared.options;
+        let frame = match frame::split(&self.buf[self.start..self.end], self.fds.len(), options)? {
+            Split::Incomplete { frame_len } => {
+                self.reserve(frame_len);
+                return Ok(None);
             }
-            FrameKind::User => {
-                serialization
-                    .validate(payload)
-                    .map_err(|e| RecvError::Malformed(format!("user message: {e}")))?;
-                // Descriptors are not part of user messages; `fds` closes them here.
-                Incoming::User(Message::new(serialization, payload))
-            }
+            Split::Frame(frame) => frame,
         };
+        let frame_len = frame.len();
+        let fds: Vec<OwnedFd> = self.fds.drain(..frame.header.fd_count).collect();
+        let incoming = decode_frame(&frame, options.serialization, fds)?;
         self.start += frame_len;
         if self.start == self.end {
             self.start = 0;

@@ -1,6 +1,7 @@
 //! How message payloads are encoded: JSON (readable in logs) or binary (compact).
 
 mod binary;
+mod bounded;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

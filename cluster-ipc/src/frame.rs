@@ -12,6 +12,7 @@
 //! arrive with the read that holds their frame's first byte, never later, so the reader
 //! queues them and hands each frame the number its header announces.
 
+use crate::channel::ChannelOptions;
 use crate::error::RecvError;
 
 pub(crate) const HEADER_LEN: usize = 8;
@@ -83,4 +84,71 @@ pub(crate) fn parse_header(
         fd_count,
         payload_len,
     })
+}
+
+/// One complete frame in a buffer.
+#[derive(Debug)]
+pub(crate) struct Frame<'a> {
+    pub header: Header,
+    pub payload: &'a [u8],
+}
+
+impl Frame<'_> {
+    /// Header and payload, in bytes.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+}
+
+/// What the start of a receive buffer holds.
+#[derive(Debug)]
+pub(crate) enum Split<'a> {
+    /// Not yet a whole frame: `frame_len` bytes are needed (the header's length while the
+    /// header itself is incomplete). Never more than the size limit plus the header.
+    Incomplete { frame_len: usize },
+    /// A whole frame, its header checked.
+    Frame(Frame<'a>),
+}
+
+/// Finds the frame at the start of `buf`, checking its header against the receiver's limits
+/// and its descriptors against the `fds_queued` that arrived. Allocates nothing.
+///
+/// Descriptors arrive with their frame's first byte, and the reader takes every whole frame
+/// out before it reads again: so descriptors queued while no frame, or only the start of one,
+/// is buffered are that frame's, and any beyond what it announces came with no frame to
+/// carry them (they would pile up in the receiver): an error.
+pub(crate) fn split(
+    buf: &[u8],
+    fds_queued: usize,
+    options: ChannelOptions,
+) -> Result<Split<'_>, RecvError> {
+    let unannounced = |announced: usize| {
+        RecvError::Malformed(format!(
+            "{} descriptors arrived that no frame announced",
+            fds_queued - announced
+        ))
+    };
+    let Some(header_bytes) = buf.first_chunk::<HEADER_LEN>() else {
+        if buf.is_empty() && fds_queued > 0 {
+            return Err(unannounced(0));
+        }
+        return Ok(Split::Incomplete {
+            frame_len: HEADER_LEN,
+        });
+    };
+    let header = parse_header(header_bytes, options.max_message_bytes)?;
+    let frame_len = HEADER_LEN + header.payload_len;
+    let Some(payload) = buf.get(HEADER_LEN..frame_len) else {
+        if fds_queued > header.fd_count {
+            return Err(unannounced(header.fd_count));
+        }
+        return Ok(Split::Incomplete { frame_len });
+    };
+    if fds_queued < header.fd_count {
+        return Err(RecvError::Malformed(format!(
+            "frame announces {} descriptors, {fds_queued} arrived",
+            header.fd_count
+        )));
+    }
+    Ok(Split::Frame(Frame { header, payload }))
 }

@@ -41,6 +41,8 @@ mod codec;
 mod control;
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handoff;
 mod listener;
 mod message;

@@ -2,8 +2,14 @@
 //! `TEST_WORKERS` (default 2) test workers listening on `TEST_LISTEN`, prints one line per
 //! event to stdout, and runs until stopped. `TEST_STDIO=forward` captures the workers'
 //! output and forwards it.
+//!
+//! Options for the tests of hostile workers: `TEST_SERIALIZATION` (`json`, `binary`),
+//! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_REFORK=1` (fork a replacement for
+//! every worker that exits), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
+//! `TestMsg`), `TEST_LOG_TO_STDOUT=1` (the master's log lines on stdout too).
 
 use cluster_core::{Event, Settings, Stdio, setup_master};
+use cluster_tests::TestMsg;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -17,10 +23,24 @@ async fn main() -> std::process::ExitCode {
         Ok("forward") => Stdio::Forward,
         _ => Stdio::Inherit,
     };
-    let settings = Settings::new()
+    if std::env::var_os("TEST_LOG_TO_STDOUT").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stdout)
+            .with_ansi(false)
+            .init();
+    }
+    let mut settings = Settings::new()
         .exec(worker_exe)
         .stdio(stdio)
         .stop_timeout(std::time::Duration::from_millis(stop_ms));
+    if let Some(serialization) = env_parsed("TEST_SERIALIZATION") {
+        settings = settings.serialization(serialization);
+    }
+    if let Some(max) = env_parsed("TEST_MAX_LISTENS") {
+        settings = settings.max_listens_per_worker(max);
+    }
+    let refork = std::env::var_os("TEST_REFORK").is_some();
+    let print_messages = std::env::var_os("TEST_PRINT_MESSAGES").is_some();
     let cluster = match setup_master(settings) {
         Ok(cluster) => cluster,
         Err(e) => {
@@ -29,17 +49,28 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("master {}", std::process::id());
-    cluster.on(|_, event| match event {
+    cluster.on(move |cluster, event| match event {
         Event::Fork(w) => println!("fork {} {}", w.id(), w.pid()),
         Event::Online(w) => println!("online {} {}", w.id(), w.pid()),
         Event::Listening(w, address) => println!("listening {} {} {address}", w.id(), w.pid()),
         Event::Disconnect(w) => println!("disconnect {} {}", w.id(), w.pid()),
-        Event::Exit(w, exit) => println!(
-            "exit {} {} {exit} after_disconnect={}",
-            w.id(),
-            w.pid(),
-            w.exited_after_disconnect()
-        ),
+        Event::Exit(w, exit) => {
+            println!(
+                "exit {} {} {exit} after_disconnect={}",
+                w.id(),
+                w.pid(),
+                w.exited_after_disconnect()
+            );
+            if refork {
+                if let Err(e) = cluster.fork(&[]) {
+                    println!("refork failed: {e}");
+                }
+            }
+        }
+        Event::Message(w, message) if print_messages => match message.decode::<TestMsg>() {
+            Ok(msg) => println!("message {} {} {}", w.id(), msg.kind, msg.data),
+            Err(e) => println!("unreadable message {}: {e}", w.id()),
+        },
         _ => {}
     });
     let workers: usize = std::env::var("TEST_WORKERS")
@@ -57,6 +88,18 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("{e}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The environment variable `name`, parsed; `None` if unset, exits 2 if it does not parse.
+fn env_parsed<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let value = std::env::var(name).ok()?;
+    match value.parse() {
+        Ok(parsed) => Some(parsed),
+        Err(_) => {
+            eprintln!("{name}={value:?} does not parse");
+            std::process::exit(2);
         }
     }
 }

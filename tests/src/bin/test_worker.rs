@@ -9,6 +9,13 @@
 //!
 //! With `TEST_CHATTY_LINES=N` it also writes N lines to stdout from its (single-threaded)
 //! runtime once it serves: a write that blocked would stop its server too.
+//! - `bad-control-frame`: the first worker (id 1) writes issue 16's 19-byte binary control
+//!   frame (a `ListenRequest` whose address claims 3·10¹⁸ bytes), then waits; later ones
+//!   serve.
+//! - `bad-user-frame`: write a binary user frame whose `TestMsg` claims 3·10¹⁸ bytes of
+//!   `data`, then serve.
+//! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
+//!   each result (`listened` or `listen-error`), ask for the first again, then serve.
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -20,6 +27,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mode = std::env::var("TEST_MODE").unwrap_or_else(|_| "serve".into());
+    let first = std::env::var("CLUSTER_WORKER_ID").as_deref() == Ok("1");
+    if mode == "bad-control-frame" && first {
+        write_raw_frame(0, &[0x01, 0x07, 0xfd]);
+        std::future::pending::<()>().await;
+    }
+    if mode == "bad-user-frame" {
+        write_raw_frame(1, &[0x02, b'h', b'i', 0xfd]);
+    }
     if mode == "garbage" {
         // SAFETY: fd 3 is the channel end the master mapped for us; it is used only here and
         // deliberately leaked so it stays open.
@@ -54,6 +69,19 @@ async fn main() {
             .await
             .expect("report");
     }
+
+    // Kept open until the worker exits.
+    let _listeners = match mode.strip_prefix("listen-many:") {
+        Some(count) => {
+            let listeners = listen_many(&worker, count.parse().expect("count")).await;
+            worker
+                .send(&TestMsg::new("listen-done", listeners.len().to_string()))
+                .await
+                .expect("report");
+            listeners
+        }
+        None => Vec::new(),
+    };
 
     let server = match std::env::var("TEST_LISTEN") {
         Ok(address) => {
@@ -147,4 +175,44 @@ async fn answer(stream: &mut tokio::net::TcpStream, pid: u32) -> std::io::Result
         body.len()
     );
     stream.write_all(response.as_bytes()).await
+}
+
+/// Writes one frame on the channel (fd 3) by hand, bypassing the encoder: `kind` 0 control,
+/// 1 user; `payload` followed by the u64 length 0x2999_9999_9999_9999 (3·10¹⁸).
+fn write_raw_frame(kind: u8, payload: &[u8]) {
+    let mut payload = payload.to_vec();
+    payload.extend_from_slice(&0x2999_9999_9999_9999u64.to_le_bytes());
+    let mut frame = vec![0xC1, kind, 0, 0];
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    // SAFETY: fd 3 is the channel end the master mapped for us; nothing else uses it yet,
+    // and it is not closed here (the worker runtime takes it over afterwards).
+    let mut raw = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(3) });
+    raw.write_all(&frame).expect("write the frame");
+}
+
+/// Asks to listen on `count` distinct loopback addresses and reports each result; then asks
+/// for the first address again. Returns the listeners granted.
+async fn listen_many(worker: &Worker, count: usize) -> Vec<tokio::net::TcpListener> {
+    let mut listeners = Vec::new();
+    for i in 0..count {
+        let address = format!("127.0.{}.{}:0", i / 250, i % 250 + 1);
+        let report = match cluster_worker::listen(address.parse().expect("address")).await {
+            Ok(listener) => {
+                listeners.push(listener);
+                TestMsg::new("listened", address)
+            }
+            Err(e) => TestMsg::new("listen-error", e.to_string()),
+        };
+        worker.send(&report).await.expect("report");
+    }
+    let again = match cluster_worker::listen("127.0.0.1:0".parse().expect("address")).await {
+        Ok(listener) => {
+            listeners.push(listener);
+            TestMsg::new("listened-again", "127.0.0.1:0")
+        }
+        Err(e) => TestMsg::new("listen-error", e.to_string()),
+    };
+    worker.send(&again).await.expect("report");
+    listeners
 }
