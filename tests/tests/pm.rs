@@ -325,7 +325,8 @@ async fn broadcast_reaches_every_worker_of_the_group() {
     let reached = master
         .broadcast("web", &TestMsg::new("ping", "hello all"))
         .await;
-    assert_eq!(reached, 3);
+    assert_eq!(reached.reached.len(), 3, "{reached:?}");
+    assert!(reached.unreached.is_empty(), "{reached:?}");
     let mut echoed = HashSet::new();
     while echoed.len() < 3 {
         let (group, pid, msg) = next(&mut events, 10, "echo", |e| match e {
