@@ -261,22 +261,22 @@ impl Dispatcher {
             tokio::select! {
                 accepted = listener.accept() => match accepted.and_then(|(s, _)| s.into_std()) {
                     Ok(stream) => return Queued { stream, no_room: Vec::new() },
-                    Err(e) => self.accept_failed(&e).await,
+                    Err(e) => self.under_pressure("accept failed", &e).await,
                 },
                 _ = wake => {}
             }
         }
     }
 
-    /// Out of descriptors: stop accepting for [`ACCEPT_PAUSE`] (connections wait in the
-    /// kernel's queue), logging once per second at most.
-    async fn accept_failed(&self, e: &std::io::Error) {
+    /// After `what` failed: out of descriptors, stop for [`ACCEPT_PAUSE`] (connections wait
+    /// in the kernel's queue), otherwise 10 ms; logged once per second at most.
+    async fn under_pressure(&self, what: &str, e: &std::io::Error) {
         let exhausted = is_descriptor_exhaustion(e);
         if let Some(count) = self.throttle(|t| &mut t.accept) {
             tracing::warn!(
                 address = %self.address,
                 count,
-                "accept failed {count} time(s): {e}{}",
+                "{what} {count} time(s): {e}{}",
                 if exhausted { "; pausing accepts for 500 ms" } else { "" }
             );
         }
@@ -315,10 +315,10 @@ impl Dispatcher {
             let fd = match queued.stream.try_clone() {
                 Ok(copy) => copy,
                 Err(e) => {
-                    // Out of descriptors: keep the connection and try again shortly.
-                    tracing::warn!("cannot hand over a connection: {e}");
+                    // Out of descriptors: keep the connection and try again after a pause.
                     self.lock().requeue.push_front(queued);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    self.under_pressure("handing over a connection failed", &e)
+                        .await;
                     continue;
                 }
             };
