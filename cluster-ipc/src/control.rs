@@ -107,8 +107,8 @@ pub enum Control {
         /// The hand-over.
         seq: u64,
     },
-    /// Worker → master: the worker cannot take it (its server is closing or full); the
-    /// master hands it to another worker.
+    /// Worker → master: the worker cannot take it (its server is closing, or did not ask
+    /// for a connection before `take_by_ns`); the master hands it to another worker.
     ConnectionRefused {
         /// The listening address.
         address: String,

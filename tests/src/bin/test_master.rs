@@ -1,6 +1,6 @@
 //! A master process for the tests that signal or kill the master itself. Forks
 //! `TEST_WORKERS` (default 2) test workers listening on `TEST_LISTEN`, prints one line per
-//! event to stdout, and runs until stopped.
+//! event to stdout, and runs until stopped. `TEST_NOFILE` sets `Settings::nofile_limit`.
 
 use cluster_core::{Event, Settings, setup_master};
 
@@ -12,9 +12,15 @@ async fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    let settings = Settings::new()
+    let mut settings = Settings::new()
         .exec(worker_exe)
         .stop_timeout(std::time::Duration::from_millis(stop_ms));
+    if let Some(limit) = std::env::var("TEST_NOFILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings = settings.nofile_limit(limit);
+    }
     let cluster = match setup_master(settings) {
         Ok(cluster) => cluster,
         Err(e) => {
