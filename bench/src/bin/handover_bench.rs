@@ -2,7 +2,9 @@
 //! the worker. A cluster of 2 workers in `Scheduling::RoundRobin` answering their pid through
 //! `graceful::serve`; load from the master process: `CLIENTS` clients opening a new
 //! connection per request (`Connection: close`: one hand-over per request), then the same
-//! number of keep-alive clients. Prints one table row, labelled by the first argument.
+//! number of keep-alive clients. Prints one table row, labelled by the first argument, with
+//! the CPU time the workers and the master process (its clients included) spent per
+//! `Connection: close` request: less sensitive to a busy machine than requests per second.
 //!
 //! It uses only API that predates the dispatch timeout, so the same file builds against an
 //! older commit for a side-by-side run (see docs/BENCHMARKS.md).
@@ -78,6 +80,18 @@ async fn load(address: SocketAddr, seconds: f64, close: bool) -> (f64, Vec<Durat
     (all.len() as f64 / seconds, all, failed)
 }
 
+/// CPU time, in nanoseconds, all threads of process `pid` have run.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn micros(sorted: &[Duration], percent: usize) -> f64 {
     sorted
         .get(sorted.len() * percent / 100)
@@ -110,12 +124,25 @@ async fn master() {
             listening += 1;
         }
     }
+    let workers: Vec<u32> = cluster.workers().iter().map(|w| w.pid()).collect();
+    let cpu = || {
+        (
+            workers.iter().map(|pid| cpu_ns(*pid)).sum::<u64>(),
+            cpu_ns(std::process::id()),
+        )
+    };
+    let before = cpu();
     let (close_rate, close_latencies, close_failed) = load(address, seconds, true).await;
+    let after = cpu();
+    let requests = (close_rate * seconds).max(1.0);
+    let per_request = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e3 / requests;
     let (keep_rate, _, keep_failed) = load(address, seconds, false).await;
     println!(
-        "| {label} | {close_rate:.0} | {:.0} µs | {:.0} µs | {keep_rate:.0} | {} |",
+        "| {label} | {close_rate:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.1} µs | {keep_rate:.0} | {} |",
         micros(&close_latencies, 50),
         micros(&close_latencies, 99),
+        per_request(before.0, after.0),
+        per_request(before.1, after.1),
         close_failed + keep_failed
     );
     cluster.disconnect().await;
