@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     replacements: Mutex<HashMap<u32, Worker>>,
     /// The worker whose `disconnect` or `exit` callbacks are running.
     dispatching_for: Mutex<Option<u32>>,
+    /// The soft `RLIMIT_NOFILE` set at start-up, which workers inherit.
+    nofile_limit: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -97,7 +99,8 @@ impl Shared {
         if let Some(dispatcher) = dispatchers.get(&address) {
             return Some(dispatcher.clone());
         }
-        let dispatcher = match Dispatcher::start(listener?) {
+        let timeout = self.settings().dispatch_timeout;
+        let dispatcher = match Dispatcher::start(listener?, timeout) {
             Ok(dispatcher) => dispatcher,
             Err(e) => {
                 tracing::error!(%address, "cannot start round-robin dispatching: {e}");
@@ -193,6 +196,7 @@ pub struct Cluster {
 /// process (see `docs/SIGNALS.md`).
 pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
     let settings = settings.validate()?;
+    let nofile_limit = crate::nofile::apply(settings.nofile_limit)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
         setting: "runtime",
         reason: "setup_master must be called inside a tokio runtime".into(),
@@ -225,6 +229,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         reloading: AtomicBool::new(false),
         replacements: Mutex::new(HashMap::new()),
         dispatching_for: Mutex::new(None),
+        nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
     });
     shared.events.emit(Event::Setup);
     Ok(Cluster { shared })
@@ -233,7 +238,10 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
 impl Cluster {
     /// Replaces the settings for workers forked from now on, and emits `Setup`.
     pub fn setup_master(&self, settings: Settings) -> Result<(), SettingsError> {
-        *self.shared.settings() = settings.validate()?;
+        let settings = settings.validate()?;
+        let limit = crate::nofile::apply(settings.nofile_limit)?;
+        self.shared.nofile_limit.store(limit, Ordering::Relaxed);
+        *self.shared.settings() = settings;
         self.shared.events.emit(Event::Setup);
         Ok(())
     }
@@ -320,6 +328,12 @@ impl Cluster {
             .get_or_bind_unix(path, backlog)
             .map(drop)
             .map_err(std::io::Error::other)
+    }
+
+    /// The soft `RLIMIT_NOFILE` (open descriptors) the master set at start-up and its
+    /// workers inherit ([`Settings::nofile_limit`]).
+    pub fn nofile_limit(&self) -> u64 {
+        self.shared.nofile_limit.load(Ordering::Relaxed)
     }
 
     /// The workers that have not been reaped yet, by id.

@@ -1,20 +1,58 @@
 //! Round-robin scheduling: the master accepts on each address and hands every connection to
 //! a ready worker, keeping its own copy until the worker says it took it, so a worker that
 //! dies or refuses before that loses nothing (Node's `round_robin_handle.js`).
+//!
+//! Two guards keep one worker from holding clients it cannot serve:
+//! - **Dispatch timeout.** A hand-over not answered within `dispatch_timeout` is taken back
+//!   and given to another worker; the silent worker is not chosen again until it answers
+//!   something, and the miss is counted on it ([`Worker::missed_handovers`]). The worker
+//!   takes a hand-over only within half the timeout (`take_by_ns`), so a connection taken
+//!   back is never also served by the worker that was late.
+//! - **No room.** A worker whose descriptor table is full answers `ConnectionNoRoom`; the
+//!   connection goes to a worker that has not said so for it, and is closed once every
+//!   worker that could take it had no room (rather than bouncing between full workers).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cluster_ipc::Control;
+use cluster_ipc::pressure::{ACCEPT_PAUSE, LogThrottle, is_descriptor_exhaustion};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::worker::{Worker, WorkerState};
 
 /// Hand-overs a worker may have unanswered at once.
 const MAX_IN_FLIGHT: usize = 4;
+
+/// A connection waiting for a worker.
+struct Queued {
+    stream: TcpStream,
+    /// Workers that had no room for its descriptor.
+    no_room: Vec<u32>,
+}
+
+/// Handed over, not answered yet.
+struct Pending {
+    worker: Worker,
+    queued: Queued,
+    /// When it is taken back (`None`: never).
+    deadline: Option<Instant>,
+}
+
+/// How a worker answered a hand-over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// The connection is the worker's now.
+    Taken,
+    /// The worker cannot take it (closing, or too late): another worker gets it.
+    Refused,
+    /// Its descriptor found no room in the worker's table.
+    NoRoom,
+}
 
 #[derive(Default)]
 struct State {
@@ -22,31 +60,56 @@ struct State {
     targets: Vec<Worker>,
     next: usize,
     in_flight: HashMap<u32, usize>,
-    /// Handed over, not answered yet: (worker id, the master's copy).
-    pending: HashMap<u64, (u32, TcpStream)>,
-    /// Connections to hand over again (refused, or their worker is gone).
-    requeue: VecDeque<TcpStream>,
+    pending: HashMap<u64, Pending>,
+    /// Connections to hand over again (refused, taken back, or their worker is gone).
+    requeue: VecDeque<Queued>,
+    /// Workers that let a hand-over pass its deadline and have not answered since.
+    silent: HashSet<u32>,
+    /// The deadline task found nothing pending and waits to be woken.
+    deadline_task_parked: bool,
     next_seq: u64,
+}
+
+/// Log lines that would repeat for every connection under pressure.
+#[derive(Default)]
+struct Throttles {
+    accept: LogThrottle,
+    no_room: LogThrottle,
+    missed: LogThrottle,
 }
 
 /// The dispatcher of one address.
 pub(crate) struct Dispatcher {
     address: SocketAddr,
+    timeout: Option<Duration>,
     state: Mutex<State>,
+    throttles: Mutex<Throttles>,
     wake: Notify,
+    /// Wakes the deadline task when the first hand-over is pending.
+    deadline_wake: Notify,
 }
 
 impl Dispatcher {
-    /// Starts accepting on `listener` (the master's socket for `address`).
-    pub(crate) fn start(listener: &std::net::TcpListener) -> std::io::Result<Arc<Dispatcher>> {
+    /// Starts accepting on `listener` (the master's socket for `address`); hand-overs not
+    /// answered within `timeout` are taken back.
+    pub(crate) fn start(
+        listener: &std::net::TcpListener,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<Arc<Dispatcher>> {
         let address = listener.local_addr()?;
         let accept = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
         let dispatcher = Arc::new(Dispatcher {
             address,
+            timeout,
             state: Mutex::new(State::default()),
+            throttles: Mutex::new(Throttles::default()),
             wake: Notify::new(),
+            deadline_wake: Notify::new(),
         });
         tokio::spawn(dispatcher.clone().run(accept));
+        if timeout.is_some() {
+            tokio::spawn(dispatcher.clone().take_back_late());
+        }
         Ok(dispatcher)
     }
 
@@ -72,15 +135,16 @@ impl Dispatcher {
         let mut state = self.lock();
         state.targets.retain(|w| w.id() != worker.id());
         state.in_flight.remove(&worker.id());
+        state.silent.remove(&worker.id());
         let orphaned: Vec<u64> = state
             .pending
             .iter()
-            .filter(|(_, (id, _))| *id == worker.id())
+            .filter(|(_, p)| p.worker.id() == worker.id())
             .map(|(seq, _)| *seq)
             .collect();
         for seq in orphaned {
-            if let Some((_, stream)) = state.pending.remove(&seq) {
-                state.requeue.push_back(stream);
+            if let Some(pending) = state.pending.remove(&seq) {
+                state.requeue.push_back(pending.queued);
             }
         }
         drop(state);
@@ -90,8 +154,8 @@ impl Dispatcher {
     /// Hand-over `seq` to `worker` did not happen: the connection goes back in line.
     fn undo(&self, worker: &Worker, seq: u64) {
         let mut state = self.lock();
-        if let Some((_, stream)) = state.pending.remove(&seq) {
-            state.requeue.push_front(stream);
+        if let Some(pending) = state.pending.remove(&seq) {
+            state.requeue.push_front(pending.queued);
         }
         if let Some(n) = state.in_flight.get_mut(&worker.id()) {
             *n = n.saturating_sub(1);
@@ -101,23 +165,58 @@ impl Dispatcher {
     }
 
     /// The worker answered hand-over `seq`.
-    pub(crate) fn answered(&self, worker: &Worker, seq: u64, taken: bool) {
+    pub(crate) fn answered(&self, worker: &Worker, seq: u64, answer: Answer) {
         let mut state = self.lock();
-        let Some((id, stream)) = state.pending.remove(&seq) else {
+        // It answers again: it may be chosen again.
+        state.silent.remove(&worker.id());
+        let Some(pending) = state.pending.remove(&seq) else {
+            drop(state);
+            if answer == Answer::Taken {
+                // Cannot happen while the worker honours `take_by_ns` (half the timeout).
+                tracing::error!(
+                    id = worker.id(),
+                    seq,
+                    "a worker took a hand-over after it was taken back; the connection may \
+                     be served twice"
+                );
+            }
+            // Answers to taken-back hand-overs, which are another worker's now.
+            self.wake.notify_one();
             return;
         };
-        if id != worker.id() {
+        if pending.worker.id() != worker.id() {
             // Not its hand-over: put it back.
-            state.pending.insert(seq, (id, stream));
+            state.pending.insert(seq, pending);
             return;
         }
-        if let Some(n) = state.in_flight.get_mut(&id) {
+        if let Some(n) = state.in_flight.get_mut(&worker.id()) {
             *n = n.saturating_sub(1);
         }
-        if taken {
-            drop(stream); // the worker has its own descriptor
-        } else {
-            state.requeue.push_back(stream);
+        let mut queued = pending.queued;
+        match answer {
+            Answer::Taken => drop(queued), // the worker has its own descriptor
+            Answer::Refused => state.requeue.push_back(queued),
+            Answer::NoRoom => {
+                queued.no_room.push(worker.id());
+                let room_left = state.targets.iter().any(|w| {
+                    w.state() < WorkerState::Disconnecting && !queued.no_room.contains(&w.id())
+                });
+                if room_left {
+                    state.requeue.push_back(queued);
+                } else {
+                    drop(state);
+                    drop(queued); // the client sees the connection closed
+                    if let Some(count) = self.throttle(|t| &mut t.no_room) {
+                        tracing::warn!(
+                            address = %self.address,
+                            count,
+                            "closed {count} connection(s) no worker had room for (every \
+                             worker's descriptor table is full; see RLIMIT_NOFILE)"
+                        );
+                    }
+                    return;
+                }
+            }
         }
         drop(state);
         self.wake.notify_one();
@@ -125,6 +224,12 @@ impl Dispatcher {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an event in one of the throttles; `Some(count)` when it is time to log.
+    fn throttle(&self, which: impl FnOnce(&mut Throttles) -> &mut LogThrottle) -> Option<u64> {
+        let mut throttles = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
+        which(&mut throttles).event()
     }
 
     /// The next worker in turn that can take a connection.
@@ -135,7 +240,10 @@ impl Dispatcher {
             let index = (state.next + step) % count;
             let worker = &state.targets[index];
             let busy = state.in_flight.get(&worker.id()).copied().unwrap_or(0);
-            if worker.state() < WorkerState::Disconnecting && busy < MAX_IN_FLIGHT {
+            if worker.state() < WorkerState::Disconnecting
+                && busy < MAX_IN_FLIGHT
+                && !state.silent.contains(&worker.id())
+            {
                 let worker = worker.clone();
                 state.next = index + 1;
                 return Some(worker);
@@ -144,23 +252,40 @@ impl Dispatcher {
         None
     }
 
-    async fn next_connection(&self, listener: &tokio::net::TcpListener) -> TcpStream {
+    async fn next_connection(&self, listener: &tokio::net::TcpListener) -> Queued {
         loop {
             let wake = self.wake.notified();
-            if let Some(stream) = self.lock().requeue.pop_front() {
-                return stream;
+            if let Some(queued) = self.lock().requeue.pop_front() {
+                return queued;
             }
             tokio::select! {
                 accepted = listener.accept() => match accepted.and_then(|(s, _)| s.into_std()) {
-                    Ok(stream) => return stream,
-                    Err(e) => {
-                        tracing::warn!(address = %self.address, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
+                    Ok(stream) => return Queued { stream, no_room: Vec::new() },
+                    Err(e) => self.under_pressure("accept failed", &e).await,
                 },
                 _ = wake => {}
             }
         }
+    }
+
+    /// After `what` failed: out of descriptors, stop for [`ACCEPT_PAUSE`] (connections wait
+    /// in the kernel's queue), otherwise 10 ms; logged once per second at most.
+    async fn under_pressure(&self, what: &str, e: &std::io::Error) {
+        let exhausted = is_descriptor_exhaustion(e);
+        if let Some(count) = self.throttle(|t| &mut t.accept) {
+            tracing::warn!(
+                address = %self.address,
+                count,
+                "{what} {count} time(s): {e}{}",
+                if exhausted { "; pausing accepts for 500 ms" } else { "" }
+            );
+        }
+        let pause = if exhausted {
+            ACCEPT_PAUSE
+        } else {
+            Duration::from_millis(10)
+        };
+        tokio::time::sleep(pause).await;
     }
 
     async fn next_worker(&self) -> Worker {
@@ -179,36 +304,54 @@ impl Dispatcher {
 
     async fn run(self: Arc<Self>, listener: tokio::net::TcpListener) {
         loop {
-            let stream = self.next_connection(&listener).await;
+            let queued = self.next_connection(&listener).await;
             let worker = self.next_worker().await;
             let Some(sender) = worker.sender() else {
                 // Reaped: its channel was read to the end, nothing of it is pending.
                 self.worker_gone(&worker);
-                self.lock().requeue.push_front(stream);
+                self.lock().requeue.push_front(queued);
                 continue;
             };
-            let fd = match stream.try_clone() {
+            let fd = match queued.stream.try_clone() {
                 Ok(copy) => copy,
                 Err(e) => {
-                    // Out of descriptors: keep the connection and try again shortly.
-                    tracing::warn!("cannot hand over a connection: {e}");
-                    self.lock().requeue.push_front(stream);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    // Out of descriptors: keep the connection and try again after a pause.
+                    self.lock().requeue.push_front(queued);
+                    self.under_pressure("handing over a connection failed", &e)
+                        .await;
                     continue;
                 }
             };
+            let now = Instant::now();
+            let deadline = self.timeout.map(|t| now + t);
+            // The worker must answer within half the timeout, by the clock all processes
+            // share; the other half covers the answer's way back.
+            let take_by_ns = self.timeout.map_or(u64::MAX, |t| {
+                cluster_ipc::clock::monotonic_ns().saturating_add(t.as_nanos() as u64 / 2)
+            });
             let seq = {
                 let mut state = self.lock();
                 state.next_seq += 1;
                 let seq = state.next_seq;
                 *state.in_flight.entry(worker.id()).or_default() += 1;
                 // Pending before it is sent: the answer may come back at once.
-                state.pending.insert(seq, (worker.id(), stream));
+                state.pending.insert(
+                    seq,
+                    Pending {
+                        worker: worker.clone(),
+                        queued,
+                        deadline,
+                    },
+                );
+                if std::mem::take(&mut state.deadline_task_parked) {
+                    self.deadline_wake.notify_one();
+                }
                 seq
             };
             let connection = Control::Connection {
                 address: self.address.to_string(),
                 seq,
+                take_by_ns,
             };
             if let Err(e) = sender.send_control(&connection, &[fd.as_fd()]).await {
                 // This one never reached the worker: hand it to another. The worker's earlier
@@ -219,5 +362,71 @@ impl Dispatcher {
                 self.undo(&worker, seq);
             }
         }
+    }
+
+    /// Takes back every hand-over left unanswered past its deadline, for as long as the
+    /// dispatcher runs. Sleeps until the earliest deadline; parks while nothing is pending.
+    async fn take_back_late(self: Arc<Self>) {
+        loop {
+            let earliest = {
+                let mut state = self.lock();
+                let earliest = state.pending.values().filter_map(|p| p.deadline).min();
+                state.deadline_task_parked = earliest.is_none();
+                earliest
+            };
+            match earliest {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => self.deadline_wake.notified().await,
+            }
+            self.take_back_expired(Instant::now());
+        }
+    }
+
+    fn take_back_expired(&self, now: Instant) {
+        let mut state = self.lock();
+        let late: Vec<u64> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+            .map(|(seq, _)| *seq)
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        let mut missed = Vec::new();
+        for seq in late {
+            let Some(pending) = state.pending.remove(&seq) else {
+                continue;
+            };
+            let id = pending.worker.id();
+            if let Some(n) = state.in_flight.get_mut(&id) {
+                *n = n.saturating_sub(1);
+            }
+            state.silent.insert(id);
+            // First in line: this client has waited longest.
+            state.requeue.push_front(pending.queued);
+            missed.push((pending.worker.clone(), seq));
+        }
+        drop(state);
+        for (worker, seq) in missed {
+            let total = worker.record_missed_handover();
+            if let Some(count) = self.throttle(|t| &mut t.missed) {
+                tracing::warn!(
+                    address = %self.address,
+                    id = worker.id(),
+                    pid = worker.pid(),
+                    seq,
+                    missed = total,
+                    count,
+                    "worker {} (pid {}) did not answer a hand-over within {:?}: taken back and \
+                     given to another worker; it gets none until it answers ({count} taken \
+                     back since the last line, {total} from this worker)",
+                    worker.id(),
+                    worker.pid(),
+                    self.timeout.unwrap_or_default()
+                );
+            }
+        }
+        self.wake.notify_one();
     }
 }

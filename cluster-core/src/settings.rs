@@ -67,6 +67,8 @@ pub struct Settings {
     pub(crate) wait_ready: bool,
     pub(crate) ready_timeout: Duration,
     pub(crate) max_listens_per_worker: usize,
+    pub(crate) dispatch_timeout: Option<Duration>,
+    pub(crate) nofile_limit: Option<u64>,
 }
 
 impl Default for Settings {
@@ -88,9 +90,22 @@ impl Default for Settings {
             wait_ready: false,
             ready_timeout: Duration::from_secs(30),
             max_listens_per_worker: crate::listen_quota::DEFAULT_MAX_LISTENS_PER_WORKER,
+            dispatch_timeout: Some(DEFAULT_DISPATCH_TIMEOUT),
+            nofile_limit: None,
         }
     }
 }
+
+/// How long a round-robin hand-over may stay unanswered by default.
+pub const DEFAULT_DISPATCH_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The accepted `dispatch_timeout`s: long enough for a busy worker, short enough that a
+/// client of a stuck one does not give up.
+const DISPATCH_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(60);
+
+/// The smallest accepted `nofile_limit`: the runtime itself needs a few dozen descriptors.
+const MIN_NOFILE_LIMIT: u64 = 64;
 
 /// The smallest and largest accepted `max_message_bytes`.
 const MESSAGE_LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1024..=1 << 30;
@@ -205,6 +220,24 @@ impl Settings {
         self
     }
 
+    /// Round-robin: how long a hand-over may stay unanswered before the master takes it
+    /// back, gives it to another worker and stops choosing the silent one until it answers
+    /// again (default 250 ms, 10 ms to 60 s; `None`: wait for the answer however long it
+    /// takes, so a stuck worker holds its clients). The worker takes a hand-over only
+    /// within half this time, so a taken-back connection is never served twice.
+    pub fn dispatch_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.dispatch_timeout = timeout;
+        self
+    }
+
+    /// The soft `RLIMIT_NOFILE` (open descriptors) the master sets for itself at start-up;
+    /// workers inherit it. Default: the hard limit, as Go's runtime does, so a busy worker
+    /// does not run out at the usual soft limit of 1024. At least 64, at most the hard limit.
+    pub fn nofile_limit(mut self, limit: u64) -> Self {
+        self.nofile_limit = Some(limit);
+        self
+    }
+
     /// How long a graceful stop waits for workers before killing them, and how long a worker
     /// whose master died may drain (default 30 s).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
@@ -265,6 +298,28 @@ impl Settings {
                          Shared, set the sysctl, or set accept_queued_loss",
                         migrate.trim()
                     ),
+                ));
+            }
+        }
+        if let Some(timeout) = self.dispatch_timeout {
+            if !DISPATCH_TIMEOUT_RANGE.contains(&timeout) {
+                return Err(SettingsError::new(
+                    "dispatch_timeout",
+                    format!(
+                        "{timeout:?} is outside {:?}..={:?}",
+                        DISPATCH_TIMEOUT_RANGE.start(),
+                        DISPATCH_TIMEOUT_RANGE.end()
+                    ),
+                ));
+            }
+        }
+        if let Some(limit) = self.nofile_limit {
+            let (_, hard) = cluster_ipc::fd::nofile_limit()
+                .map_err(|e| SettingsError::new("nofile_limit", e))?;
+            if !(MIN_NOFILE_LIMIT..=hard).contains(&limit) {
+                return Err(SettingsError::new(
+                    "nofile_limit",
+                    format!("{limit} is outside {MIN_NOFILE_LIMIT}..={hard} (the hard limit)"),
                 ));
             }
         }
@@ -362,6 +417,11 @@ mod tests {
                 Settings::new().ready_timeout(Duration::ZERO),
                 "ready_timeout",
             ),
+            (
+                Settings::new().dispatch_timeout(Some(Duration::ZERO)),
+                "dispatch_timeout",
+            ),
+            (Settings::new().nofile_limit(10), "nofile_limit"),
         ];
         for (settings, name) in cases {
             let err = settings.validate().expect_err(name);

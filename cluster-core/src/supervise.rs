@@ -12,6 +12,7 @@ use tokio::process::Child;
 
 use crate::cluster::Shared;
 use crate::events::Event;
+use crate::round_robin::Answer;
 use crate::worker::{Exit, Worker, WorkerState};
 
 /// How long the master keeps reading a dead worker's channel for messages it sent just
@@ -161,9 +162,14 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                 .emit(Event::Listening(worker.clone(), address));
             shared.handovers.listening(worker, address);
         }
-        Control::ConnectionTaken { address, seq } => answered(shared, worker, &address, seq, true)?,
+        Control::ConnectionTaken { address, seq } => {
+            answered(shared, worker, &address, seq, Answer::Taken)?
+        }
         Control::ConnectionRefused { address, seq } => {
-            answered(shared, worker, &address, seq, false)?
+            answered(shared, worker, &address, seq, Answer::Refused)?
+        }
+        Control::ConnectionNoRoom { address, seq } => {
+            answered(shared, worker, &address, seq, Answer::NoRoom)?
         }
         Control::Disconnecting => {
             for dispatcher in shared.dispatchers() {
@@ -290,13 +296,13 @@ fn answered(
     worker: &Worker,
     address: &str,
     seq: u64,
-    taken: bool,
+    answer: Answer,
 ) -> Result<(), String> {
     let address = address
         .parse()
         .map_err(|_| format!("answered a hand-over on {address:?}, not an address"))?;
     if let Some(dispatcher) = shared.dispatcher(address, None) {
-        dispatcher.answered(worker, seq, taken);
+        dispatcher.answered(worker, seq, answer);
     }
     Ok(())
 }

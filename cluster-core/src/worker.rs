@@ -1,6 +1,7 @@
 //! The master's handle on one worker process (Node's `Worker` in the primary).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cluster_ipc::{Control, SendError, Sender};
@@ -64,6 +65,8 @@ struct Inner {
     fork_env: Vec<(String, String)>,
     status: Mutex<Status>,
     listen_quota: ListenQuota,
+    /// Round-robin hand-overs it left unanswered past the dispatch timeout.
+    missed_handovers: AtomicU64,
 }
 
 /// A worker process, seen from the master. Cheap to clone.
@@ -97,6 +100,7 @@ impl Worker {
                     sender: Some(sender),
                 }),
                 listen_quota: ListenQuota::default(),
+                missed_handovers: AtomicU64::new(0),
             }),
         }
     }
@@ -193,6 +197,18 @@ impl Worker {
             payload: payload.to_vec(),
         };
         sender.send_control(&deliver, &[]).await
+    }
+
+    /// Round-robin hand-overs this worker left unanswered past the dispatch timeout
+    /// ([`crate::Settings::dispatch_timeout`]): each was taken back and given to another
+    /// worker. A count that grows means its runtime is stuck, a hang watchdog's signal.
+    pub fn missed_handovers(&self) -> u64 {
+        self.inner.missed_handovers.load(Ordering::Relaxed)
+    }
+
+    /// Counts one missed hand-over; returns the new count.
+    pub(crate) fn record_missed_handover(&self) -> u64 {
+        self.inner.missed_handovers.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn sender(&self) -> Option<Sender> {

@@ -1,6 +1,5 @@
 //! The framed, typed channel over one end of a Unix stream socketpair.
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use tokio::io::unix::AsyncFd;
 use crate::codec::Serialization;
 use crate::control::Control;
 use crate::error::{RecvError, SendError};
+use crate::fd_batches::FdBatches;
 use crate::frame::{self, Frame, FrameKind, HEADER_LEN, Split};
 use crate::handoff::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::message::Message;
@@ -41,7 +41,10 @@ impl Default for ChannelOptions {
 /// What a [`Receiver`] delivers.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A message of the cluster runtime, with the descriptors that came with it.
+    /// A message of the cluster runtime, with the descriptors that came with it. Fewer
+    /// than were sent when this process's descriptor table was full (`MSG_CTRUNC`): the
+    /// message itself is intact and the channel stays in step; see
+    /// [`Receiver::descriptors_lost`].
     Control(Control, Vec<OwnedFd>),
     /// A message of the user's code.
     User(Message),
@@ -91,7 +94,9 @@ pub fn channel(fd: OwnedFd, options: ChannelOptions) -> io::Result<(Sender, Rece
         buf: vec![0; INITIAL_BUFFER],
         start: 0,
         end: 0,
-        fds: VecDeque::new(),
+        stream_pos: 0,
+        fds: FdBatches::default(),
+        descriptors_lost: 0,
         eof: false,
     };
     Ok((Sender { shared }, receiver))
@@ -131,6 +136,24 @@ impl Sender {
         let frame = self.encode(FrameKind::Control, message, fds.len() as u8)?;
         let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
         self.write_frame(&frame, &raw).await
+    }
+
+    /// Sends a control message only if, once it is this sender's turn to write, the clock
+    /// ([`crate::clock::monotonic_ns`]) is still before `deadline_ns`: `Ok(false)` when it
+    /// was too late and nothing was sent. The check is made after waiting for other writers,
+    /// right before the write, so the message leaves before the deadline or not at all.
+    pub async fn send_control_by(
+        &self,
+        message: &Control,
+        deadline_ns: u64,
+    ) -> Result<bool, SendError> {
+        let frame = self.encode(FrameKind::Control, message, 0)?;
+        let guard = self.shared.write_lock.lock().await;
+        if sys::monotonic_ns() >= deadline_ns {
+            return Ok(false);
+        }
+        self.write_locked(&guard, &frame, &[]).await?;
+        Ok(true)
     }
 
     /// Sends a control message from synchronous code that may not await, such as a panic
@@ -207,7 +230,17 @@ impl Sender {
     }
 
     async fn write_frame(&self, frame: &[u8], fds: &[RawFd]) -> Result<(), SendError> {
-        let _guard = self.shared.write_lock.lock().await;
+        let guard = self.shared.write_lock.lock().await;
+        self.write_locked(&guard, frame, fds).await
+    }
+
+    /// Writes one frame; the caller holds the write lock (`_turn`).
+    async fn write_locked(
+        &self,
+        _turn: &tokio::sync::MutexGuard<'_, ()>,
+        frame: &[u8],
+        fds: &[RawFd],
+    ) -> Result<(), SendError> {
         self.check_broken()?;
         let mut progress = PartialWrite {
             shared: &self.shared,
@@ -309,11 +342,20 @@ pub struct Receiver {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    fds: VecDeque<OwnedFd>,
+    /// Stream offset of `buf[start]`: where the next frame begins.
+    stream_pos: u64,
+    fds: FdBatches,
+    descriptors_lost: u64,
     eof: bool,
 }
 
 impl Receiver {
+    /// How many descriptors sent to this process did not arrive because its descriptor
+    /// table was full (`RLIMIT_NOFILE`); their messages were delivered without them.
+    pub fn descriptors_lost(&self) -> u64 {
+        self.descriptors_lost
+    }
+
     /// The next message, or `Ok(None)` once the other side has closed its end.
     ///
     /// An error means the stream cannot be trusted any more (oversized or malformed
@@ -340,17 +382,27 @@ impl Receiver {
     /// frame in progress otherwise.
     fn next_buffered(&mut self) -> Result<Option<Incoming>, RecvError> {
         let options = self.shared.options;
-        let frame = match frame::split(&self.buf[self.start..self.end], self.fds.len(), options)? {
+        let frame = match frame::split(&self.buf[self.start..self.end], None, options)? {
             Split::Incomplete { frame_len } => {
+                // Descriptors no frame announced end the channel here rather than pile up.
+                self.fds.check_unannounced(self.stream_pos)?;
                 self.reserve(frame_len);
                 return Ok(None);
             }
             Split::Frame(frame) => frame,
         };
         let frame_len = frame.len();
-        let fds: Vec<OwnedFd> = self.fds.drain(..frame.header.fd_count).collect();
-        let incoming = decode_frame(&frame, options.serialization, fds)?;
+        let claimed = self.fds.claim(self.stream_pos, frame.header.fd_count)?;
+        if claimed.lost > 0 {
+            self.descriptors_lost += claimed.lost as u64;
+            tracing::debug!(
+                lost = claimed.lost,
+                "descriptors sent with a message did not arrive: the descriptor table is full"
+            );
+        }
+        let incoming = decode_frame(&frame, options.serialization, claimed.fds)?;
         self.start += frame_len;
+        self.stream_pos += frame_len as u64;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -388,21 +440,22 @@ impl Receiver {
                 self.buf.resize(grown, 0);
             }
         }
-        let Receiver {
-            shared,
-            buf,
-            end,
-            fds,
-            ..
-        } = self;
-        let spare = &mut buf[*end..];
-        let read = shared
+        let begins = self.stream_pos + (self.end - self.start) as u64;
+        let spare = &mut self.buf[self.end..];
+        let mut fds = Vec::new();
+        let read = self
+            .shared
             .io
             .async_io(Interest::READABLE, |fd| {
-                sys::recv_with_fds(fd.as_fd(), spare, fds)
+                sys::recv_with_fds(fd.as_fd(), spare, &mut fds)
             })
             .await;
-        match read {
+        if let Ok(received) = &read {
+            let ends = begins + received.bytes as u64;
+            self.fds
+                .record(begins, ends, fds, received.descriptors_truncated);
+        }
+        match read.map(|received| received.bytes) {
             Ok(0) => self.eof = true,
             Ok(n) => self.end += n,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.eof = true,

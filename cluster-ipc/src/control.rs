@@ -86,11 +86,19 @@ pub enum Control {
     /// Master → worker: a connection the master accepted on `address` (round-robin), its
     /// descriptor attached. The master keeps its copy until the worker answers with
     /// [`Control::ConnectionTaken`] or [`Control::ConnectionRefused`].
+    ///
+    /// The master takes a hand-over back when it is not answered within its dispatch
+    /// timeout; so that a worker never serves a connection the master has given to another,
+    /// the worker takes it only while [`crate::clock::monotonic_ns`] is before `take_by_ns`
+    /// (half the timeout after sending) and refuses it otherwise.
     Connection {
         /// The listening address it came in on.
         address: String,
         /// Identifies the hand-over.
         seq: u64,
+        /// `CLOCK_MONOTONIC` nanoseconds after which the worker must refuse it
+        /// (`u64::MAX`: no deadline).
+        take_by_ns: u64,
     },
     /// Worker → master: the connection is the worker's now.
     ConnectionTaken {
@@ -99,9 +107,18 @@ pub enum Control {
         /// The hand-over.
         seq: u64,
     },
-    /// Worker → master: the worker cannot take it (its server is closing or full); the
-    /// master hands it to another worker.
+    /// Worker → master: the worker cannot take it (its server is closing, or did not ask
+    /// for a connection before `take_by_ns`); the master hands it to another worker.
     ConnectionRefused {
+        /// The listening address.
+        address: String,
+        /// The hand-over.
+        seq: u64,
+    },
+    /// Worker → master: the hand-over's descriptor found no room in this worker's
+    /// descriptor table (`MSG_CTRUNC`: its `RLIMIT_NOFILE` is reached). The master hands the
+    /// connection to another worker, and closes it when every worker it tried had no room.
+    ConnectionNoRoom {
         /// The listening address.
         address: String,
         /// The hand-over.

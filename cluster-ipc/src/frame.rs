@@ -111,7 +111,9 @@ pub(crate) enum Split<'a> {
 }
 
 /// Finds the frame at the start of `buf`, checking its header against the receiver's limits
-/// and its descriptors against the `fds_queued` that arrived. Allocates nothing.
+/// and, given `fds_queued` (the descriptors that arrived and no frame took yet), its
+/// descriptors. Allocates nothing. The [`crate::Receiver`] passes `None` and accounts for
+/// descriptors per read itself (`fd_batches.rs`).
 ///
 /// Descriptors arrive with their frame's first byte, and the reader takes every whole frame
 /// out before it reads again: so descriptors queued while no frame, or only the start of one,
@@ -119,19 +121,48 @@ pub(crate) enum Split<'a> {
 /// carry them (they would pile up in the receiver): an error.
 pub(crate) fn split(
     buf: &[u8],
-    fds_queued: usize,
+    fds_queued: Option<usize>,
     options: ChannelOptions,
 ) -> Result<Split<'_>, RecvError> {
+    let split = split_bytes(buf, options)?;
+    let Some(fds_queued) = fds_queued else {
+        return Ok(split);
+    };
     let unannounced = |announced: usize| {
         RecvError::Malformed(format!(
             "{} descriptors arrived that no frame announced",
             fds_queued - announced
         ))
     };
-    let Some(header_bytes) = buf.first_chunk::<HEADER_LEN>() else {
-        if buf.is_empty() && fds_queued > 0 {
-            return Err(unannounced(0));
+    match &split {
+        Split::Incomplete { .. } if buf.len() < HEADER_LEN => {
+            if buf.is_empty() && fds_queued > 0 {
+                return Err(unannounced(0));
+            }
         }
+        Split::Incomplete { .. } => {
+            // The header is whole: parsed again for its descriptor count.
+            if let Some(header_bytes) = buf.first_chunk::<HEADER_LEN>() {
+                let header = parse_header(header_bytes, options.max_message_bytes)?;
+                if fds_queued > header.fd_count {
+                    return Err(unannounced(header.fd_count));
+                }
+            }
+        }
+        Split::Frame(frame) if fds_queued < frame.header.fd_count => {
+            return Err(RecvError::Malformed(format!(
+                "frame announces {} descriptors, {fds_queued} arrived",
+                frame.header.fd_count
+            )));
+        }
+        Split::Frame(_) => {}
+    }
+    Ok(split)
+}
+
+/// The frame at the start of `buf`, its header checked; descriptors not looked at.
+fn split_bytes(buf: &[u8], options: ChannelOptions) -> Result<Split<'_>, RecvError> {
+    let Some(header_bytes) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(Split::Incomplete {
             frame_len: HEADER_LEN,
         });
@@ -139,16 +170,7 @@ pub(crate) fn split(
     let header = parse_header(header_bytes, options.max_message_bytes)?;
     let frame_len = HEADER_LEN + header.payload_len;
     let Some(payload) = buf.get(HEADER_LEN..frame_len) else {
-        if fds_queued > header.fd_count {
-            return Err(unannounced(header.fd_count));
-        }
         return Ok(Split::Incomplete { frame_len });
     };
-    if fds_queued < header.fd_count {
-        return Err(RecvError::Malformed(format!(
-            "frame announces {} descriptors, {fds_queued} arrived",
-            header.fd_count
-        )));
-    }
     Ok(Split::Frame(Frame { header, payload }))
 }

@@ -19,10 +19,10 @@ pub fn decode_frames(
     loop {
         if bytes.is_empty() {
             // What the receiver checks before it reads again.
-            frame::split(bytes, fds_arrived, options)?;
+            frame::split(bytes, Some(fds_arrived), options)?;
             return Ok(messages);
         }
-        let frame = match frame::split(bytes, fds_arrived, options)? {
+        let frame = match frame::split(bytes, Some(fds_arrived), options)? {
             Split::Frame(frame) => frame,
             Split::Incomplete { frame_len } => {
                 return Err(RecvError::Malformed(format!(

@@ -40,12 +40,14 @@ mod channel;
 mod codec;
 mod control;
 mod error;
+mod fd_batches;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handoff;
 mod listener;
 mod message;
+pub mod pressure;
 mod sys;
 
 pub use channel::{ChannelOptions, Incoming, Receiver, Sender, channel, socketpair};
@@ -60,5 +62,10 @@ pub use sys::MAX_FDS_PER_MESSAGE;
 
 /// Low-level descriptor helpers the worker runtime needs for its inherited channel end.
 pub mod fd {
-    pub use crate::sys::{is_socket, set_cloexec};
+    pub use crate::sys::{is_socket, nofile_limit, set_cloexec, set_nofile_soft_limit};
+}
+
+/// The clock a deadline on the wire is read against (see [`Control::Connection`]).
+pub mod clock {
+    pub use crate::sys::monotonic_ns;
 }

@@ -1,7 +1,6 @@
 //! Every OS call the channel makes, in one place. Above this module the crate deals
 //! in `OwnedFd`/`BorrowedFd` only.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -63,13 +62,24 @@ pub fn send_with_fds(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Res
     }
 }
 
+/// What one `recvmsg` brought besides its descriptors.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Bytes read (0 at end of stream).
+    pub bytes: usize,
+    /// The kernel cut the ancillary data short (`MSG_CTRUNC`): some descriptors sent with
+    /// these bytes did not arrive, because this process's descriptor table is full
+    /// (`RLIMIT_NOFILE`, `EMFILE`) or more were sent than one message may carry.
+    pub descriptors_truncated: bool,
+}
+
 /// One `recvmsg` into `buf`. Descriptors that arrive are appended to `fds`,
-/// close-on-exec. Returns the number of bytes read (0 at end of stream).
+/// close-on-exec, also those installed before the kernel had to cut the rest.
 pub fn recv_with_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
-    fds: &mut VecDeque<OwnedFd>,
-) -> io::Result<usize> {
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Received> {
     let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = loop {
@@ -85,25 +95,56 @@ pub fn recv_with_fds(
     };
     let bytes = msg.bytes;
     // `cmsgs()` refuses (ENOBUFS) when the kernel truncated the ancillary data.
-    let truncated = msg.cmsgs().is_err();
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for cmsg in cmsgs {
-            if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                for raw_fd in raw {
-                    // SAFETY: the kernel has just installed `raw_fd` in this process for
-                    // us (SCM_RIGHTS); nothing else refers to it, so we own it.
-                    fds.push_back(unsafe { OwnedFd::from_raw_fd(raw_fd) });
-                }
+    let Ok(cmsgs) = msg.cmsgs() else {
+        adopt_truncated(&cmsg_space, fds);
+        return Ok(Received {
+            bytes,
+            descriptors_truncated: true,
+        });
+    };
+    for cmsg in cmsgs {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for raw_fd in raw {
+                // SAFETY: the kernel has just installed `raw_fd` in this process for
+                // us (SCM_RIGHTS); nothing else refers to it, so we own it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw_fd) });
             }
         }
     }
-    if truncated {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("more than {MAX_FDS_PER_MESSAGE} descriptors arrived with one message"),
-        ));
+    Ok(Received {
+        bytes,
+        descriptors_truncated: false,
+    })
+}
+
+/// After `MSG_CTRUNC` the kernel still wrote one `SCM_RIGHTS` header for the descriptors it
+/// did install before it ran out (nix will not iterate a truncated buffer): read that header
+/// in the kernel's layout (`size_t` length, `int` level, `int` type, data aligned to
+/// `size_t`) and take ownership of them, so none leaks.
+fn adopt_truncated(cmsg: &[u8], fds: &mut Vec<OwnedFd>) {
+    const WORD: usize = std::mem::size_of::<usize>();
+    let header = (WORD + 8).next_multiple_of(WORD);
+    if cmsg.len() < header {
+        return;
     }
-    Ok(bytes)
+    let word = |at: usize| cmsg[at..at + WORD].try_into().map(usize::from_ne_bytes);
+    let int = |at: usize| cmsg[at..at + 4].try_into().map(i32::from_ne_bytes);
+    let (Ok(len), Ok(level), Ok(kind)) = (word(0), int(WORD), int(WORD + 4)) else {
+        return;
+    };
+    if level != nix::libc::SOL_SOCKET || kind != nix::libc::SCM_RIGHTS || len < header {
+        return;
+    }
+    let data = &cmsg[header..len.min(cmsg.len())];
+    for chunk in data.chunks_exact(4) {
+        let Ok(bytes) = chunk.try_into() else { break };
+        let raw_fd = RawFd::from_ne_bytes(bytes);
+        if raw_fd >= 0 {
+            // SAFETY: the kernel installed `raw_fd` in this process for us before it cut
+            // the ancillary data (SCM_RIGHTS); nothing else refers to it, so we own it.
+            fds.push(unsafe { OwnedFd::from_raw_fd(raw_fd) });
+        }
+    }
 }
 
 /// Shuts both directions of a socket: the peer reads end-of-stream.
@@ -124,5 +165,32 @@ pub fn poll_writable(fd: BorrowedFd<'_>, timeout_ms: u16) -> io::Result<bool> {
             Ok(n) => return Ok(n > 0),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// This process's `RLIMIT_NOFILE`: (soft, hard).
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    Ok(nix::sys::resource::getrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+    )?)
+}
+
+/// Sets this process's soft `RLIMIT_NOFILE` (the hard limit stays); processes it starts
+/// afterwards inherit it.
+pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
+    let (_, hard) = nofile_limit()?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)?;
+    Ok(())
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine, so a
+/// deadline one process sets can be checked by another.
+pub fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(now) => (now.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(now.tv_nsec() as u64),
+        // CLOCK_MONOTONIC exists on every Linux; should it fail, "now" is never late.
+        Err(_) => 0,
     }
 }

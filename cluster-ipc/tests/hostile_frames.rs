@@ -302,6 +302,7 @@ impl Frames {
             6 => Control::Connection {
                 address: string(u),
                 seq,
+                take_by_ns: seq.rotate_left(17),
             },
             7 => Control::ConnectionRefused {
                 address: string(u),

@@ -17,6 +17,9 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cluster_ipc::pressure::{ACCEPT_PAUSE, LogThrottle, is_descriptor_exhaustion};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
@@ -212,6 +215,7 @@ fn accept_loop(
     tx: &mpsc::Sender<(std::net::TcpStream, SocketAddr)>,
 ) {
     let mut events = [EpollEvent::empty(); 2];
+    let mut failures = LogThrottle::new();
     // Ends when the demand sender is dropped (stop).
     while demanded.recv().is_ok() {
         let accepted = loop {
@@ -233,8 +237,9 @@ fn accept_loop(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Out of descriptors and the like: the listener itself is fine.
-                    tracing::warn!("accept failed: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    if !pause_after(&e, &mut failures, epoll, listener) {
+                        return;
+                    }
                 }
             }
         };
@@ -247,4 +252,58 @@ fn accept_loop(
             return;
         }
     }
+}
+
+/// After a failed accept: logs it (once per second at most, with the count) and waits,
+/// [`ACCEPT_PAUSE`] when the descriptor table is full (nginx's pause; the connections wait
+/// in the kernel's queue, and other workers take them meanwhile), 10 ms otherwise. While
+/// paused this worker is off the socket's queue of waiters, so it takes no wake-up another
+/// worker could use. False when stopped meanwhile.
+fn pause_after(
+    error: &io::Error,
+    failures: &mut LogThrottle,
+    epoll: &Epoll,
+    listener: &std::net::TcpListener,
+) -> bool {
+    let exhausted = is_descriptor_exhaustion(error);
+    if let Some(count) = failures.event() {
+        tracing::warn!(
+            count,
+            "accept failed {count} time(s): {error}{}",
+            if exhausted {
+                "; pausing accepts for 500 ms"
+            } else {
+                ""
+            }
+        );
+    }
+    let pause = if exhausted {
+        ACCEPT_PAUSE
+    } else {
+        Duration::from_millis(10)
+    };
+    let _ = epoll.delete(listener.as_fd());
+    let deadline = std::time::Instant::now() + pause;
+    let mut events = [EpollEvent::empty(); 1];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let timeout = EpollTimeout::try_from(left).unwrap_or(EpollTimeout::NONE);
+        match epoll.wait(&mut events, timeout) {
+            Ok(0) => break,
+            Ok(_) => return false, // only the stop descriptor is left to wake us
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!("accept thread: epoll_wait failed: {e}");
+                return false;
+            }
+        }
+    }
+    if let Err(e) = queue_up(epoll, listener) {
+        tracing::error!("accept thread: cannot wait on the listener: {e}");
+        return false;
+    }
+    true
 }

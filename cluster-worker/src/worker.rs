@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cluster_ipc::handoff::WorkerHandoff;
+use cluster_ipc::pressure::LogThrottle;
 use cluster_ipc::{
     ChannelOptions, Control, Grant, Incoming, Message, Origin, Recipient, SendError, Sender,
 };
@@ -60,6 +61,8 @@ struct Inner {
     orphan_timeout: Duration,
     /// How many SIGUSR1 (reopen log files) have arrived.
     log_reopens: watch::Sender<u64>,
+    /// Hand-overs refused because the descriptor table was full, for the log.
+    no_room_log: Mutex<LogThrottle>,
 }
 
 /// This process's identity and channel as a cluster worker. Cheap to clone.
@@ -373,6 +376,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             feeds: Mutex::new(HashMap::new()),
             orphan_timeout: Duration::from_millis(handoff.orphan_timeout_ms),
             log_reopens: watch::Sender::new(0),
+            no_room_log: Mutex::new(LogThrottle::new()),
         }),
     };
 
@@ -437,49 +441,102 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
 
 impl Worker {
     /// A connection the master handed over (round-robin). It is taken once the server has
-    /// room for it, and only after the master heard so; if the server is closing it is
-    /// refused and the master hands it to another worker. Either way it is never served twice
-    /// nor lost: until our answer reaches the master, the master keeps its copy.
-    fn take_connection(&self, address: String, seq: u64, fd: Option<OwnedFd>) {
+    /// room for it, and only after the master heard so; if the server is closing, or has
+    /// not asked for a connection by `take_by_ns`, it is refused and the master hands it to
+    /// another worker. Either way it is never served twice nor lost: until our answer reaches
+    /// the master, the master keeps its copy, and it takes the copy back (to give to
+    /// another worker) only after `take_by_ns`, when we no longer take it.
+    fn take_connection(&self, address: String, seq: u64, take_by_ns: u64, fd: Option<OwnedFd>) {
         let Some(fd) = fd else {
-            tracing::warn!(%address, "a hand-over without its connection");
+            // The frame came without its descriptor: our table is full (`MSG_CTRUNC`).
+            self.no_room_for(address, seq);
             return;
         };
         let stream = std::net::TcpStream::from(fd);
         let feed = lock(&self.inner.feeds).get(&address).cloned();
         let sender = self.inner.sender.clone();
         tokio::spawn(async move {
-            let permit = match feed {
-                // Wait until the server asks for a connection; a closed feed refuses.
-                Some(feed) => match feed.demand.acquire_owned().await {
-                    Ok(asked) => {
-                        asked.forget();
-                        feed.sender.reserve_owned().await.ok()
+            let left = take_by_ns.saturating_sub(cluster_ipc::clock::monotonic_ns());
+            // Wait until the server asks for a connection (a closed feed refuses), at most
+            // until `take_by_ns`: later, the master gives it to another worker.
+            let asked = match &feed {
+                Some(feed) => {
+                    let demand = feed.demand.clone().acquire_owned();
+                    match tokio::time::timeout(Duration::from_nanos(left), demand).await {
+                        Ok(Ok(asked)) => {
+                            asked.forget();
+                            true
+                        }
+                        _ => false,
                     }
-                    Err(_) => None,
-                },
-                None => None,
+                }
+                None => false,
             };
-            let answer = match permit {
-                Some(_) => Control::ConnectionTaken {
-                    address: address.clone(),
-                    seq,
-                },
-                None => Control::ConnectionRefused {
-                    address: address.clone(),
-                    seq,
-                },
+            let permit = match (&feed, asked) {
+                (Some(feed), true) => feed.sender.clone().reserve_owned().await.ok(),
+                _ => None,
             };
-            if let Err(e) = sender.send_control(&answer, &[]).await {
+            let taken = match permit {
+                Some(_) => {
+                    let taken = Control::ConnectionTaken {
+                        address: address.clone(),
+                        seq,
+                    };
+                    sender.send_control_by(&taken, take_by_ns).await
+                }
+                None => Ok(false),
+            };
+            if asked && !matches!(taken, Ok(true)) {
+                // The server's ask stays open for the next hand-over.
+                if let Some(feed) = &feed {
+                    feed.demand.add_permits(1);
+                }
+            }
+            let took = matches!(taken, Ok(true));
+            let answered = match taken {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let refused = Control::ConnectionRefused {
+                        address: address.clone(),
+                        seq,
+                    };
+                    sender.send_control(&refused, &[]).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = answered {
                 // The master did not hear: it keeps the connection and re-dispatches it.
                 tracing::debug!(%address, "could not answer a hand-over: {e}");
                 return;
             }
-            if let Some(permit) = permit {
+            if let (true, Some(permit)) = (took, permit) {
                 let peer = stream
                     .peer_addr()
                     .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
                 permit.send((stream, peer));
+            }
+        });
+    }
+
+    /// A hand-over whose descriptor did not fit in our descriptor table: the master gives
+    /// it to another worker. Logged once per second at most, with the count and the limit.
+    fn no_room_for(&self, address: String, seq: u64) {
+        if let Some(count) = lock(&self.inner.no_room_log).event() {
+            let limit = cluster_ipc::fd::nofile_limit()
+                .map(|(soft, _)| soft.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            tracing::warn!(
+                %address,
+                count,
+                "refused {count} handed-over connection(s): this worker's descriptor table is \
+                 full (RLIMIT_NOFILE {limit}); the master gives them to another worker"
+            );
+        }
+        let sender = self.inner.sender.clone();
+        tokio::spawn(async move {
+            let no_room = Control::ConnectionNoRoom { address, seq };
+            if let Err(e) = sender.send_control(&no_room, &[]).await {
+                tracing::debug!("could not answer a hand-over: {e}");
             }
         });
     }
@@ -547,7 +604,11 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Control::Disconnect => self.disconnect(),
-            Control::Connection { address, seq } => self.take_connection(address, seq, fds.pop()),
+            Control::Connection {
+                address,
+                seq,
+                take_by_ns,
+            } => self.take_connection(address, seq, take_by_ns, fds.pop()),
             Control::Deliver {
                 from_group,
                 from_pid,

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use cluster_ipc::pressure::{ACCEPT_PAUSE, LogThrottle, is_descriptor_exhaustion};
 use cluster_worker::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -42,6 +43,7 @@ impl Connections for Acceptor {
 /// Connections of a Unix socket (from `cluster_worker::listen_unix`).
 pub struct UnixConnections {
     listener: Option<UnixListener>,
+    failures: LogThrottle,
 }
 
 impl Connections for UnixConnections {
@@ -53,9 +55,26 @@ impl Connections for UnixConnections {
             match listener.accept().await {
                 Ok((stream, _)) => return Some(stream),
                 Err(e) => {
-                    // Out of descriptors and the like: the listener itself is fine.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    // Out of descriptors and the like: the listener itself is fine. A full
+                    // descriptor table pauses accepting (connections wait in the queue).
+                    let exhausted = is_descriptor_exhaustion(&e);
+                    if let Some(count) = self.failures.event() {
+                        tracing::warn!(
+                            count,
+                            "accept failed {count} time(s): {e}{}",
+                            if exhausted {
+                                "; pausing accepts for 500 ms"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    let pause = if exhausted {
+                        ACCEPT_PAUSE
+                    } else {
+                        std::time::Duration::from_millis(10)
+                    };
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
@@ -107,6 +126,7 @@ impl IntoConnections for UnixListener {
     fn into_connections(self) -> std::io::Result<UnixConnections> {
         Ok(UnixConnections {
             listener: Some(self),
+            failures: LogThrottle::new(),
         })
     }
 }

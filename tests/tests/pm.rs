@@ -1,5 +1,5 @@
 //! The supervisor with real processes: groups, giveup and backoff, reload (also a failed
-//! one) under load, scaling, broadcast.
+//! one) under load, scaling, broadcast (also to deaf workers).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -325,7 +325,8 @@ async fn broadcast_reaches_every_worker_of_the_group() {
     let reached = master
         .broadcast("web", &TestMsg::new("ping", "hello all"))
         .await;
-    assert_eq!(reached, 3);
+    assert_eq!(reached.reached.len(), 3, "{reached:?}");
+    assert!(reached.unreached.is_empty(), "{reached:?}");
     let mut echoed = HashSet::new();
     while echoed.len() < 3 {
         let (group, pid, msg) = next(&mut events, 10, "echo", |e| match e {
@@ -349,6 +350,70 @@ async fn broadcast_reaches_every_worker_of_the_group() {
     }
     assert_eq!(echoed, pids);
     master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+/// Three deaf workers (their runtimes block, nothing reads their channels) among four: a
+/// `send_to` one of them and a broadcast to all come back within the send timeout (the
+/// broadcast waits for all at once, not in turn), and the broadcast says whom it reached.
+#[tokio::test]
+async fn broadcast_and_send_to_do_not_wait_for_deaf_workers() {
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let (master, mut events) = start();
+    master.set_send_timeout(TIMEOUT);
+    let options = GroupOptions::new()
+        .children(4)
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .ready_timeout(Duration::from_secs(10));
+    master
+        .register("web", cluster_tests::worker_exe(), options)
+        .expect("register");
+    master.dispatch();
+    let (pids, _) = ready(&mut events, "web", 4).await;
+    let mut pids: Vec<u32> = pids.into_iter().collect();
+    pids.sort();
+    let (deaf, healthy) = (pids[..3].to_vec(), pids[3]);
+    for &pid in &deaf {
+        master
+            .send_to(pid, &TestMsg::new("deaf", ""))
+            .await
+            .expect("send");
+        next(
+            &mut events,
+            10,
+            "the deaf worker's last word",
+            |e| match e {
+                GroupEvent::Message {
+                    worker, message, ..
+                } if worker.pid() == pid => message
+                    .decode::<TestMsg>()
+                    .ok()
+                    .filter(|m| m.kind == "deaf")
+                    .map(drop),
+                _ => None,
+            },
+        )
+        .await;
+    }
+    // Far more than a socket buffer holds: the write to a deaf worker cannot finish.
+    let big = TestMsg::new("big", "x".repeat(1024 * 1024));
+    let timed_out = |e: &cluster_core::SendError| matches!(e, cluster_core::SendError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut);
+
+    let sent = within(5, "send_to a deaf worker", master.send_to(deaf[2], &big)).await;
+    let error = sent.expect_err("a deaf worker is not reached");
+    assert!(timed_out(&error), "{error}");
+
+    let started = Instant::now();
+    let delivery = within(5, "the broadcast", master.broadcast("web", &big)).await;
+    let waited = started.elapsed();
+    assert_eq!(delivery.reached, vec![healthy], "{delivery:?}");
+    let mut unreached: Vec<u32> = delivery.unreached.iter().map(|u| u.pid).collect();
+    unreached.sort();
+    assert_eq!(unreached, deaf, "{delivery:?}");
+    let timeouts = delivery.unreached.iter().filter(|u| timed_out(&u.error));
+    assert_eq!(timeouts.count(), 2, "{delivery:?}");
+    // Two workers timed out: in turn that is two timeouts, at once one.
+    assert!(waited < TIMEOUT * 2, "{waited:?}");
+    master.stop(cluster_core::StopMode::Fast).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Scheduling: with two workers, new connections from a single client are spread evenly,
 //! both when the workers accept on the shared socket (tokio's accept loop alone gives most to
 //! one worker) and when the master hands connections out in turn; round-robin work waits for
-//! a worker's `ready()` when the cluster asks for it.
+//! a worker's `ready()` when the cluster asks for it; a deaf worker's clients go to the
+//! other worker.
 
 use std::collections::HashMap;
 
@@ -84,5 +85,59 @@ async fn round_robin_gives_no_connection_to_a_worker_before_it_is_ready() {
         answered_after >= ready_after,
         "answered before ready: {answered_after:?} < {ready_after:?}"
     );
+    cluster.disconnect().await;
+}
+
+/// A worker whose runtime stops (it no longer reads its channel) holds no client: its
+/// hand-over is taken back after the dispatch timeout and it gets no more until it answers.
+#[tokio::test]
+async fn round_robin_gives_a_deaf_workers_clients_to_the_other_worker() {
+    use std::time::{Duration, Instant};
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .scheduling(Scheduling::RoundRobin);
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    let healthy = cluster.fork(&[]).expect("fork");
+    let deaf = cluster.fork(&[]).expect("fork");
+    let address = cluster_tests::wait_listening(&mut events, 2).await;
+    deaf.send(&cluster_tests::TestMsg::new("deaf", ""))
+        .await
+        .expect("send");
+    wait_event(
+        &mut events,
+        10,
+        "the deaf worker's last word",
+        |e| match e {
+            Event::Message(w, m) if w.id() == deaf.id() => m
+                .decode::<cluster_tests::TestMsg>()
+                .ok()
+                .filter(|m| m.kind == "deaf")
+                .map(drop),
+            _ => None,
+        },
+    )
+    .await;
+
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(3), http_get(address, "/")).await;
+        let waited = started.elapsed();
+        let (status, body) = answer
+            .unwrap_or_else(|_| panic!("request {i} hung for 3 s"))
+            .expect("GET /");
+        assert_eq!(status, 200);
+        assert_eq!(body.trim(), healthy.pid().to_string(), "request {i}");
+        slowest = slowest.max(waited);
+    }
+    eprintln!("slowest of 30 requests: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a client waited {slowest:?}"
+    );
+    assert!(deaf.missed_handovers() >= 1, "the miss is counted");
+    assert_eq!(healthy.missed_handovers(), 0);
+    deaf.kill(cluster_core::Signal::SIGKILL);
     cluster.disconnect().await;
 }

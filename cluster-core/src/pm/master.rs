@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::callbacks::Callbacks;
 use crate::cluster::{Phase, StopMode, setup_master};
 use crate::events::Event;
+use crate::pm::delivery::{DEFAULT_SEND_TIMEOUT, Delivery, send_to_all, send_within};
 use crate::pm::events::GroupEvent;
 use crate::pm::group::Group;
 use crate::pm::options::GroupOptions;
@@ -39,6 +40,7 @@ struct Inner {
     phase: watch::Sender<Phase>,
     /// Installed by `new`, before any group forks; taken by `run`.
     signals: Mutex<Option<MasterSignals>>,
+    send_timeout: Mutex<Duration>,
 }
 
 /// A supervisor of named worker groups (pm's `createMaster()`). Cheap to clone.
@@ -105,6 +107,7 @@ impl Master {
                 wake: Notify::new(),
                 phase: watch::Sender::new(Phase::Running),
                 signals: Mutex::new(signals),
+                send_timeout: Mutex::new(DEFAULT_SEND_TIMEOUT),
             }),
         }
     }
@@ -233,20 +236,32 @@ impl Master {
         started
     }
 
-    /// Sends `message` to every live worker of `group` (pm's `broadcast`); returns how many
-    /// it reached.
-    pub async fn broadcast<T: Serialize + ?Sized>(&self, group: &str, message: &T) -> usize {
-        let mut reached = 0;
-        for worker in self.workers(group) {
-            if worker.send(message).await.is_ok() {
-                reached += 1;
-            }
-        }
-        reached
+    /// Sends `message` to every live worker of `group` at once (pm's `broadcast`), waiting
+    /// at most the send timeout ([`Master::set_send_timeout`]) for each; returns which
+    /// workers it reached and which not, and why. A worker whose channel stays full for the
+    /// whole timeout in the middle of the message has its channel closed (it is then
+    /// replaced as any disconnected worker).
+    pub async fn broadcast<T: Serialize + Sync + ?Sized>(
+        &self,
+        group: &str,
+        message: &T,
+    ) -> Delivery {
+        send_to_all(&self.workers(group), message, self.send_timeout()).await
     }
 
-    /// Sends `message` to the worker with this pid, in any group.
-    pub async fn send_to<T: Serialize + ?Sized>(
+    /// How long [`Master::broadcast`] and [`Master::send_to`] wait for one worker's channel
+    /// (default [`DEFAULT_SEND_TIMEOUT`], 1 s).
+    pub fn set_send_timeout(&self, timeout: Duration) {
+        *lock(&self.inner.send_timeout) = timeout;
+    }
+
+    fn send_timeout(&self) -> Duration {
+        *lock(&self.inner.send_timeout)
+    }
+
+    /// Sends `message` to the worker with this pid, in any group, waiting at most the send
+    /// timeout for its channel (then `SendError::Io` of kind `TimedOut`).
+    pub async fn send_to<T: Serialize + Sync + ?Sized>(
         &self,
         pid: u32,
         message: &T,
@@ -260,7 +275,7 @@ impl Master {
                 .find(|w| w.pid() == pid)
         };
         match worker {
-            Some(worker) => worker.send(message).await,
+            Some(worker) => send_within(&worker, message, self.send_timeout()).await,
             None => Err(SendError::Closed),
         }
     }

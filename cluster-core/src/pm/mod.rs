@@ -12,12 +12,14 @@
 //! `cluster-worker`); the group's scheduling mode is its settings' (`Settings::scheduling`);
 //! a group listens on TCP addresses and Unix socket paths (always shared).
 
+mod delivery;
 mod events;
 mod group;
 mod master;
 mod options;
 mod policy;
 
+pub use delivery::{DEFAULT_SEND_TIMEOUT, Delivery, Unreached};
 pub use events::GroupEvent;
 pub use master::Master;
 pub use options::GroupOptions;

@@ -46,10 +46,22 @@ pub struct Console {
 
 impl Console {
     /// Starts `binary` with `env`.
+    #[allow(dead_code)] // not every test file uses it
     pub fn start(binary: &str, env: &[(&str, String)]) -> Console {
+        Self::start_in_shell("", binary, env)
+    }
+
+    /// Starts `binary` with `env` and at most `limit` open descriptors (soft and hard
+    /// `RLIMIT_NOFILE`, the shell's `ulimit -n`, as `prlimit --nofile=LIMIT` would).
+    #[allow(dead_code)] // not every test file uses it
+    pub fn start_with_nofile(binary: &str, env: &[(&str, String)], limit: u32) -> Console {
+        Self::start_in_shell(&format!("ulimit -n {limit} && "), binary, env)
+    }
+
+    fn start_in_shell(prefix: &str, binary: &str, env: &[(&str, String)]) -> Console {
         let mut process = Command::new("sh")
             .arg("-c")
-            .arg("exec \"$0\" 2>&1")
+            .arg(format!("{prefix}exec \"$0\" 2>&1"))
             .arg(binary)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::piped())

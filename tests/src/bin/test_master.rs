@@ -6,7 +6,8 @@
 //! Options for the tests of hostile workers: `TEST_SERIALIZATION` (`json`, `binary`),
 //! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_REFORK=1` (fork a replacement for
 //! every worker that exits), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
-//! `TestMsg`), `TEST_LOG_TO_STDOUT=1` (the master's log lines on stdout too).
+//! `TestMsg`), `TEST_LOG_TO_STDOUT=1` (the master's log lines on stdout too),
+//! `TEST_NOFILE` (`Settings::nofile_limit`).
 
 use cluster_core::{Event, Settings, Stdio, setup_master};
 use cluster_tests::TestMsg;
@@ -41,6 +42,12 @@ async fn main() -> std::process::ExitCode {
     }
     let refork = std::env::var_os("TEST_REFORK").is_some();
     let print_messages = std::env::var_os("TEST_PRINT_MESSAGES").is_some();
+    if let Some(limit) = std::env::var("TEST_NOFILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings = settings.nofile_limit(limit);
+    }
     let cluster = match setup_master(settings) {
         Ok(cluster) => cluster,
         Err(e) => {

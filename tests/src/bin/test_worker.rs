@@ -2,7 +2,9 @@
 //!
 //! - `serve` (default): announce itself, listen on `TEST_LISTEN` if set (a minimal HTTP
 //!   server answering its pid, one connection at a time), echo every message back, and
-//!   disconnect when asked by a `disconnect` message.
+//!   disconnect when asked by a `disconnect` message. A `deaf` message is answered with
+//!   `deaf`, then the worker's runtime blocks for good (its thread sleeps): nothing reads
+//!   its channel or serves its connections any more, as in a hung worker.
 //! - `exit:N`: exit with code N once online.
 //! - `garbage`: write bytes that are no frame on the channel, then wait.
 //! - `big`: send an 8 MiB message, then try one over the limit and report the error.
@@ -110,6 +112,12 @@ async fn main() {
             let msg: TestMsg = message.decode().expect("decode");
             if msg.kind == "disconnect" {
                 echo.disconnect();
+            } else if msg.kind == "deaf" {
+                echo.send(&TestMsg::new("deaf", std::process::id().to_string()))
+                    .await
+                    .expect("ack");
+                // Blocks the only runtime thread: the worker is alive and deaf.
+                std::thread::sleep(std::time::Duration::from_secs(3600));
             } else {
                 echo.send(&TestMsg::new("echo", msg.data))
                     .await
@@ -174,7 +182,10 @@ async fn answer(stream: &mut tokio::net::TcpStream, pid: u32) -> std::io::Result
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await
+    stream.write_all(response.as_bytes()).await?;
+    // End the connection with a FIN even while another process holds the socket (a hand-over
+    // the master took back from a deaf worker is still in that worker's channel).
+    stream.shutdown().await
 }
 
 /// Writes one frame on the channel (fd 3) by hand, bypassing the encoder: `kind` 0 control,
