@@ -47,6 +47,7 @@ mod events;
 mod handover;
 mod listeners;
 pub mod pm;
+mod refuse;
 mod round_robin;
 mod settings;
 mod spawn;

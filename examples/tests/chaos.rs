@@ -123,13 +123,7 @@ async fn chaos_loses_nothing_but_what_killed_workers_held() {
                 .listen("127.0.0.1:0".parse().expect("addr"))
                 .children(2)
                 .ready_timeout(Duration::from_secs(10))
-                .reload_stable(Duration::from_millis(100))
-                // The SIGKILLs are deliberate: do not let pm's giveup (5 fatal exits in a
-                // minute, then a minute's pause) stall the service under test.
-                .policy(cluster_core::pm::RestartPolicy {
-                    max_fatal_restart: 1000,
-                    ..Default::default()
-                }),
+                .reload_stable(Duration::from_millis(100)),
         )
         .expect("register");
     master.dispatch();

@@ -8,16 +8,17 @@ use crate::cluster::Cluster;
 use crate::events::Event;
 use crate::pm::events::GroupEvent;
 use crate::pm::options::GroupOptions;
-use crate::pm::policy::{Decision, PolicyState};
+use crate::pm::policy::{Decision, Ending, PolicyState, Purpose};
 use crate::worker::{Worker, WorkerState};
 
 struct Member {
     worker: Worker,
     generation: u64,
-    started: Instant,
-    ready: bool,
-    /// Asked to go away by the group (scale-down, reload); never replaced.
-    retiring: bool,
+    /// When it became ready, once it has.
+    ready_at: Option<Instant>,
+    /// Ended by the master on purpose: no longer active, and its exit never counts against
+    /// the group. `Retired` ones (scale-down, reload) are not replaced.
+    ended_on_purpose: Option<Purpose>,
 }
 
 enum ReloadPhase {
@@ -72,7 +73,7 @@ impl Group {
     fn active(&self) -> impl Iterator<Item = &Member> {
         self.members.values().filter(move |m| {
             m.generation == self.generation
-                && !m.retiring
+                && m.ended_on_purpose.is_none()
                 && !(m.worker.exited_after_disconnect()
                     && m.worker.state() >= WorkerState::Disconnecting)
         })
@@ -87,8 +88,34 @@ impl Group {
         self.members.values().map(|m| m.worker.clone()).collect()
     }
 
-    /// Forks or retires workers until the count is right, unless the policy says wait.
+    /// Forks or retires workers until the count is right, unless the policy says wait; then
+    /// refuses connections if nobody can serve them.
     pub(crate) fn converge(&mut self, now: Instant) {
+        self.fork_or_retire(now);
+        self.refuse_while_nobody_serves(now);
+    }
+
+    /// Connections are refused while no worker of the group is alive (booting or serving)
+    /// and none is about to be forked: given up, backing off after a crash, scaled to zero,
+    /// or stopping. Never while a worker boots (at start-up, after a replaced exit, during a
+    /// reload): what queues then is served a few milliseconds later. The queue, when
+    /// refusing starts, holds what arrived since the last worker stopped accepting and that
+    /// no worker will take before the backoff or pause ends; it is refused too, so those
+    /// clients learn at once instead of hanging.
+    fn refuse_while_nobody_serves(&self, now: Instant) {
+        let someone_serves = self
+            .members
+            .values()
+            .any(|m| m.worker.state() < WorkerState::Disconnecting);
+        let nobody_coming = self.stopping
+            || self.wanted == 0
+            || self.paused_until.is_some_and(|t| now < t)
+            || self.next_fork_at.is_some_and(|t| now < t);
+        self.cluster
+            .refuse_connections(!someone_serves && nobody_coming);
+    }
+
+    fn fork_or_retire(&mut self, now: Instant) {
         if self.stopping {
             return;
         }
@@ -110,9 +137,8 @@ impl Group {
                             Member {
                                 worker,
                                 generation: self.generation,
-                                started: now,
-                                ready: false,
-                                retiring: false,
+                                ready_at: None,
+                                ended_on_purpose: None,
                             },
                         );
                     }
@@ -138,9 +164,17 @@ impl Group {
     }
 
     fn retire(&mut self, id: u32) {
+        self.end_on_purpose(id, Purpose::Retired);
         if let Some(member) = self.members.get_mut(&id) {
-            member.retiring = true;
             member.worker.disconnect();
+        }
+    }
+
+    /// Records that the master ends this member on purpose (the caller disconnects or kills
+    /// it): it stops counting towards `wanted`, and its exit never counts against the group.
+    fn end_on_purpose(&mut self, id: u32, purpose: Purpose) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.ended_on_purpose.get_or_insert(purpose);
         }
     }
 
@@ -170,8 +204,8 @@ impl Group {
             | Event::Listening(worker, _)
             | Event::ListeningUnix(worker, _) => {
                 if let Some(member) = self.members.get_mut(&worker.id()) {
-                    if !member.ready {
-                        member.ready = true;
+                    if member.ready_at.is_none() {
+                        member.ready_at = Some(now);
                         out.push(GroupEvent::Ready { group, worker });
                     }
                 }
@@ -185,7 +219,7 @@ impl Group {
                     exit,
                 });
                 if let Some(member) = member {
-                    if let Some(event) = self.on_exit(&member, exit, now) {
+                    if let Some(event) = self.on_exit(&member, now) {
                         out.push(event);
                     }
                 }
@@ -202,23 +236,19 @@ impl Group {
         out
     }
 
-    /// Applies the restart policy to an exit.
-    fn on_exit(
-        &mut self,
-        member: &Member,
-        exit: crate::worker::Exit,
-        now: Instant,
-    ) -> Option<GroupEvent> {
-        if member.retiring {
-            return None;
-        }
-        let clean = exit.code == Some(0) && exit.signal.is_none();
-        let fatal = !clean || !member.ready;
-        let uptime = now.duration_since(member.started);
-        match self
-            .policy
-            .on_exit(&self.options.policy, now, fatal, uptime)
-        {
+    /// Applies the restart policy to an exit (whatever its code or signal: what counts is
+    /// whether the master ended it, and how long it had been ready).
+    fn on_exit(&mut self, member: &Member, now: Instant) -> Option<GroupEvent> {
+        let purpose = member
+            .ended_on_purpose
+            .or(self.stopping.then_some(Purpose::Stopping));
+        let ending = match purpose {
+            Some(purpose) => Ending::OnPurpose(purpose),
+            None => Ending::Unexpected {
+                ready_for: member.ready_at.map(|at| now.duration_since(at)),
+            },
+        };
+        match self.policy.on_exit(&self.options.policy, now, ending) {
             Decision::RestartAt(at) => {
                 if at > now {
                     self.next_fork_at = Some(self.next_fork_at.map_or(at, |t| t.max(at)));
@@ -274,7 +304,7 @@ impl Group {
                 if lost {
                     return Some(self.fail_reload("a new worker exited before it was ready"));
                 }
-                if new.iter().all(|m| m.ready) {
+                if new.iter().all(|m| m.ready_at.is_some()) {
                     let until = now + self.options.reload_stable;
                     self.set_phase(ReloadPhase::Stabilising { until });
                 } else if now >= deadline {
@@ -303,7 +333,7 @@ impl Group {
                 .members
                 .values()
                 .filter(|m| m.generation == old_generation)
-                .map(|m| (m.worker.id(), m.retiring))
+                .map(|m| (m.worker.id(), m.ended_on_purpose.is_some()))
                 .collect();
             if old.is_empty() {
                 self.reload = None;
