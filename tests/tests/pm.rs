@@ -189,6 +189,43 @@ async fn five_boot_crashes_give_up_with_growing_backoff_refuse_connections_then_
     master.stop(cluster_core::StopMode::Fast).await;
 }
 
+/// Workers that crash at boot, under a backoff of a second or more: connections are refused
+/// while the group waits for the next fork.
+#[tokio::test]
+async fn a_long_backoff_after_boot_crashes_refuses_connections_until_the_next_fork() {
+    let (master, mut events) = start();
+    let policy = RestartPolicy {
+        max_fatal_restart: 100,
+        restart_delay: Duration::from_millis(1500),
+        ..RestartPolicy::default()
+    };
+    master
+        .register(
+            "crashy",
+            graceful_worker_exe(),
+            options(1).policy(policy).env("BOOT_CRASH", "1"),
+        )
+        .expect("register");
+    master.dispatch();
+    // The first crash is replaced at once; the second waits 1.5 s.
+    for _ in 0..2 {
+        next(&mut events, 10, "a crash", |e| {
+            matches!(e, GroupEvent::Quit { .. }).then_some(())
+        })
+        .await;
+    }
+    let address = master_address(&master, "crashy");
+    assert!(
+        refused_within(address, Duration::from_millis(100)).await,
+        "refused during the backoff"
+    );
+    next(&mut events, 10, "the fork after the backoff", |e| {
+        matches!(e, GroupEvent::Fork { .. }).then_some(())
+    })
+    .await;
+    master.stop(cluster_core::StopMode::Fast).await;
+}
+
 /// The address a group listens on (bound at registration), through its workers' handoff.
 fn master_address(master: &Master, group: &str) -> SocketAddr {
     master
@@ -298,6 +335,39 @@ async fn young_workers_killed_by_hand_give_the_group_up_it_refuses_then_serves_a
     }
     let (back, _) = replaced(&mut events, 10).await;
     assert_eq!(pid_at(address).await, back, "serving again after the pause");
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+/// A worker that panics right after it became ready hands over (graceful): its replacement
+/// is forked first and the exit never counts, however often it happens.
+#[tokio::test]
+async fn panics_right_after_ready_hand_over_and_never_give_the_group_up() {
+    let (master, mut events) = start();
+    master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            options(1).min_uptime(Duration::from_secs(30)),
+        )
+        .expect("register");
+    master.dispatch();
+    let (first, address) = ready(&mut events, "web", 1).await;
+    let mut serving = first.into_iter().next().expect("a worker");
+    for _ in 0..6 {
+        let (status, _) = http_get(address, "/panic").await.expect("GET /panic");
+        assert_eq!(status, 500);
+        let next = replaced(&mut events, 10).await.0;
+        // Gone before the next panic, which must reach the replacement.
+        cluster_tests::eventually(10, "the panicked worker gone", || {
+            cluster_tests::process_gone(serving)
+        })
+        .await;
+        serving = next;
+    }
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, GroupEvent::GiveUp { .. }), "{event:?}");
+    }
+    assert_eq!(pid_at(address).await, serving);
     master.stop(cluster_core::StopMode::Graceful).await;
 }
 

@@ -2,18 +2,25 @@
 //! the restart policy, and reloads.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 use crate::events::Event;
 use crate::pm::events::GroupEvent;
 use crate::pm::options::GroupOptions;
-use crate::pm::policy::{Decision, Ending, PolicyState, Purpose};
+use crate::pm::policy::{Decision, Ending, PolicyState, Purpose, Slot};
 use crate::worker::{Worker, WorkerState};
+
+/// A backoff at least this long refuses connections meanwhile; a shorter one lets them wait in
+/// the queue for the next worker (pm's default backoff stays below it until the group gives
+/// up: 0, 100, 150, 225, 337 ms).
+const REFUSE_WHEN_NEXT_FORK_IN: Duration = Duration::from_secs(1);
 
 struct Member {
     worker: Worker,
     generation: u64,
+    /// Its place in a chain of replacements, until its ending has been judged.
+    slot: Option<Slot>,
     /// When it became ready, once it has.
     ready_at: Option<Instant>,
     /// Ended by the master on purpose: no longer active, and its exit never counts against
@@ -96,12 +103,12 @@ impl Group {
     }
 
     /// Connections are refused while no worker of the group is alive (booting or serving)
-    /// and none is about to be forked: given up, backing off after a crash, scaled to zero,
-    /// or stopping. Never while a worker boots (at start-up, after a replaced exit, during a
-    /// reload): what queues then is served a few milliseconds later. The queue, when
-    /// refusing starts, holds what arrived since the last worker stopped accepting and that
-    /// no worker will take before the backoff or pause ends; it is refused too, so those
-    /// clients learn at once instead of hanging.
+    /// and none is on its way: given up, backing off for [`REFUSE_WHEN_NEXT_FORK_IN`] or
+    /// more, scaled to zero, or stopping. Never while a worker boots (at start-up, after a
+    /// replaced exit, during a reload) nor during a shorter backoff: what queues then is
+    /// served as soon as the worker is up. The queue, when refusing starts, holds what
+    /// arrived since the last worker stopped accepting and that no worker would take before
+    /// the backoff or pause ends; it is refused too, so those clients learn at once.
     fn refuse_while_nobody_serves(&self, now: Instant) {
         let someone_serves = self
             .members
@@ -110,7 +117,9 @@ impl Group {
         let nobody_coming = self.stopping
             || self.wanted == 0
             || self.paused_until.is_some_and(|t| now < t)
-            || self.next_fork_at.is_some_and(|t| now < t);
+            || self
+                .next_fork_at
+                .is_some_and(|t| t.saturating_duration_since(now) >= REFUSE_WHEN_NEXT_FORK_IN);
         self.cluster
             .refuse_connections(!someone_serves && nobody_coming);
     }
@@ -124,6 +133,9 @@ impl Group {
         }
         self.paused_until = None;
         let active = self.active().count();
+        if active >= self.wanted {
+            self.policy.forget_vacant();
+        }
         if active < self.wanted {
             if self.next_fork_at.is_some_and(|t| now < t) {
                 return;
@@ -137,6 +149,7 @@ impl Group {
                             Member {
                                 worker,
                                 generation: self.generation,
+                                slot: Some(self.policy.fill_slot()),
                                 ready_at: None,
                                 ended_on_purpose: None,
                             },
@@ -210,19 +223,23 @@ impl Group {
                     }
                 }
             }
-            Event::Disconnect(worker) => out.push(GroupEvent::Disconnect { group, worker }),
+            Event::Disconnect(worker) => {
+                // A worker that said it is going (a panic's hand-over, its own disconnect)
+                // is replaced now: judge its ending now, so the replacement takes its slot
+                // (and waits out a backoff if it never got ready).
+                if worker.exited_after_disconnect() {
+                    out.extend(self.judge(worker.id(), now));
+                }
+                out.push(GroupEvent::Disconnect { group, worker });
+            }
             Event::Exit(worker, exit) => {
-                let member = self.members.remove(&worker.id());
                 out.push(GroupEvent::Quit {
                     group: group.clone(),
                     worker: worker.clone(),
                     exit,
                 });
-                if let Some(member) = member {
-                    if let Some(event) = self.on_exit(&member, now) {
-                        out.push(event);
-                    }
-                }
+                out.extend(self.judge(worker.id(), now));
+                self.members.remove(&worker.id());
             }
             Event::Message(worker, message) => out.push(GroupEvent::Message {
                 group,
@@ -236,19 +253,24 @@ impl Group {
         out
     }
 
-    /// Applies the restart policy to an exit (whatever its code or signal: what counts is
-    /// whether the master ended it, and how long it had been ready).
-    fn on_exit(&mut self, member: &Member, now: Instant) -> Option<GroupEvent> {
+    /// Applies the restart policy, once, to the ending of a member (whatever its exit code or
+    /// signal: what counts is whether the master ended it, whether it handed over, and how
+    /// long it had been ready).
+    fn judge(&mut self, id: u32, now: Instant) -> Option<GroupEvent> {
+        let stopping = self.stopping;
+        let member = self.members.get_mut(&id)?;
+        let slot = member.slot.take()?;
         let purpose = member
             .ended_on_purpose
-            .or(self.stopping.then_some(Purpose::Stopping));
-        let ending = match purpose {
-            Some(purpose) => Ending::OnPurpose(purpose),
-            None => Ending::Unexpected {
-                ready_for: member.ready_at.map(|at| now.duration_since(at)),
+            .or(stopping.then_some(Purpose::Stopping));
+        let ending = match (purpose, member.ready_at) {
+            (Some(purpose), _) => Ending::OnPurpose(purpose),
+            (None, Some(_)) if member.worker.exited_after_disconnect() => Ending::HandedOver,
+            (None, ready_at) => Ending::Unexpected {
+                ready_for: ready_at.map(|at| now.duration_since(at)),
             },
         };
-        match self.policy.on_exit(&self.options.policy, now, ending) {
+        match self.policy.on_exit(&self.options.policy, now, ending, slot) {
             Decision::RestartAt(at) => {
                 if at > now {
                     self.next_fork_at = Some(self.next_fork_at.map_or(at, |t| t.max(at)));
