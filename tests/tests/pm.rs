@@ -328,10 +328,12 @@ async fn young_workers_killed_by_hand_give_the_group_up_it_refuses_then_serves_a
     .await;
     assert_eq!(fatals, 5);
     for _ in 0..5 {
+        let asked = Instant::now();
         assert!(
             refused_within(address, Duration::from_millis(100)).await,
             "refused while given up"
         );
+        eprintln!("refused after {:?}", asked.elapsed());
     }
     let (back, _) = replaced(&mut events, 10).await;
     assert_eq!(pid_at(address).await, back, "serving again after the pause");
@@ -420,6 +422,56 @@ async fn a_group_scaled_to_zero_refuses_connections_until_scaled_up() {
     let (pid, _) = replaced(&mut events, 10).await;
     assert_eq!(pid_at(address).await, pid);
     master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+/// A group on a Unix socket path refuses too (the connection is closed at once) while
+/// scaled to zero, and serves again when scaled up.
+#[tokio::test]
+async fn a_unix_socket_group_scaled_to_zero_closes_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = std::env::temp_dir().join(format!("cluster-pm-refuse-{}.sock", std::process::id()));
+    let (master, mut events) = start();
+    master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            GroupOptions::new().listen_unix(&path).children(1),
+        )
+        .expect("register");
+    master.dispatch();
+    next(&mut events, 10, "ready", |e| {
+        matches!(e, GroupEvent::Ready { .. }).then_some(())
+    })
+    .await;
+    master.scale("web", 0);
+    retired_gracefully(&mut events, 1).await;
+    let closed = tokio::time::timeout(Duration::from_millis(100), async {
+        let mut stream = tokio::net::UnixStream::connect(&path).await?;
+        let _ = stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: unix\r\n\r\n")
+            .await;
+        let mut first = [0u8; 1];
+        stream.read(&mut first).await
+    })
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed within 100 ms: {closed:?}"
+    );
+    master.scale("web", 1);
+    replaced(&mut events, 10).await;
+    let mut stream = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: unix\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    master.stop(cluster_core::StopMode::Graceful).await;
+    let _ = std::fs::remove_file(&path);
 }
 
 fn signal(pid: u32, signal: Signal) {
