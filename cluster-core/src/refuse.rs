@@ -25,6 +25,22 @@ pub(crate) enum Socket {
     Unix(Arc<UnixListener>),
 }
 
+impl Socket {
+    /// Its address, for the logs.
+    fn describe(&self) -> String {
+        match self {
+            Socket::Tcp(listener) => listener
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string()),
+            Socket::Unix(listener) => listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "a Unix socket".into()),
+        }
+    }
+}
+
 /// Whether one cluster's sockets refuse connections now.
 #[derive(Default)]
 pub(crate) struct Refusal {
@@ -40,7 +56,9 @@ impl Refusal {
             return;
         }
         let _runtime = runtime.enter();
+        let mut addresses = Vec::new();
         for socket in sockets {
+            let address = socket.describe();
             let gate = Arc::new(Gate {
                 shut: Mutex::new(true),
                 wake: Notify::new(),
@@ -63,12 +81,15 @@ impl Refusal {
                 }),
             };
             match started {
-                Ok(_) => gates.push(gate),
-                Err(e) => tracing::warn!("cannot refuse connections on a socket: {e}"),
+                Ok(_) => {
+                    gates.push(gate);
+                    addresses.push(address);
+                }
+                Err(e) => tracing::warn!("cannot refuse connections on {address}: {e}"),
             }
         }
         if !gates.is_empty() {
-            tracing::info!("no worker can serve: refusing connections");
+            tracing::info!("no worker can serve: refusing connections on {addresses:?}");
         }
     }
 

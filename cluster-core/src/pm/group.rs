@@ -106,9 +106,9 @@ impl Group {
     /// and none is on its way: given up, backing off for [`REFUSE_WHEN_NEXT_FORK_IN`] or
     /// more, scaled to zero, or stopping. Never while a worker boots (at start-up, after a
     /// replaced exit, during a reload) nor during a shorter backoff: what queues then is
-    /// served as soon as the worker is up. The queue, when refusing starts, holds what
-    /// arrived since the last worker stopped accepting and that no worker would take before
-    /// the backoff or pause ends; it is refused too, so those clients learn at once.
+    /// served as soon as the worker is up. The queue, when refusing starts, holds what no
+    /// worker took before the last one ended, and none would take it before the backoff or
+    /// pause ends: it is refused too, so those clients learn at once instead of hanging.
     fn refuse_while_nobody_serves(&self, now: Instant) {
         let someone_serves = self
             .members
