@@ -717,3 +717,17 @@ async fn a_file_in_the_way_of_a_unix_socket_is_an_error_at_registration() {
     assert!(err.reason.contains(&path.display().to_string()), "{err}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn a_min_uptime_below_the_floor_is_an_error_naming_it() {
+    let master = Master::new(None);
+    let err = master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            options(1).min_uptime(Duration::from_millis(10)),
+        )
+        .expect_err("10 ms is below MIN_RESTART_DELAY");
+    assert_eq!(err.setting, "min_uptime");
+    assert!(master.workers("web").is_empty());
+}
