@@ -291,8 +291,9 @@ impl Cluster {
     /// already queued when it starts are refused too. `false` stops it: once this returns
     /// the master accepts nothing more, so call it before forking the worker that will
     /// serve. Covers the sockets bound when it starts; nothing to do in `ReusePort` mode
-    /// (with no worker, nobody listens and the kernel refuses). `pm` groups do this by
-    /// themselves.
+    /// (with no worker, nobody listens and the kernel refuses). In `RoundRobin` mode the
+    /// master's dispatcher also resets the connections it holds while no worker takes any.
+    /// `pm` groups do this by themselves.
     pub fn refuse_connections(&self, refuse: bool) {
         if refuse {
             let (_, grant) = self.shared.listen_settings();
@@ -300,6 +301,9 @@ impl Cluster {
             self.shared.refusal.start(sockets, &self.shared.runtime);
         } else {
             self.shared.refusal.stop();
+        }
+        for dispatcher in self.shared.dispatchers() {
+            dispatcher.set_refusing(refuse);
         }
     }
 
