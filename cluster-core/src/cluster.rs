@@ -18,6 +18,7 @@ use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
 use crate::listeners::Listeners;
 use crate::output::Stdio;
+use crate::refuse::Refusal;
 use crate::round_robin::Dispatcher;
 use crate::settings::{Scheduling, Settings, SettingsError};
 use crate::signals::{MasterSignals, SignalRequest};
@@ -55,6 +56,7 @@ pub(crate) struct Shared {
     phase: watch::Sender<Phase>,
     stop_requested: watch::Sender<Option<StopMode>>,
     pub(crate) listeners: Listeners,
+    refusal: Refusal,
     pub(crate) handovers: Handovers,
     dispatchers: Mutex<HashMap<SocketAddr, Arc<Dispatcher>>>,
     pub(crate) events: EventBus,
@@ -218,6 +220,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         phase: watch::Sender::new(Phase::Running),
         stop_requested: watch::Sender::new(None),
         listeners: Listeners::default(),
+        refusal: Refusal::default(),
         handovers: Handovers::default(),
         dispatchers: Mutex::new(HashMap::new()),
         events,
@@ -334,6 +337,46 @@ impl Cluster {
     /// workers inherit ([`Settings::nofile_limit`]).
     pub fn nofile_limit(&self) -> u64 {
         self.shared.nofile_limit.load(Ordering::Relaxed)
+    }
+
+    /// The TCP addresses this cluster's shared sockets are bound to (a `:0` port resolved).
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let mut addresses: Vec<SocketAddr> = self
+            .shared
+            .listeners
+            .sockets(true)
+            .iter()
+            .filter_map(|socket| match socket {
+                crate::refuse::Socket::Tcp(listener) => listener.local_addr().ok(),
+                crate::refuse::Socket::Unix(_) => None,
+            })
+            .collect();
+        addresses.sort();
+        addresses
+    }
+
+    /// While `refuse` is true the master itself accepts every connection that reaches this
+    /// cluster's listening sockets and resets it at once (TCP: `SO_LINGER` 0, the client
+    /// sees "connection reset"; Unix: closed), so that while no worker can serve, clients and
+    /// load balancers get a refusal they can fail over on instead of a wait in the accept
+    /// queue. The master keeps the sockets, so nobody else can take the port. Connections
+    /// already queued when it starts are refused too. `false` stops it: once this returns
+    /// the master accepts nothing more, so call it before forking the worker that will
+    /// serve. Covers the sockets bound when it starts; nothing to do in `ReusePort` mode
+    /// (with no worker, nobody listens and the kernel refuses). In `RoundRobin` mode the
+    /// master's dispatcher also resets the connections it holds while no worker takes any.
+    /// `pm` groups do this by themselves.
+    pub fn refuse_connections(&self, refuse: bool) {
+        if refuse {
+            let (_, grant) = self.shared.listen_settings();
+            let sockets = self.shared.listeners.sockets(grant != Grant::ReusePort);
+            self.shared.refusal.start(sockets, &self.shared.runtime);
+        } else {
+            self.shared.refusal.stop();
+        }
+        for dispatcher in self.shared.dispatchers() {
+            dispatcher.set_refusing(refuse);
+        }
     }
 
     /// The workers that have not been reaped yet, by id.

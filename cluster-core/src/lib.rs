@@ -50,6 +50,7 @@ mod listeners;
 mod nofile;
 mod output;
 pub mod pm;
+mod refuse;
 mod rolling;
 mod round_robin;
 mod settings;

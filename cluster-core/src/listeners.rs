@@ -9,6 +9,8 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::refuse::Socket;
+
 #[derive(Default)]
 pub(crate) struct Listeners {
     by_address: Mutex<HashMap<SocketAddr, Arc<TcpListener>>>,
@@ -59,5 +61,24 @@ impl Listeners {
         let listener = Arc::new(cluster_ipc::bind_unix(path, backlog).map_err(|e| e.to_string())?);
         table.insert(path.to_path_buf(), listener.clone());
         Ok(listener)
+    }
+
+    /// Every socket once (a TCP socket is in the table under two addresses); TCP ones only
+    /// if `tcp` (ReusePort's reserved sockets do not listen).
+    pub(crate) fn sockets(&self, tcp: bool) -> Vec<Socket> {
+        let mut sockets = Vec::new();
+        if tcp {
+            let table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen: Vec<&Arc<TcpListener>> = Vec::new();
+            for listener in table.values() {
+                if !seen.iter().any(|s| Arc::ptr_eq(s, listener)) {
+                    seen.push(listener);
+                    sockets.push(Socket::Tcp(listener.clone()));
+                }
+            }
+        }
+        let table = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
+        sockets.extend(table.values().map(|l| Socket::Unix(l.clone())));
+        sockets
     }
 }

@@ -25,6 +25,21 @@ use tokio::time::Instant;
 
 use crate::worker::{Worker, WorkerState};
 
+/// No worker can take a connection and the cluster refuses them.
+struct Refuse;
+
+/// Resets a connection (`SO_LINGER` 0, then closed): the client sees "connection reset".
+fn reset(stream: TcpStream) {
+    match tokio::net::TcpStream::from_std(stream) {
+        Ok(stream) => {
+            if let Err(e) = stream.set_zero_linger() {
+                tracing::debug!("SO_LINGER 0 on a refused connection: {e}");
+            }
+        }
+        Err(e) => tracing::debug!("refusing a connection: {e}"),
+    }
+}
+
 /// Hand-overs a worker may have unanswered at once.
 const MAX_IN_FLIGHT: usize = 4;
 
@@ -68,6 +83,9 @@ struct State {
     /// The deadline task found nothing pending and waits to be woken.
     deadline_task_parked: bool,
     next_seq: u64,
+    /// Nobody can serve (`Cluster::refuse_connections`): connections with no worker to take
+    /// them are reset instead of held.
+    refusing: bool,
 }
 
 /// Log lines that would repeat for every connection under pressure.
@@ -232,8 +250,16 @@ impl Dispatcher {
         which(&mut throttles).event()
     }
 
-    /// The next worker in turn that can take a connection.
-    fn pick(&self) -> Option<Worker> {
+    /// Resets, from now on, the connections no worker can take (or stops doing so). Once
+    /// this returns with `false`, none is reset any more.
+    pub(crate) fn set_refusing(&self, refusing: bool) {
+        self.lock().refusing = refusing;
+        self.wake.notify_one();
+    }
+
+    /// The next worker in turn that can take a connection; `Err` if there is none and the
+    /// connection is to be refused.
+    fn pick(&self) -> Result<Option<Worker>, Refuse> {
         let mut state = self.lock();
         let count = state.targets.len();
         for step in 0..count {
@@ -246,10 +272,13 @@ impl Dispatcher {
             {
                 let worker = worker.clone();
                 state.next = index + 1;
-                return Some(worker);
+                return Ok(Some(worker));
             }
         }
-        None
+        if state.refusing && state.targets.is_empty() {
+            return Err(Refuse);
+        }
+        Ok(None)
     }
 
     async fn next_connection(&self, listener: &tokio::net::TcpListener) -> Queued {
@@ -288,13 +317,13 @@ impl Dispatcher {
         tokio::time::sleep(pause).await;
     }
 
-    async fn next_worker(&self) -> Worker {
+    async fn next_worker(&self) -> Result<Worker, Refuse> {
         loop {
             let wake = self.wake.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
-            if let Some(worker) = self.pick() {
-                return worker;
+            if let Some(worker) = self.pick()? {
+                return Ok(worker);
             }
             // No worker can take it: the connection waits here, and the next ones in the
             // kernel's accept queue.
@@ -305,7 +334,10 @@ impl Dispatcher {
     async fn run(self: Arc<Self>, listener: tokio::net::TcpListener) {
         loop {
             let queued = self.next_connection(&listener).await;
-            let worker = self.next_worker().await;
+            let Ok(worker) = self.next_worker().await else {
+                reset(queued.stream);
+                continue;
+            };
             let Some(sender) = worker.sender() else {
                 // Reaped: its channel was read to the end, nothing of it is pending.
                 self.worker_gone(&worker);

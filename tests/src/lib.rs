@@ -153,6 +153,41 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// The length of the accept queue of the socket listening on 127.0.0.1/0.0.0.0 `port`
+/// (`/proc/net/tcp` shows it as the receive queue of a LISTEN entry).
+pub fn accept_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let listening = fields.get(3) == Some(&"0A");
+        if !listening || !fields.get(1)?.ends_with(&local) {
+            return None;
+        }
+        u64::from_str_radix(fields.get(4)?.split(':').nth(1)?, 16).ok()
+    })
+}
+
+/// True if a connection to `address` is refused (refused at connect, or reset / closed
+/// before any answer) within `deadline`; false if it is answered or left waiting.
+pub async fn refused_within(address: SocketAddr, deadline: Duration) -> bool {
+    let attempt = async {
+        let mut stream = match TcpStream::connect(address).await {
+            Ok(stream) => stream,
+            Err(_) => return true,
+        };
+        let request = format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return true;
+        }
+        let mut first = [0u8; 1];
+        matches!(stream.read(&mut first).await, Ok(0) | Err(_))
+    };
+    tokio::time::timeout(deadline, attempt)
+        .await
+        .unwrap_or(false)
+}
+
 /// Waits until `check` is true, polling every 20 ms, failing after `secs` seconds.
 pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     within(secs, what, async {

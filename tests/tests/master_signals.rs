@@ -79,7 +79,7 @@ async fn a_sigint_during_a_graceful_stop_makes_it_fast() {
         .and_then(|p| p.parse().ok())
         .expect("port");
     cluster_tests::eventually(5, "the stuck connection accepted", || {
-        accept_queue(port) == Some(0)
+        cluster_tests::accept_queue(port) == Some(0)
     })
     .await;
     let pid = master.id().expect("pid");
@@ -96,19 +96,4 @@ async fn a_sigint_during_a_graceful_stop_makes_it_fast() {
     let status = within(2, "master exit", master.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0));
     drop(stuck);
-}
-
-/// The length of the accept queue of the socket listening on `port` (`/proc/net/tcp` shows it
-/// as the receive queue of a LISTEN entry).
-fn accept_queue(port: u16) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let local = format!(":{port:04X}");
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let listening = fields.get(3) == Some(&"0A");
-        if !listening || !fields.get(1)?.ends_with(&local) {
-            return None;
-        }
-        u64::from_str_radix(fields.get(4)?.split(':').nth(1)?, 16).ok()
-    })
 }

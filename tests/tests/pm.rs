@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cluster_core::pm::{GroupEvent, GroupOptions, Master, RestartPolicy};
-use cluster_tests::{Load, TestMsg, graceful_worker_exe, http_get, within};
+use cluster_tests::{
+    Load, TestMsg, accept_queue, graceful_worker_exe, http_get, refused_within, within,
+};
+use nix::sys::signal::Signal;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn options(children: usize) -> GroupOptions {
@@ -118,14 +121,15 @@ async fn two_groups_run_side_by_side() {
 }
 
 #[tokio::test]
-async fn five_quick_crashes_give_up_then_retry_after_the_pause_with_growing_backoff() {
+async fn five_boot_crashes_give_up_with_growing_backoff_refuse_connections_then_retry() {
     let (master, mut events) = start();
     let policy = RestartPolicy {
         max_fatal_restart: 5,
-        pause_after_fatal: Duration::from_millis(1500),
-        restart_delay: Duration::from_millis(100),
+        // The window too: the five crashes (about 1 s with the backoff) fall within it.
+        pause_after_fatal: Duration::from_millis(2500),
+        restart_delay: Duration::from_millis(200),
         max_restart_delay: Duration::from_secs(5),
-        stable_uptime: Duration::from_secs(30),
+        min_uptime: Duration::from_secs(1),
     };
     master
         .register(
@@ -151,28 +155,327 @@ async fn five_quick_crashes_give_up_then_retry_after_the_pause_with_growing_back
     .await;
     let gave_up = Instant::now();
     assert_eq!(fatals, 5);
-    assert!(pause > Duration::from_millis(1400), "{pause:?}");
+    assert!(pause > Duration::from_millis(2400), "{pause:?}");
     assert_eq!(forks.len(), 5, "the first fork and four restarts");
     let gaps: Vec<Duration> = forks.windows(2).map(|w| w[1] - w[0]).collect();
-    // 100 ms, 150 ms, 225 ms, 337 ms (plus the boot of each worker).
-    for pair in gaps.windows(2) {
-        assert!(pair[1] > pair[0], "backoff grows: {gaps:?}");
-    }
-    assert!(gaps[0] >= Duration::from_millis(100), "{gaps:?}");
+    // At once (only the crashing worker's boot), then 200 ms, 300 ms, 450 ms (plus boots).
     assert!(
-        gaps[3] >= gaps[0] * 2,
-        "337 ms against 100 ms, boot times aside: {gaps:?}"
+        gaps[0] < gaps[1],
+        "no backoff before the first restart: {gaps:?}"
     );
+    for (gap, least) in gaps[1..].iter().zip([200, 300, 450]) {
+        assert!(
+            *gap >= Duration::from_millis(least),
+            "backoff grows: {gaps:?}"
+        );
+    }
+    // Given up: nobody can serve, so a client is refused at once instead of waiting.
+    let address = master_address(&master, "crashy");
+    for _ in 0..3 {
+        assert!(
+            refused_within(address, Duration::from_millis(100)).await,
+            "refused during the pause"
+        );
+    }
     next(&mut events, 10, "the retry after the pause", |e| {
         matches!(e, GroupEvent::Fork { .. }).then_some(())
     })
     .await;
     let waited = gave_up.elapsed();
     assert!(
-        waited >= Duration::from_millis(1300),
+        waited >= Duration::from_millis(2300),
         "retried after {waited:?}"
     );
     master.stop(cluster_core::StopMode::Fast).await;
+}
+
+/// Workers that crash at boot, under a backoff of a second or more: connections are refused
+/// while the group waits for the next fork.
+#[tokio::test]
+async fn a_long_backoff_after_boot_crashes_refuses_connections_until_the_next_fork() {
+    let (master, mut events) = start();
+    let policy = RestartPolicy {
+        max_fatal_restart: 100,
+        restart_delay: Duration::from_millis(1500),
+        ..RestartPolicy::default()
+    };
+    master
+        .register(
+            "crashy",
+            graceful_worker_exe(),
+            options(1).policy(policy).env("BOOT_CRASH", "1"),
+        )
+        .expect("register");
+    master.dispatch();
+    // The first crash is replaced at once; the second waits 1.5 s.
+    for _ in 0..2 {
+        next(&mut events, 10, "a crash", |e| {
+            matches!(e, GroupEvent::Quit { .. }).then_some(())
+        })
+        .await;
+    }
+    let address = master_address(&master, "crashy");
+    assert!(
+        refused_within(address, Duration::from_millis(100)).await,
+        "refused during the backoff"
+    );
+    next(&mut events, 10, "the fork after the backoff", |e| {
+        matches!(e, GroupEvent::Fork { .. }).then_some(())
+    })
+    .await;
+    master.stop(cluster_core::StopMode::Fast).await;
+}
+
+/// The address a group listens on (bound at registration), through its workers' handoff.
+fn master_address(master: &Master, group: &str) -> SocketAddr {
+    master
+        .addresses(group)
+        .first()
+        .copied()
+        .expect("the group's address")
+}
+
+/// Waits for the next `Fork` and `Ready` of `group`; a `GiveUp` fails the test.
+async fn replaced(events: &mut UnboundedReceiver<GroupEvent>, secs: u64) -> (u32, Instant) {
+    let mut forked = None;
+    next(events, secs, "the replacement ready", |e| match e {
+        GroupEvent::GiveUp { .. } => panic!("gave up: {e:?}"),
+        GroupEvent::Fork { worker, .. } => {
+            forked = Some(worker.pid());
+            None
+        }
+        GroupEvent::Ready { worker, .. } if forked == Some(worker.pid()) => {
+            Some((worker.pid(), Instant::now()))
+        }
+        _ => None,
+    })
+    .await
+}
+
+/// The reproduction (`pm_graceful_exit`, 5 workers SIGKILLed by hand at 1.5 s
+/// intervals, each after serving 1.5 s, gave the group up for 60 s), with `min_uptime` scaled
+/// from 1 s to 400 ms and the serving time from 1.5 s to 600 ms.
+#[tokio::test]
+async fn healthy_workers_killed_by_hand_are_replaced_at_once_and_never_give_the_group_up() {
+    let (master, mut events) = start();
+    let policy = RestartPolicy {
+        min_uptime: Duration::from_millis(400),
+        // Any backoff would show: the replacements must come long before this.
+        restart_delay: Duration::from_secs(10),
+        ..RestartPolicy::default()
+    };
+    master
+        .register("web", graceful_worker_exe(), options(2).policy(policy))
+        .expect("register");
+    master.dispatch();
+    let mut ready_at: std::collections::HashMap<u32, Instant> = Default::default();
+    let (pids, address) = ready(&mut events, "web", 2).await;
+    for pid in pids {
+        ready_at.insert(pid, Instant::now());
+    }
+    for kill in 0..5 {
+        let (&victim, &since) = ready_at
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .expect("a worker");
+        // It serves for 1.5 × min_uptime.
+        loop {
+            assert_eq!(http_get(address, "/").await.expect("GET /").0, 200);
+            if since.elapsed() >= Duration::from_millis(600) {
+                break;
+            }
+        }
+        ready_at.remove(&victim);
+        signal(victim, Signal::SIGKILL);
+        let (pid, at) = replaced(&mut events, 5).await;
+        assert!(!ready_at.contains_key(&pid), "kill {kill}: a new worker");
+        ready_at.insert(pid, at);
+    }
+    assert_eq!(master.workers("web").len(), 2);
+    assert!(ready_at.contains_key(&pid_at(address).await));
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+/// The other side of the line: workers killed less than `min_uptime` after they became ready
+/// count, the group gives up, refuses connections during the pause, and serves again after.
+#[tokio::test]
+async fn young_workers_killed_by_hand_give_the_group_up_it_refuses_then_serves_again() {
+    let (master, mut events) = start();
+    let policy = RestartPolicy {
+        pause_after_fatal: Duration::from_secs(2),
+        restart_delay: Duration::from_millis(100),
+        max_restart_delay: Duration::from_millis(200),
+        min_uptime: Duration::from_secs(5),
+        ..RestartPolicy::default()
+    };
+    master
+        .register("web", graceful_worker_exe(), options(1).policy(policy))
+        .expect("register");
+    master.dispatch();
+    let (pids, address) = ready(&mut events, "web", 1).await;
+    let mut young = pids.into_iter().next().expect("a worker");
+    for _ in 0..4 {
+        assert_eq!(pid_at(address).await, young);
+        signal(young, Signal::SIGKILL);
+        young = replaced(&mut events, 5).await.0;
+    }
+    signal(young, Signal::SIGKILL);
+    let fatals = next(&mut events, 5, "giveup", |e| match e {
+        GroupEvent::GiveUp { fatals, .. } => Some(*fatals),
+        GroupEvent::Fork { .. } => panic!("forked instead of giving up"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(fatals, 5);
+    for _ in 0..5 {
+        let asked = Instant::now();
+        assert!(
+            refused_within(address, Duration::from_millis(100)).await,
+            "refused while given up"
+        );
+        eprintln!("refused after {:?}", asked.elapsed());
+    }
+    let (back, _) = replaced(&mut events, 10).await;
+    assert_eq!(pid_at(address).await, back, "serving again after the pause");
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+/// A worker that panics right after it became ready hands over (graceful): its replacement
+/// is forked first and the exit never counts, however often it happens.
+#[tokio::test]
+async fn panics_right_after_ready_hand_over_and_never_give_the_group_up() {
+    let (master, mut events) = start();
+    master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            options(1).min_uptime(Duration::from_secs(30)),
+        )
+        .expect("register");
+    master.dispatch();
+    let (first, address) = ready(&mut events, "web", 1).await;
+    let mut serving = first.into_iter().next().expect("a worker");
+    for _ in 0..6 {
+        let (status, _) = http_get(address, "/panic").await.expect("GET /panic");
+        assert_eq!(status, 500);
+        let next = replaced(&mut events, 10).await.0;
+        // Gone before the next panic, which must reach the replacement.
+        cluster_tests::eventually(10, "the panicked worker gone", || {
+            cluster_tests::process_gone(serving)
+        })
+        .await;
+        serving = next;
+    }
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, GroupEvent::GiveUp { .. }), "{event:?}");
+    }
+    assert_eq!(pid_at(address).await, serving);
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+/// A connection that waits in the queue while its worker cannot take it (stopped, then
+/// killed) is served by the replacement: refusing never starts while one is on its way, even
+/// when the exit counts as unstable.
+#[tokio::test]
+async fn a_request_queued_while_workers_lived_is_answered_by_the_replacement() {
+    let (master, mut events) = start();
+    master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            options(1).min_uptime(Duration::from_secs(30)),
+        )
+        .expect("register");
+    master.dispatch();
+    let (pids, address) = ready(&mut events, "web", 1).await;
+    let old = pids.into_iter().next().expect("a worker");
+    signal(old, Signal::SIGSTOP);
+    let queued = tokio::spawn(http_get(address, "/"));
+    cluster_tests::eventually(5, "the request in the accept queue", || {
+        accept_queue(address.port()) == Some(1)
+    })
+    .await;
+    signal(old, Signal::SIGKILL);
+    let (new, _) = replaced(&mut events, 5).await;
+    let (status, body) = within(10, "the queued request's answer", queued)
+        .await
+        .expect("join")
+        .expect("answered");
+    assert_eq!(status, 200);
+    assert_eq!(body.trim(), new.to_string());
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+/// Scaled to zero, a group refuses; scaled up again, it serves.
+#[tokio::test]
+async fn a_group_scaled_to_zero_refuses_connections_until_scaled_up() {
+    let (master, mut events) = start();
+    master
+        .register("web", graceful_worker_exe(), options(1))
+        .expect("register");
+    master.dispatch();
+    let (_, address) = ready(&mut events, "web", 1).await;
+    master.scale("web", 0);
+    retired_gracefully(&mut events, 1).await;
+    assert!(refused_within(address, Duration::from_millis(100)).await);
+    master.scale("web", 1);
+    let (pid, _) = replaced(&mut events, 10).await;
+    assert_eq!(pid_at(address).await, pid);
+    master.stop(cluster_core::StopMode::Graceful).await;
+}
+
+/// A group on a Unix socket path refuses too (the connection is closed at once) while
+/// scaled to zero, and serves again when scaled up.
+#[tokio::test]
+async fn a_unix_socket_group_scaled_to_zero_closes_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = std::env::temp_dir().join(format!("cluster-pm-refuse-{}.sock", std::process::id()));
+    let (master, mut events) = start();
+    master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            GroupOptions::new().listen_unix(&path).children(1),
+        )
+        .expect("register");
+    master.dispatch();
+    next(&mut events, 10, "ready", |e| {
+        matches!(e, GroupEvent::Ready { .. }).then_some(())
+    })
+    .await;
+    master.scale("web", 0);
+    retired_gracefully(&mut events, 1).await;
+    let closed = tokio::time::timeout(Duration::from_millis(100), async {
+        let mut stream = tokio::net::UnixStream::connect(&path).await?;
+        let _ = stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: unix\r\n\r\n")
+            .await;
+        let mut first = [0u8; 1];
+        stream.read(&mut first).await
+    })
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed within 100 ms: {closed:?}"
+    );
+    master.scale("web", 1);
+    replaced(&mut events, 10).await;
+    let mut stream = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: unix\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    master.stop(cluster_core::StopMode::Graceful).await;
+    let _ = std::fs::remove_file(&path);
+}
+
+fn signal(pid: u32, signal: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
 }
 
 #[tokio::test]
@@ -478,4 +781,18 @@ async fn a_file_in_the_way_of_a_unix_socket_is_an_error_at_registration() {
     assert_eq!(err.setting, "listen");
     assert!(err.reason.contains(&path.display().to_string()), "{err}");
     let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn a_min_uptime_below_the_floor_is_an_error_naming_it() {
+    let master = Master::new(None);
+    let err = master
+        .register(
+            "web",
+            graceful_worker_exe(),
+            options(1).min_uptime(Duration::from_millis(10)),
+        )
+        .expect_err("10 ms is below MIN_RESTART_DELAY");
+    assert_eq!(err.setting, "min_uptime");
+    assert!(master.workers("web").is_empty());
 }

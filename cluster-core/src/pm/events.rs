@@ -40,11 +40,13 @@ pub enum GroupEvent {
         /// How it ended.
         exit: Exit,
     },
-    /// Too many fatal exits: no restart for `pause` (pm's `giveup(name, fatals, pause)`).
+    /// Too many unstable exits in a chain of replacements (see `RestartPolicy`): no restart
+    /// for `pause`, and connections to the group's addresses are refused meanwhile if no
+    /// worker is left (pm's `giveup(name, fatals, pause)`).
     GiveUp {
         /// The group.
         group: String,
-        /// Fatal exits counted.
+        /// Unstable exits counted.
         fatals: usize,
         /// How long the group waits before trying again.
         pause: Duration,

@@ -2,22 +2,30 @@
 //! the restart policy, and reloads.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 use crate::events::Event;
 use crate::pm::events::GroupEvent;
 use crate::pm::options::GroupOptions;
-use crate::pm::policy::{Decision, PolicyState};
+use crate::pm::policy::{Decision, Ending, PolicyState, Purpose, Slot};
 use crate::worker::{Worker, WorkerState};
+
+/// A backoff at least this long refuses connections meanwhile; a shorter one lets them wait in
+/// the queue for the next worker (pm's default backoff stays below it until the group gives
+/// up: 0, 100, 150, 225, 337 ms).
+const REFUSE_WHEN_NEXT_FORK_IN: Duration = Duration::from_secs(1);
 
 struct Member {
     worker: Worker,
     generation: u64,
-    started: Instant,
-    ready: bool,
-    /// Asked to go away by the group (scale-down, reload); never replaced.
-    retiring: bool,
+    /// Its place in a chain of replacements, until its ending has been judged.
+    slot: Option<Slot>,
+    /// When it became ready, once it has.
+    ready_at: Option<Instant>,
+    /// Ended by the master on purpose: no longer active, and its exit never counts against
+    /// the group. `Retired` ones (scale-down, reload) are not replaced.
+    ended_on_purpose: Option<Purpose>,
 }
 
 enum ReloadPhase {
@@ -72,7 +80,7 @@ impl Group {
     fn active(&self) -> impl Iterator<Item = &Member> {
         self.members.values().filter(move |m| {
             m.generation == self.generation
-                && !m.retiring
+                && m.ended_on_purpose.is_none()
                 && !(m.worker.exited_after_disconnect()
                     && m.worker.state() >= WorkerState::Disconnecting)
         })
@@ -87,8 +95,36 @@ impl Group {
         self.members.values().map(|m| m.worker.clone()).collect()
     }
 
-    /// Forks or retires workers until the count is right, unless the policy says wait.
+    /// Forks or retires workers until the count is right, unless the policy says wait; then
+    /// refuses connections if nobody can serve them.
     pub(crate) fn converge(&mut self, now: Instant) {
+        self.fork_or_retire(now);
+        self.refuse_while_nobody_serves(now);
+    }
+
+    /// Connections are refused while no worker of the group is alive (booting or serving)
+    /// and none is on its way: given up, backing off for [`REFUSE_WHEN_NEXT_FORK_IN`] or
+    /// more, scaled to zero, or stopping. Never while a worker boots (at start-up, after a
+    /// replaced exit, during a reload) nor during a shorter backoff: what queues then is
+    /// served as soon as the worker is up. The queue, when refusing starts, holds what no
+    /// worker took before the last one ended, and none would take it before the backoff or
+    /// pause ends: it is refused too, so those clients learn at once instead of hanging.
+    fn refuse_while_nobody_serves(&self, now: Instant) {
+        let someone_serves = self
+            .members
+            .values()
+            .any(|m| m.worker.state() < WorkerState::Disconnecting);
+        let nobody_coming = self.stopping
+            || self.wanted == 0
+            || self.paused_until.is_some_and(|t| now < t)
+            || self
+                .next_fork_at
+                .is_some_and(|t| t.saturating_duration_since(now) >= REFUSE_WHEN_NEXT_FORK_IN);
+        self.cluster
+            .refuse_connections(!someone_serves && nobody_coming);
+    }
+
+    fn fork_or_retire(&mut self, now: Instant) {
         if self.stopping {
             return;
         }
@@ -97,6 +133,9 @@ impl Group {
         }
         self.paused_until = None;
         let active = self.active().count();
+        if active >= self.wanted {
+            self.policy.forget_vacant();
+        }
         if active < self.wanted {
             if self.next_fork_at.is_some_and(|t| now < t) {
                 return;
@@ -110,9 +149,9 @@ impl Group {
                             Member {
                                 worker,
                                 generation: self.generation,
-                                started: now,
-                                ready: false,
-                                retiring: false,
+                                slot: Some(self.policy.fill_slot()),
+                                ready_at: None,
+                                ended_on_purpose: None,
                             },
                         );
                     }
@@ -138,9 +177,17 @@ impl Group {
     }
 
     fn retire(&mut self, id: u32) {
+        self.end_on_purpose(id, Purpose::Retired);
         if let Some(member) = self.members.get_mut(&id) {
-            member.retiring = true;
             member.worker.disconnect();
+        }
+    }
+
+    /// Records that the master ends this member on purpose (the caller disconnects or kills
+    /// it): it stops counting towards `wanted`, and its exit never counts against the group.
+    fn end_on_purpose(&mut self, id: u32, purpose: Purpose) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.ended_on_purpose.get_or_insert(purpose);
         }
     }
 
@@ -170,25 +217,29 @@ impl Group {
             | Event::Listening(worker, _)
             | Event::ListeningUnix(worker, _) => {
                 if let Some(member) = self.members.get_mut(&worker.id()) {
-                    if !member.ready {
-                        member.ready = true;
+                    if member.ready_at.is_none() {
+                        member.ready_at = Some(now);
                         out.push(GroupEvent::Ready { group, worker });
                     }
                 }
             }
-            Event::Disconnect(worker) => out.push(GroupEvent::Disconnect { group, worker }),
+            Event::Disconnect(worker) => {
+                // A worker that said it is going (a panic's hand-over, its own disconnect)
+                // is replaced now: judge its ending now, so the replacement takes its slot
+                // (and waits out a backoff if it never got ready).
+                if worker.exited_after_disconnect() {
+                    out.extend(self.judge(worker.id(), now));
+                }
+                out.push(GroupEvent::Disconnect { group, worker });
+            }
             Event::Exit(worker, exit) => {
-                let member = self.members.remove(&worker.id());
                 out.push(GroupEvent::Quit {
                     group: group.clone(),
                     worker: worker.clone(),
                     exit,
                 });
-                if let Some(member) = member {
-                    if let Some(event) = self.on_exit(&member, exit, now) {
-                        out.push(event);
-                    }
-                }
+                out.extend(self.judge(worker.id(), now));
+                self.members.remove(&worker.id());
             }
             Event::Message(worker, message) => out.push(GroupEvent::Message {
                 group,
@@ -202,23 +253,24 @@ impl Group {
         out
     }
 
-    /// Applies the restart policy to an exit.
-    fn on_exit(
-        &mut self,
-        member: &Member,
-        exit: crate::worker::Exit,
-        now: Instant,
-    ) -> Option<GroupEvent> {
-        if member.retiring {
-            return None;
-        }
-        let clean = exit.code == Some(0) && exit.signal.is_none();
-        let fatal = !clean || !member.ready;
-        let uptime = now.duration_since(member.started);
-        match self
-            .policy
-            .on_exit(&self.options.policy, now, fatal, uptime)
-        {
+    /// Applies the restart policy, once, to the ending of a member (whatever its exit code or
+    /// signal: what counts is whether the master ended it, whether it handed over, and how
+    /// long it had been ready).
+    fn judge(&mut self, id: u32, now: Instant) -> Option<GroupEvent> {
+        let stopping = self.stopping;
+        let member = self.members.get_mut(&id)?;
+        let slot = member.slot.take()?;
+        let purpose = member
+            .ended_on_purpose
+            .or(stopping.then_some(Purpose::Stopping));
+        let ending = match (purpose, member.ready_at) {
+            (Some(purpose), _) => Ending::OnPurpose(purpose),
+            (None, Some(_)) if member.worker.exited_after_disconnect() => Ending::HandedOver,
+            (None, ready_at) => Ending::Unexpected {
+                ready_for: ready_at.map(|at| now.duration_since(at)),
+            },
+        };
+        match self.policy.on_exit(&self.options.policy, now, ending, slot) {
             Decision::RestartAt(at) => {
                 if at > now {
                     self.next_fork_at = Some(self.next_fork_at.map_or(at, |t| t.max(at)));
@@ -274,7 +326,7 @@ impl Group {
                 if lost {
                     return Some(self.fail_reload("a new worker exited before it was ready"));
                 }
-                if new.iter().all(|m| m.ready) {
+                if new.iter().all(|m| m.ready_at.is_some()) {
                     let until = now + self.options.reload_stable;
                     self.set_phase(ReloadPhase::Stabilising { until });
                 } else if now >= deadline {
@@ -303,7 +355,7 @@ impl Group {
                 .members
                 .values()
                 .filter(|m| m.generation == old_generation)
-                .map(|m| (m.worker.id(), m.retiring))
+                .map(|m| (m.worker.id(), m.ended_on_purpose.is_some()))
                 .collect();
             if old.is_empty() {
                 self.reload = None;

@@ -113,7 +113,7 @@ impl Master {
     }
 
     /// Registers the group `name` running `exec`. Its listen addresses are bound now (an
-    /// error names the one that failed). Registering a name again replaces that group's
+    /// error names the one that failed); a bad restart policy is an error naming the setting. Registering a name again replaces that group's
     /// program and options through a reload: the old workers serve until the new ones are
     /// ready.
     pub fn register(
@@ -122,6 +122,7 @@ impl Master {
         exec: impl AsRef<Path>,
         options: GroupOptions,
     ) -> Result<(), SettingsError> {
+        options.policy.validate()?;
         let mut settings = options.settings.clone().exec(exec.as_ref());
         if settings.name.is_none() {
             settings = settings.name(name);
@@ -207,6 +208,15 @@ impl Master {
             .groups
             .get(group)
             .map(Group::workers)
+            .unwrap_or_default()
+    }
+
+    /// The TCP addresses `group` listens on, as bound (a `:0` port resolved).
+    pub fn addresses(&self, group: &str) -> Vec<std::net::SocketAddr> {
+        lock(&self.inner.state)
+            .groups
+            .get(group)
+            .map(|g| g.cluster.addresses())
             .unwrap_or_default()
     }
 

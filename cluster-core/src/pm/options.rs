@@ -87,9 +87,18 @@ impl GroupOptions {
         self
     }
 
-    /// The restart policy (default: pm's 5 fatal exits in 60 s, pm2's backoff).
+    /// The restart policy (default: give up for 60 s after 5 unstable exits in 60 s, pm's
+    /// numbers with pm2's rule of what counts; pm2's backoff).
     pub fn policy(mut self, policy: RestartPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// How long a worker must stay up once ready for its exit not to count against the
+    /// group (pm2's `min_uptime`; default 1 s, at least `MIN_RESTART_DELAY`): sets the
+    /// policy's [`RestartPolicy::min_uptime`].
+    pub fn min_uptime(mut self, min_uptime: Duration) -> Self {
+        self.policy.min_uptime = min_uptime;
         self
     }
 
