@@ -62,6 +62,10 @@ pub struct Settings {
     pub(crate) backlog: i32,
     pub(crate) stop_timeout: Duration,
     pub(crate) wait_ready: bool,
+    /// See [`Settings::heartbeat_timeout`] (in `watchdog.rs`).
+    pub(crate) heartbeat_timeout: Option<Duration>,
+    /// See [`Settings::max_requests`] and the other limits (in `recycle.rs`).
+    pub(crate) recycling: crate::recycle::Recycling,
 }
 
 impl Default for Settings {
@@ -80,6 +84,8 @@ impl Default for Settings {
             backlog: cluster_ipc::DEFAULT_BACKLOG,
             stop_timeout: Duration::from_secs(30),
             wait_ready: false,
+            heartbeat_timeout: Some(crate::watchdog::DEFAULT_TIMEOUT),
+            recycling: crate::recycle::Recycling::default(),
         }
     }
 }
@@ -236,6 +242,8 @@ impl Settings {
         if self.stop_timeout.is_zero() {
             return Err(SettingsError::new("stop_timeout", "must be more than zero"));
         }
+        crate::watchdog::validate(self.heartbeat_timeout)?;
+        crate::recycle::validate(&self.recycling)?;
         let euid = nix::unistd::geteuid().as_raw();
         if let Some(uid) = self.uid {
             if euid != 0 && uid != euid {
@@ -268,7 +276,7 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn new(setting: &'static str, reason: impl std::fmt::Display) -> Self {
+    pub(crate) fn new(setting: &'static str, reason: impl std::fmt::Display) -> Self {
         SettingsError {
             setting,
             reason: reason.to_string(),
@@ -298,6 +306,17 @@ mod tests {
             (Settings::new().max_message_bytes(10), "max_message_bytes"),
             (Settings::new().backlog(0), "backlog"),
             (Settings::new().stop_timeout(Duration::ZERO), "stop_timeout"),
+            (
+                Settings::new().heartbeat_timeout(Some(Duration::from_millis(1))),
+                "heartbeat_timeout",
+            ),
+            (Settings::new().max_requests(0), "max_requests"),
+            (
+                Settings::new().max_requests_jitter(10),
+                "max_requests_jitter",
+            ),
+            (Settings::new().max_memory(0), "max_memory"),
+            (Settings::new().max_age(Duration::ZERO), "max_age"),
         ];
         for (settings, name) in cases {
             let err = settings.validate().expect_err(name);

@@ -42,8 +42,10 @@ mod acceptor;
 mod env;
 mod error;
 mod group;
+mod heartbeat;
 mod listen;
 mod runtime;
+mod served;
 mod worker;
 
 pub use acceptor::Acceptor;

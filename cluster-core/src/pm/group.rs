@@ -67,12 +67,13 @@ impl Group {
     }
 
     /// Workers that count towards `wanted`: current generation, not retiring, not handing
-    /// over. A crashed worker counts until it is reaped, so its restart goes through the
-    /// policy.
+    /// over, not being replaced by the master (watchdog, recycling). A crashed worker counts
+    /// until it is reaped, so its restart goes through the policy.
     fn active(&self) -> impl Iterator<Item = &Member> {
         self.members.values().filter(move |m| {
             m.generation == self.generation
                 && !m.retiring
+                && m.worker.replace_reason().is_none()
                 && !(m.worker.exited_after_disconnect()
                     && m.worker.state() >= WorkerState::Disconnecting)
         })
@@ -177,6 +178,11 @@ impl Group {
                 }
             }
             Event::Disconnect(worker) => out.push(GroupEvent::Disconnect { group, worker }),
+            Event::Replacing(worker, reason) => out.push(GroupEvent::Replacing {
+                group,
+                worker,
+                reason,
+            }),
             Event::Exit(worker, exit) => {
                 let member = self.members.remove(&worker.id());
                 out.push(GroupEvent::Quit {
@@ -209,7 +215,8 @@ impl Group {
         exit: crate::worker::Exit,
         now: Instant,
     ) -> Option<GroupEvent> {
-        if member.retiring {
+        // Killed or recycled on purpose by the master: never a crash.
+        if member.retiring || member.worker.replace_reason().is_some() {
             return None;
         }
         let clean = exit.code == Some(0) && exit.signal.is_none();
