@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 use crate::worker::{Exit, Worker};
 
 /// One thing that happened in the cluster. Per worker, events come in this order: `Fork`,
-/// `Online`, any `Listening` and `Message`, `Disconnect`, `Exit`.
+/// `Online`, any `Listening` and `Message`, `Replacing` (if the master replaces it),
+/// `Disconnect`, `Exit`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {

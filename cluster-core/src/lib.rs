@@ -9,8 +9,11 @@
 //! which also handles SIGTERM (graceful stop) and SIGINT/SIGQUIT (fast stop), and as an
 //! async [`EventStream`].
 //!
-//! This crate does not decide when to replace a worker: the dispatch code does, in its
-//! callbacks, as in Node. The worker side is `cluster-worker`; the wire is `cluster-ipc`.
+//! This crate does not decide when to replace a crashed worker: the dispatch code does, in its
+//! callbacks, as in Node. It does decide when a worker must go (a hung event loop, see
+//! [`Settings::heartbeat_timeout`]; a recycling limit, see [`Settings::max_requests`]): it then
+//! emits [`Event::Replacing`] and `Disconnect`, so the same dispatch forks the replacement.
+//! The worker side is `cluster-worker`; the wire is `cluster-ipc`.
 //!
 //! # Example
 //!

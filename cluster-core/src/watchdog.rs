@@ -80,8 +80,10 @@ impl Settings {
     /// `Disconnect` (so the dispatch forks its replacement at once), sends it SIGABRT (a core
     /// or backtrace for the post-mortem) and SIGKILL 5 s later. The worker's runtime beats
     /// five times per timeout from a task on its event loop, so a blocked loop stops beating
-    /// and a busy one does not. Watched from its first heartbeat until its channel closes.
-    /// A master that was itself stopped counts no silence from before it woke up.
+    /// and a busy one does not. Watched from its first heartbeat (sent when the worker
+    /// first uses `Worker::current()`) until its channel closes: run long synchronous
+    /// start-up work before that, or in `spawn_blocking`. A master that was itself stopped
+    /// counts no silence from before it woke up.
     pub fn heartbeat_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.heartbeat_timeout = timeout;
         self
