@@ -170,3 +170,31 @@ async fn a_master_stopped_longer_than_the_timeout_kills_nobody_when_it_wakes() {
     let forks = lines.seen.iter().filter(|l| l.starts_with("fork ")).count();
     assert_eq!(forks, 2, "{seen}");
 }
+
+#[tokio::test]
+async fn round_robin_connections_waiting_on_a_hung_worker_are_served_by_the_others() {
+    let settings = settings().scheduling(cluster_core::Scheduling::RoundRobin);
+    let mut cluster = GracefulCluster::with_settings(settings, 2).await;
+    let blocked = tokio::spawn(http_get(cluster.address, "/block"));
+    cluster_tests::next_message(&mut cluster.events, 10).await;
+    // While the worker hangs, the master goes on handing it connections (it cannot answer);
+    // each must be served by another worker, not lost with it.
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(http_get(cluster.address, "/")))
+        .collect();
+    let hung = wait_event(&mut cluster.events, 10, "replacing", |e| match e {
+        Event::Replacing(w, ReplaceReason::Unresponsive { .. }) => Some(w.pid()),
+        _ => None,
+    })
+    .await;
+    for client in clients {
+        let (status, body) = within(10, "a client", client)
+            .await
+            .expect("task")
+            .expect("answered");
+        assert_eq!(status, 200);
+        assert_ne!(body.trim(), hung.to_string());
+    }
+    assert!(within(10, "blocked", blocked).await.expect("task").is_err());
+    cluster.cluster.stop(StopMode::Graceful).await;
+}

@@ -3,7 +3,8 @@
 //! cluster) or, with `TEST_RUNTIME=multi`, a multi-thread runtime. Every route answers the
 //! worker's pid:
 //!
-//! - `/block`: blocks the runtime with `std::thread::sleep` (60 s): a hung event loop.
+//! - `/block`: tells the master (a `TestMsg` of kind `blocking`), then blocks the runtime
+//!   with `std::thread::sleep` (60 s): a hung event loop.
 //! - `/spin?ms=N`: keeps a CPU busy for N ms; with `&yield=1` it yields to the runtime
 //!   every millisecond (a busy but live current-thread loop).
 //! - `/grow?mb=N`: allocates N MiB, touches every page and keeps it (a leak).
@@ -35,15 +36,16 @@ async fn serve() {
     )
     .expect("install");
     let listener = match std::env::var("TEST_LISTEN") {
-        Ok(address) => cluster_worker::incoming(address.parse().expect("TEST_LISTEN"))
-            .await
-            .expect("incoming"),
-        Err(_) => cluster_worker::group_incoming()
-            .await
-            .expect("group incoming")
-            .into_iter()
-            .next()
-            .expect("the group listens somewhere"),
+        Ok(address) => cluster_worker::incoming(address.parse().expect("TEST_LISTEN")).await,
+        Err(_) => cluster_worker::group_incoming().await.and_then(|all| {
+            all.into_iter()
+                .next()
+                .ok_or_else(|| std::io::Error::other("the group listens nowhere"))
+        }),
+    };
+    // A worker stopped while it starts finds its channel closed: nothing to serve then.
+    let Ok(listener) = listener else {
+        return;
     };
     let service = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) });
     graceful::serve(listener, service).await;
@@ -62,7 +64,14 @@ fn query(request: &Request<Incoming>, name: &str) -> Option<u64> {
 
 async fn route(request: Request<Incoming>) -> Response<Full<Bytes>> {
     match request.uri().path() {
-        "/block" => std::thread::sleep(Duration::from_secs(60)),
+        "/block" => {
+            if let Some(worker) = cluster_worker::Worker::current() {
+                let _ = worker
+                    .send(&cluster_tests::TestMsg::new("blocking", ""))
+                    .await;
+            }
+            std::thread::sleep(Duration::from_secs(60));
+        }
         "/spin" => {
             let until = Instant::now() + Duration::from_millis(query(&request, "ms").unwrap_or(0));
             let yields = query(&request, "yield") == Some(1);
