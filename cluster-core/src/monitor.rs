@@ -126,16 +126,28 @@ fn look_at(
 }
 
 /// Starts the next recycle if none is under way; disconnects a recycled worker whose
-/// replacement never came.
+/// replacement never came, and kills one that drains longer than `stop_timeout`.
 fn recycle_next(shared: &Shared, now: Instant) {
-    let (next, overdue) = {
+    let stop_timeout = shared.settings().stop_timeout;
+    let (next, overdue, drain_overdue) = {
         let mut queue = shared.monitor.queue();
+        let draining = queue
+            .current()
+            .and_then(|id| shared.worker(id))
+            .is_some_and(|w| w.state() >= WorkerState::Disconnecting);
+        if draining {
+            queue.draining(now);
+        }
         let next = queue.next(now, |id| {
             shared.worker(id).is_some_and(|w| {
                 w.replace_reason().is_none() && w.state() < WorkerState::Disconnecting
             })
         });
-        (next, queue.overdue(now, RELIEF_TIMEOUT))
+        (
+            next,
+            queue.overdue(now, RELIEF_TIMEOUT),
+            queue.drain_overdue(now, stop_timeout),
+        )
     };
     if let Some((id, reason)) = next {
         if let Some(worker) = shared.worker(id) {
@@ -143,14 +155,22 @@ fn recycle_next(shared: &Shared, now: Instant) {
         }
     }
     if let Some(worker) = overdue.and_then(|id| shared.worker(id)) {
-        if worker.state() < WorkerState::Disconnecting {
+        tracing::warn!(
+            id = worker.id(),
+            pid = worker.pid(),
+            "no replacement accepts after {RELIEF_TIMEOUT:?}; disconnecting the recycled \
+             worker anyway"
+        );
+        worker.disconnect();
+    }
+    if let Some(worker) = drain_overdue.and_then(|id| shared.worker(id)) {
+        if !worker.is_dead() {
             tracing::warn!(
                 id = worker.id(),
                 pid = worker.pid(),
-                "no replacement accepts after {RELIEF_TIMEOUT:?}; disconnecting the recycled \
-                 worker anyway"
+                "recycled worker still draining after {stop_timeout:?} (stop_timeout); killing it"
             );
-            worker.disconnect();
+            worker.kill(nix::sys::signal::Signal::SIGKILL);
         }
     }
 }

@@ -84,8 +84,8 @@ impl Settings {
     /// otherwise counts the connections its `Acceptor` hands out, or calls
     /// `Worker::request_served`. A recycled worker leaves through the hand-over path: its
     /// replacement is forked first (`Disconnect` event), and once that accepts on the
-    /// worker's addresses the worker is disconnected and drains; one worker of a cluster at
-    /// a time.
+    /// worker's addresses the worker is disconnected and drains (killed if that takes longer
+    /// than `stop_timeout`); one worker of a cluster at a time.
     pub fn max_requests(mut self, requests: u64) -> Self {
         self.recycling.max_requests = Some(requests);
         self
@@ -118,15 +118,23 @@ impl Settings {
 #[derive(Debug, Default)]
 pub(crate) struct RecycleQueue {
     waiting: VecDeque<(u32, ReplaceReason)>,
-    /// The worker being recycled and when it started.
-    current: Option<(u32, Instant)>,
+    current: Option<Current>,
+}
+
+/// The worker being recycled.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    id: u32,
+    started: Instant,
+    /// When it was seen draining (disconnected after its replacement came).
+    draining_since: Option<Instant>,
 }
 
 impl RecycleQueue {
     /// Worker `id` is past a limit. Asking again changes nothing.
     pub(crate) fn request(&mut self, id: u32, reason: ReplaceReason) {
-        let known = self.current.is_some_and(|(c, _)| c == id)
-            || self.waiting.iter().any(|(w, _)| *w == id);
+        let known =
+            self.current.is_some_and(|c| c.id == id) || self.waiting.iter().any(|(w, _)| *w == id);
         if !known {
             self.waiting.push_back((id, reason));
         }
@@ -144,7 +152,11 @@ impl RecycleQueue {
         }
         while let Some((id, reason)) = self.waiting.pop_front() {
             if recyclable(id) {
-                self.current = Some((id, now));
+                self.current = Some(Current {
+                    id,
+                    started: now,
+                    draining_since: None,
+                });
                 return Some((id, reason));
             }
         }
@@ -153,18 +165,43 @@ impl RecycleQueue {
 
     /// Worker `id` has exited: the next one may go.
     pub(crate) fn exited(&mut self, id: u32) {
-        if self.current.is_some_and(|(c, _)| c == id) {
+        if self.current.is_some_and(|c| c.id == id) {
             self.current = None;
         }
         self.waiting.retain(|(w, _)| *w != id);
     }
 
+    /// The worker being recycled.
+    pub(crate) fn current(&self) -> Option<u32> {
+        self.current.map(|c| c.id)
+    }
+
+    /// The worker being recycled was seen draining at `now` (the first sighting counts).
+    pub(crate) fn draining(&mut self, now: Instant) {
+        if let Some(current) = &mut self.current {
+            current.draining_since.get_or_insert(now);
+        }
+    }
+
     /// The worker being recycled, if it has waited for its replacement longer than
-    /// `timeout`.
+    /// `timeout` (it must be disconnected anyway).
     pub(crate) fn overdue(&self, now: Instant, timeout: Duration) -> Option<u32> {
         self.current
-            .filter(|(_, started)| now.saturating_duration_since(*started) > timeout)
-            .map(|(id, _)| id)
+            .filter(|c| {
+                c.draining_since.is_none() && now.saturating_duration_since(c.started) > timeout
+            })
+            .map(|c| c.id)
+    }
+
+    /// The worker being recycled, if it has been draining longer than `timeout` (the
+    /// cluster's `stop_timeout`: it must be killed, as a graceful stop would).
+    pub(crate) fn drain_overdue(&self, now: Instant, timeout: Duration) -> Option<u32> {
+        self.current
+            .filter(|c| {
+                c.draining_since
+                    .is_some_and(|d| now.saturating_duration_since(d) > timeout)
+            })
+            .map(|c| c.id)
     }
 }
 
@@ -257,8 +294,35 @@ mod tests {
         queue.exited(2);
         assert_eq!(queue.next(now, |id| id != 1), Some((4, reason)));
         let timeout = Duration::from_secs(30);
+        assert_eq!(queue.current(), Some(4));
         assert_eq!(queue.overdue(now + timeout, timeout), None);
         assert_eq!(queue.overdue(now + timeout * 2, timeout), Some(4));
+    }
+
+    #[test]
+    fn a_drain_is_bounded_from_when_it_was_first_seen() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut queue = RecycleQueue::default();
+        queue.request(7, ReplaceReason::MaxRequests { served: 1 });
+        assert_eq!(queue.next(now, |_| true).map(|(id, _)| id), Some(7));
+        assert_eq!(
+            queue.drain_overdue(now + second * 100, second),
+            None,
+            "not draining"
+        );
+        queue.draining(now + second * 5);
+        queue.draining(now + second * 6);
+        assert_eq!(
+            queue.overdue(now + second * 100, second),
+            None,
+            "draining already"
+        );
+        assert_eq!(queue.drain_overdue(now + second * 6, second), None);
+        assert_eq!(queue.drain_overdue(now + second * 7, second), Some(7));
+        queue.exited(7);
+        assert_eq!(queue.current(), None);
+        assert_eq!(queue.drain_overdue(now + second * 100, second), None);
     }
 
     #[test]

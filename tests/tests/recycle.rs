@@ -1,5 +1,6 @@
 //! Recycling with real processes: `max_requests` (with jitter) under keep-alive load, one
-//! worker at a time and no failed request; `max_memory` for a leaking worker.
+//! worker at a time and no failed request; `max_memory` for a leaking worker; a drain that
+//! outlasts `stop_timeout` is cut short.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -89,5 +90,40 @@ async fn max_memory_recycles_a_leaking_worker() {
     .await;
     assert_eq!(exit.code, Some(0), "{exit}");
     assert_ne!(cluster.pid_of_a_worker().await, leaking);
+    cluster.cluster.stop(StopMode::Graceful).await;
+}
+
+#[tokio::test]
+async fn a_recycled_worker_draining_longer_than_the_stop_timeout_is_killed() {
+    let settings = settings()
+        .max_age(Duration::from_secs(1))
+        .stop_timeout(Duration::from_secs(1));
+    let mut cluster = GracefulCluster::with_settings(settings, 1).await;
+    let old = cluster.cluster.workers()[0].clone();
+    let long = tokio::spawn(http_get(cluster.address, "/sleep?ms=60000"));
+    let (sleeping_on, _) = cluster_tests::next_message(&mut cluster.events, 10).await;
+    assert_eq!(sleeping_on, old.id());
+    let reason = wait_event(&mut cluster.events, 10, "replacing", |e| match e {
+        Event::Replacing(w, r) if w.pid() == old.pid() => Some(*r),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(reason, ReplaceReason::MaxAge { .. }), "{reason}");
+    let exit = wait_event(
+        &mut cluster.events,
+        10,
+        "the old worker's exit",
+        |e| match e {
+            Event::Exit(w, exit) if w.pid() == old.pid() => Some(*exit),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(exit.signal, Some(cluster_core::Signal::SIGKILL), "{exit}");
+    assert!(
+        long.await.expect("task").is_err(),
+        "cut short with its worker"
+    );
+    assert_ne!(cluster.pid_of_a_worker().await, old.pid());
     cluster.cluster.stop(StopMode::Graceful).await;
 }

@@ -5,6 +5,8 @@
 //!
 //! - `/block`: tells the master (a `TestMsg` of kind `blocking`), then blocks the runtime
 //!   with `std::thread::sleep` (60 s): a hung event loop.
+//! - `/sleep?ms=N`: tells the master (`sleeping`), then answers N ms later (a long request
+//!   on a live runtime).
 //! - `/spin?ms=N`: keeps a CPU busy for N ms; with `&yield=1` it yields to the runtime
 //!   every millisecond (a busy but live current-thread loop).
 //! - `/grow?mb=N`: allocates N MiB, touches every page and keeps it (a leak).
@@ -71,6 +73,15 @@ async fn route(request: Request<Incoming>) -> Response<Full<Bytes>> {
                     .await;
             }
             std::thread::sleep(Duration::from_secs(60));
+        }
+        "/sleep" => {
+            if let Some(worker) = cluster_worker::Worker::current() {
+                let _ = worker
+                    .send(&cluster_tests::TestMsg::new("sleeping", ""))
+                    .await;
+            }
+            let ms = query(&request, "ms").unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         "/spin" => {
             let until = Instant::now() + Duration::from_millis(query(&request, "ms").unwrap_or(0));
