@@ -127,3 +127,34 @@ async fn a_recycled_worker_draining_longer_than_the_stop_timeout_is_killed() {
     assert_ne!(cluster.pid_of_a_worker().await, old.pid());
     cluster.cluster.stop(StopMode::Graceful).await;
 }
+
+#[tokio::test]
+async fn a_server_that_counts_nothing_is_recycled_by_its_accepted_connections() {
+    let settings = cluster_tests::worker_settings("serve")
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .max_requests(5);
+    let mut cluster = GracefulCluster::with_settings(settings, 1).await;
+    let first = cluster.cluster.workers()[0].pid();
+    for _ in 0..4 {
+        assert_eq!(cluster.pid_of_a_worker().await, first);
+    }
+    // The fifth connection reaches the limit: the worker asks to be recycled.
+    assert_eq!(cluster.pid_of_a_worker().await, first);
+    let (pid, reason) = wait_event(&mut cluster.events, 10, "replacing", |e| match e {
+        Event::Replacing(w, r) => Some((w.pid(), *r)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (pid, reason),
+        (first, ReplaceReason::MaxRequests { served: 5 })
+    );
+    let exit = wait_event(&mut cluster.events, 10, "exit", |e| match e {
+        Event::Exit(w, exit) if w.pid() == first => Some(*exit),
+        _ => None,
+    })
+    .await;
+    assert_eq!(exit.code, Some(0), "{exit}");
+    assert_ne!(cluster.pid_of_a_worker().await, first);
+    cluster.cluster.stop(StopMode::Graceful).await;
+}
