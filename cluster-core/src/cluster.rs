@@ -17,6 +17,7 @@ use crate::error::{ForkError, RunError};
 use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
 use crate::listeners::Listeners;
+use crate::monitor::Monitor;
 use crate::output::Stdio;
 use crate::refuse::Refusal;
 use crate::round_robin::Dispatcher;
@@ -58,6 +59,7 @@ pub(crate) struct Shared {
     pub(crate) listeners: Listeners,
     refusal: Refusal,
     pub(crate) handovers: Handovers,
+    pub(crate) monitor: Monitor,
     dispatchers: Mutex<HashMap<SocketAddr, Arc<Dispatcher>>>,
     pub(crate) events: EventBus,
     callbacks: Callbacks<Cluster, Event>,
@@ -131,6 +133,20 @@ impl Shared {
     /// `new` instead of forking.
     pub(crate) fn credit_replacement(&self, old: u32, new: Worker) {
         lock(&self.replacements).insert(old, new);
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// The workers not reaped yet.
+    pub(crate) fn workers(&self) -> Vec<Worker> {
+        lock(&self.workers).values().cloned().collect()
+    }
+
+    /// The worker with this id, if not reaped yet.
+    pub(crate) fn worker(&self, id: u32) -> Option<Worker> {
+        lock(&self.workers).get(&id).cloned()
     }
 
     pub(crate) fn remove_worker(&self, id: u32) {
@@ -222,6 +238,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         listeners: Listeners::default(),
         refusal: Refusal::default(),
         handovers: Handovers::default(),
+        monitor: Monitor::default(),
         dispatchers: Mutex::new(HashMap::new()),
         events,
         callbacks: Callbacks::new(),
@@ -235,6 +252,10 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
     });
     shared.events.emit(Event::Setup);
+    tokio::spawn(crate::monitor::run(
+        Arc::downgrade(&shared),
+        shared.monitor.bell(),
+    ));
     Ok(Cluster { shared })
 }
 
@@ -283,6 +304,10 @@ impl Cluster {
             max_message_bytes: settings.max_message_bytes,
             master_pid: std::process::id(),
             orphan_timeout_ms: settings.stop_timeout.as_millis() as u64,
+            heartbeat_ms: settings.heartbeat_timeout.map_or(0, |t| {
+                crate::watchdog::heartbeat_interval(t).as_millis() as u64
+            }),
+            max_requests: settings.recycling.request_limit(random(id)),
         };
         let command = worker_command(&settings, &handoff, env);
         let mut child = shared
@@ -381,12 +406,12 @@ impl Cluster {
 
     /// The workers that have not been reaped yet, by id.
     pub fn workers(&self) -> Vec<Worker> {
-        lock(&self.shared.workers).values().cloned().collect()
+        self.shared.workers()
     }
 
     /// The worker with this id, if it is alive.
     pub fn worker(&self, id: u32) -> Option<Worker> {
-        lock(&self.shared.workers).get(&id).cloned()
+        self.shared.worker(id)
     }
 
     /// Every event from now on, as an async stream.
@@ -626,6 +651,12 @@ async fn run_stop(shared: Arc<Shared>) {
         }
     }
     shared.phase.send_replace(Phase::Stopped);
+}
+
+/// Random bits for one worker (the jitter of its request limit).
+fn random(id: u32) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::RandomState::new().hash_one(id)
 }
 
 fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &str)]) -> Command {

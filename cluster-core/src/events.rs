@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 use crate::worker::{Exit, Worker};
 
 /// One thing that happened in the cluster. Per worker, events come in this order: `Fork`,
-/// `Online`, any `Listening` and `Message`, `Disconnect`, `Exit`.
+/// `Online`, any `Listening` and `Message`, `Replacing` (if the master replaces it),
+/// `Disconnect`, `Exit`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
@@ -31,6 +32,10 @@ pub enum Event {
     /// for every worker, before its `Exit`, so a dispatch that forks on it replaces every
     /// worker once.
     Disconnect(Worker),
+    /// The master replaces the worker on purpose, for this reason: the watchdog found it
+    /// unresponsive (it is killed), or it is recycled (it drains and exits 0). `Disconnect`
+    /// follows at once, so the dispatch forks the replacement.
+    Replacing(Worker, crate::replace::ReplaceReason),
     /// The worker process ended and was reaped.
     Exit(Worker, Exit),
     /// The worker's code sent a message for other workers (`send_to_group`, `send_to_pid`

@@ -9,8 +9,11 @@
 //! which also handles SIGTERM (graceful stop) and SIGINT/SIGQUIT (fast stop), and as an
 //! async [`EventStream`].
 //!
-//! This crate does not decide when to replace a worker: the dispatch code does, in its
-//! callbacks, as in Node. The worker side is `cluster-worker`; the wire is `cluster-ipc`.
+//! This crate does not decide when to replace a crashed worker: the dispatch code does, in its
+//! callbacks, as in Node. It does decide when a worker must go (a hung event loop, see
+//! [`Settings::heartbeat_timeout`]; a recycling limit, see [`Settings::max_requests`]): it then
+//! emits [`Event::Replacing`] and `Disconnect`, so the same dispatch forks the replacement.
+//! The worker side is `cluster-worker`; the wire is `cluster-ipc`.
 //!
 //! # Example
 //!
@@ -47,16 +50,20 @@ mod events;
 mod handover;
 mod listen_quota;
 mod listeners;
+mod monitor;
 mod nofile;
 mod output;
 pub mod pm;
+mod recycle;
 mod refuse;
+mod replace;
 mod rolling;
 mod round_robin;
 mod settings;
 mod signals;
 mod spawn;
 mod supervise;
+mod watchdog;
 mod worker;
 
 pub use cluster::{Cluster, Phase, StopMode, setup_master};
@@ -65,6 +72,7 @@ pub use error::{ForkError, RunError};
 pub use events::{Event, EventStream};
 pub use nix::sys::signal::Signal;
 pub use output::{Stdio, dropped_output_lines};
+pub use replace::ReplaceReason;
 pub use rolling::ReloadError;
 pub use settings::{DEFAULT_DISPATCH_TIMEOUT, Scheduling, Settings, SettingsError};
 pub use signals::SignalRequest;

@@ -69,6 +69,10 @@ pub struct Settings {
     pub(crate) max_listens_per_worker: usize,
     pub(crate) dispatch_timeout: Option<Duration>,
     pub(crate) nofile_limit: Option<u64>,
+    /// See [`Settings::heartbeat_timeout`] (in `watchdog.rs`).
+    pub(crate) heartbeat_timeout: Option<Duration>,
+    /// See [`Settings::max_requests`] and the other limits (in `recycle.rs`).
+    pub(crate) recycling: crate::recycle::Recycling,
 }
 
 impl Default for Settings {
@@ -92,6 +96,8 @@ impl Default for Settings {
             max_listens_per_worker: crate::listen_quota::DEFAULT_MAX_LISTENS_PER_WORKER,
             dispatch_timeout: Some(DEFAULT_DISPATCH_TIMEOUT),
             nofile_limit: None,
+            heartbeat_timeout: Some(crate::watchdog::DEFAULT_TIMEOUT),
+            recycling: crate::recycle::Recycling::default(),
         }
     }
 }
@@ -347,6 +353,8 @@ impl Settings {
                 "must be more than zero",
             ));
         }
+        crate::watchdog::validate(self.heartbeat_timeout)?;
+        crate::recycle::validate(&self.recycling)?;
         let euid = nix::unistd::geteuid().as_raw();
         if let Some(uid) = self.uid {
             if euid != 0 && uid != euid {
@@ -379,7 +387,7 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn new(setting: &'static str, reason: impl std::fmt::Display) -> Self {
+    pub(crate) fn new(setting: &'static str, reason: impl std::fmt::Display) -> Self {
         SettingsError {
             setting,
             reason: reason.to_string(),
@@ -422,6 +430,17 @@ mod tests {
                 "dispatch_timeout",
             ),
             (Settings::new().nofile_limit(10), "nofile_limit"),
+            (
+                Settings::new().heartbeat_timeout(Some(Duration::from_millis(1))),
+                "heartbeat_timeout",
+            ),
+            (Settings::new().max_requests(0), "max_requests"),
+            (
+                Settings::new().max_requests_jitter(10),
+                "max_requests_jitter",
+            ),
+            (Settings::new().max_memory(0), "max_memory"),
+            (Settings::new().max_age(Duration::ZERO), "max_age"),
         ];
         for (settings, name) in cases {
             let err = settings.validate().expect_err(name);

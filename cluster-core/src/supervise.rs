@@ -61,8 +61,18 @@ pub(crate) async fn supervise(
         }
     };
     worker.mark_dead(exit);
+    if let Some(reason) = worker.replace_reason() {
+        tracing::info!(
+            id = worker.id(),
+            pid = worker.pid(),
+            "replaced worker {} (pid {}) exited with {exit} ({reason})",
+            worker.id(),
+            worker.pid()
+        );
+    }
     shared.events.emit(Event::Exit(worker.clone(), exit));
     shared.remove_worker(worker.id());
+    shared.monitor.exited(&worker);
 }
 
 /// The channel is finished: close our end and report the disconnect if the worker did not
@@ -81,7 +91,7 @@ fn disconnected(shared: &Shared, worker: &Worker) {
 
 /// `disconnect` comes once per worker: when it announces it is going (so the dispatch can
 /// fork its replacement at once), or when its channel closes, whichever is first.
-fn emit_disconnect(shared: &Shared, worker: &Worker) {
+pub(crate) fn emit_disconnect(shared: &Shared, worker: &Worker) {
     if worker.take_disconnect_event() {
         shared.events.emit(Event::Disconnect(worker.clone()));
     }
@@ -205,6 +215,12 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             worker.advance(WorkerState::Disconnecting);
             shared.handovers.start(worker, shared.is_stopping());
             emit_disconnect(shared, worker);
+        }
+        Control::Heartbeat => worker.record_heartbeat(std::time::Instant::now()),
+        Control::RequestLimit { served } => {
+            shared
+                .monitor
+                .request_recycle(worker, crate::ReplaceReason::MaxRequests { served });
         }
         other => return Err(format!("sent {other:?}, which only a master may send")),
     }

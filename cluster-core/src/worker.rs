@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use cluster_ipc::{Control, SendError, Sender};
 
@@ -10,6 +11,8 @@ use crate::listen_quota::ListenQuota;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::Serialize;
+
+use crate::replace::ReplaceReason;
 
 /// Where a worker is in its life, as the master sees it. States only move forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,6 +59,10 @@ struct Status {
     exit: Option<Exit>,
     /// Taken at exit, so the channel's descriptor closes with the process.
     sender: Option<Sender>,
+    /// When its last heartbeat was read; the watchdog ignores it until the first.
+    last_beat: Option<Instant>,
+    /// Why the master replaces it, once it does.
+    replaced: Option<ReplaceReason>,
 }
 
 struct Inner {
@@ -63,6 +70,7 @@ struct Inner {
     pid: u32,
     /// The environment `fork` added for it, so a reload can start its like.
     fork_env: Vec<(String, String)>,
+    forked_at: Instant,
     status: Mutex<Status>,
     listen_quota: ListenQuota,
     /// Round-robin hand-overs it left unanswered past the dispatch timeout.
@@ -90,6 +98,7 @@ impl Worker {
                 id,
                 pid,
                 fork_env,
+                forked_at: Instant::now(),
                 status: Mutex::new(Status {
                     state: WorkerState::None,
                     exited_after_disconnect: false,
@@ -98,6 +107,8 @@ impl Worker {
                     addresses: Vec::new(),
                     exit: None,
                     sender: Some(sender),
+                    last_beat: None,
+                    replaced: None,
                 }),
                 listen_quota: ListenQuota::default(),
                 missed_handovers: AtomicU64::new(0),
@@ -144,6 +155,31 @@ impl Worker {
     /// How it ended, once it has.
     pub fn exit_status(&self) -> Option<Exit> {
         self.status().exit
+    }
+
+    /// Why the master replaced this worker on purpose (the watchdog found it unresponsive,
+    /// or it was recycled), if it did. Its exit is then never a crash, whatever its status.
+    pub fn replace_reason(&self) -> Option<ReplaceReason> {
+        self.status().replaced
+    }
+
+    /// Records the reason it is replaced; returns the previous one.
+    pub(crate) fn replace_with(&self, reason: ReplaceReason) -> Option<ReplaceReason> {
+        self.status().replaced.replace(reason)
+    }
+
+    /// When it was forked.
+    pub(crate) fn forked_at(&self) -> Instant {
+        self.inner.forked_at
+    }
+
+    pub(crate) fn record_heartbeat(&self, at: Instant) {
+        self.status().last_beat = Some(at);
+    }
+
+    /// When its last heartbeat was read, if one was.
+    pub(crate) fn last_beat(&self) -> Option<Instant> {
+        self.status().last_beat
     }
 
     /// Sends a message to the worker's code (it receives it with `Worker::recv` in

@@ -130,4 +130,14 @@ pub enum Control {
         /// The listening address, as reported in [`Control::Listening`].
         address: String,
     },
+    /// Worker → master: the worker's event loop is alive. Sent by a task on the worker's
+    /// runtime every heartbeat interval (from the handoff), so a blocked runtime stops
+    /// sending it; the master's watchdog replaces a worker that stays silent too long.
+    Heartbeat,
+    /// Worker → master: the worker has served the number of requests (or connections) the
+    /// master set as its limit (`max_requests` with its jitter) and asks to be recycled.
+    RequestLimit {
+        /// Requests (or connections) served so far.
+        served: u64,
+    },
 }

@@ -19,6 +19,11 @@ pub const ENV_MASTER_PID: &str = "CLUSTER_MASTER_PID";
 /// How long a worker whose master is gone may drain before it exits, in milliseconds.
 pub const ENV_ORPHAN_TIMEOUT_MS: &str = "CLUSTER_ORPHAN_TIMEOUT_MS";
 
+/// How often the worker's runtime sends a heartbeat, in milliseconds (0: never).
+pub const ENV_HEARTBEAT_MS: &str = "CLUSTER_HEARTBEAT_MS";
+/// After how many requests (or connections) the worker asks to be recycled (0: never).
+pub const ENV_MAX_REQUESTS: &str = "CLUSTER_MAX_REQUESTS";
+
 /// The name of the group a supervised worker belongs to (set by `cluster_core::pm`).
 pub const ENV_GROUP: &str = "CLUSTER_GROUP";
 /// The group's listen addresses, comma-separated (set by `cluster_core::pm`).
@@ -45,6 +50,10 @@ pub struct WorkerHandoff {
     pub master_pid: u32,
     /// Drain time allowed once the master is gone, in milliseconds.
     pub orphan_timeout_ms: u64,
+    /// The heartbeat interval in milliseconds; 0 sends none.
+    pub heartbeat_ms: u64,
+    /// Requests (or connections) after which the worker asks to be recycled; 0 never.
+    pub max_requests: u64,
 }
 
 impl WorkerHandoff {
@@ -57,17 +66,21 @@ impl WorkerHandoff {
             (ENV_MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
             (ENV_MASTER_PID, self.master_pid.to_string()),
             (ENV_ORPHAN_TIMEOUT_MS, self.orphan_timeout_ms.to_string()),
+            (ENV_HEARTBEAT_MS, self.heartbeat_ms.to_string()),
+            (ENV_MAX_REQUESTS, self.max_requests.to_string()),
         ]
     }
 
     /// Every variable name, for the worker to remove from its environment.
-    pub const VARIABLES: [&'static str; 6] = [
+    pub const VARIABLES: [&'static str; 8] = [
         ENV_WORKER_ID,
         ENV_CHANNEL_FD,
         ENV_SERIALIZATION,
         ENV_MAX_MESSAGE_BYTES,
         ENV_MASTER_PID,
         ENV_ORPHAN_TIMEOUT_MS,
+        ENV_HEARTBEAT_MS,
+        ENV_MAX_REQUESTS,
     ];
 
     /// Reads the handoff with `get` (usually `std::env::var`). `Ok(None)` when this process
@@ -89,6 +102,8 @@ impl WorkerHandoff {
             max_message_bytes: parse(ENV_MAX_MESSAGE_BYTES, get(ENV_MAX_MESSAGE_BYTES))?,
             master_pid: parse(ENV_MASTER_PID, get(ENV_MASTER_PID))?,
             orphan_timeout_ms: parse(ENV_ORPHAN_TIMEOUT_MS, get(ENV_ORPHAN_TIMEOUT_MS))?,
+            heartbeat_ms: parse(ENV_HEARTBEAT_MS, get(ENV_HEARTBEAT_MS))?,
+            max_requests: parse(ENV_MAX_REQUESTS, get(ENV_MAX_REQUESTS))?,
         }))
     }
 }
@@ -106,6 +121,8 @@ mod tests {
             max_message_bytes: 1 << 20,
             master_pid: 42,
             orphan_timeout_ms: 1500,
+            heartbeat_ms: 250,
+            max_requests: 1000,
         };
         let vars = handoff.to_env();
         let read = WorkerHandoff::read(|name| {

@@ -142,7 +142,12 @@ impl Acceptor {
                 .set_nonblocking(true)
                 .and_then(|()| TcpStream::from_std(stream));
             match converted {
-                Ok(stream) => return Some((stream, peer)),
+                Ok(stream) => {
+                    if let Some(worker) = crate::worker::connected() {
+                        worker.connection_accepted();
+                    }
+                    return Some((stream, peer));
+                }
                 Err(e) => tracing::warn!("accepted connection unusable: {e}"),
             }
         }

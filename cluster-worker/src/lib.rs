@@ -36,14 +36,19 @@
 //! The first use of the API reads and removes the `CLUSTER_*` variables from the
 //! environment (so children of the worker are not taken for workers) and installs a SIGTERM
 //! handler that disconnects gracefully; a worker still running `stop_timeout` after SIGTERM
-//! or after its master died exits with code 1.
+//! or after its master died exits with code 1. It also starts the heartbeat task (when the
+//! master's `heartbeat_timeout` is on): a runtime blocked for longer than that timeout (a
+//! `std::thread::sleep` or endless loop in a handler on a current-thread runtime) gets the
+//! worker replaced and aborted, so put blocking work in `spawn_blocking`.
 
 mod acceptor;
 mod env;
 mod error;
 mod group;
+mod heartbeat;
 mod listen;
 mod runtime;
+mod served;
 mod worker;
 
 pub use acceptor::Acceptor;

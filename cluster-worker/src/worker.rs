@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::env::handoff;
 use crate::error::WorkerError;
+use crate::served::{Served, Unit};
 
 /// The master's answer to a listen request: its shared socket, or (ReusePort scheduling)
 /// the address to bind a socket of our own on.
@@ -63,6 +64,8 @@ struct Inner {
     log_reopens: watch::Sender<u64>,
     /// Hand-overs refused because the descriptor table was full, for the log.
     no_room_log: Mutex<LogThrottle>,
+    /// Requests or connections served, towards the master's `max_requests`.
+    served: Served,
 }
 
 /// This process's identity and channel as a cluster worker. Cheap to clone.
@@ -86,6 +89,12 @@ pub struct Worker {
 }
 
 static CURRENT: OnceLock<Result<Option<Worker>, WorkerError>> = OnceLock::new();
+
+/// This process as a worker, if [`Worker::current`] has connected it already (never
+/// connects).
+pub(crate) fn connected() -> Option<&'static Worker> {
+    CURRENT.get()?.as_ref().ok()?.as_ref()
+}
 
 /// True when this process was started as a worker by a cluster master (Node's
 /// `cluster.isWorker`).
@@ -265,6 +274,31 @@ impl Worker {
         let _ = reopens.changed().await;
     }
 
+    /// This worker's server counts requests ([`Worker::request_served`]) towards the
+    /// master's `max_requests`, rather than the connections its [`crate::Acceptor`]s hand
+    /// out. `graceful::serve` calls it.
+    pub fn count_requests(&self) {
+        self.inner.served.count_requests();
+    }
+
+    /// Counts one request towards the master's `max_requests` (and counts requests from
+    /// now on, see [`Worker::count_requests`]); at the limit the worker asks the master,
+    /// once, to recycle it.
+    pub fn request_served(&self) {
+        self.count(Unit::Request);
+    }
+
+    /// Counts one accepted connection, unless a server counts requests.
+    pub(crate) fn connection_accepted(&self) {
+        self.count(Unit::Connection);
+    }
+
+    fn count(&self, unit: Unit) {
+        if let Some(served) = self.inner.served.add(unit) {
+            crate::served::ask_recycling(&self.inner.sender, served);
+        }
+    }
+
     /// Resolves once the channel to the master is closed.
     pub async fn disconnected(&self) {
         let mut disconnected = self.inner.disconnected.subscribe();
@@ -377,8 +411,15 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             orphan_timeout: Duration::from_millis(handoff.orphan_timeout_ms),
             log_reopens: watch::Sender::new(0),
             no_room_log: Mutex::new(LogThrottle::new()),
+            served: Served::new(handoff.max_requests),
         }),
     };
+    if handoff.heartbeat_ms > 0 {
+        crate::heartbeat::start(
+            worker.inner.sender.clone(),
+            Duration::from_millis(handoff.heartbeat_ms),
+        );
+    }
 
     // Read the channel for the process's whole life.
     let reader = worker.clone();

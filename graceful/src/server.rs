@@ -51,6 +51,10 @@ where
         .and_then(|s| s.worker().cloned())
         .or_else(cluster_worker::Worker::current);
     let _drain_registration = worker.as_ref().map(|w| w.register_server());
+    // Requests, not connections, count towards the master's `max_requests`.
+    if let Some(worker) = &worker {
+        worker.count_requests();
+    }
     let counted = state.map(CountedServer::new);
     // A dedicated accept thread spreads connections evenly over the workers sharing the
     // socket (see `cluster_worker::Acceptor`).
@@ -75,6 +79,7 @@ where
             inner: CatchPanic::new(service.clone()),
             connection: connection.clone(),
             closing: closing.subscribe(),
+            worker: worker.clone(),
         };
         let served = http.serve_connection(TokioIo::new(stream), service);
         let open_guard = OpenGuard::new(&open);
@@ -244,12 +249,13 @@ impl ConnectionState {
     }
 }
 
-/// Adds `Connection: close` once the server is closing, and keeps the connection's
-/// in-flight count and last activity.
+/// Adds `Connection: close` once the server is closing, keeps the connection's in-flight
+/// count and last activity, and counts requests towards the worker's `max_requests`.
 struct Tracked<S> {
     inner: CatchPanic<S>,
     connection: Arc<ConnectionState>,
     closing: watch::Receiver<bool>,
+    worker: Option<cluster_worker::Worker>,
 }
 
 /// Counts a request in flight until its response is ready (or the request is dropped).
@@ -283,6 +289,9 @@ where
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::start(&self.connection);
+        if let Some(worker) = &self.worker {
+            worker.request_served();
+        }
         let closing = self.closing.clone();
         let response = self.inner.call(request);
         Box::pin(async move {

@@ -299,6 +299,11 @@ pub fn graceful_worker_exe() -> std::path::PathBuf {
     sibling_exe("graceful_worker")
 }
 
+/// The watchdog and recycling test worker binary.
+pub fn watch_worker_exe() -> std::path::PathBuf {
+    sibling_exe("watch_worker")
+}
+
 /// A master running graceful test workers, with the seed's dispatch: a new worker is forked
 /// on every `disconnect`.
 pub struct GracefulCluster {
@@ -322,6 +327,15 @@ impl GracefulCluster {
         for (key, value) in env {
             settings = settings.env(key, value);
         }
+        Self::with_settings(settings, workers).await
+    }
+
+    /// Starts `workers` workers with `settings` (which must make them listen), and waits
+    /// until they all listen.
+    pub async fn with_settings(
+        settings: cluster_core::Settings,
+        workers: usize,
+    ) -> GracefulCluster {
         let cluster = cluster_core::setup_master(settings).expect("setup");
         let mut events = cluster.events();
         let forked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

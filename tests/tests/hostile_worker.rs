@@ -15,7 +15,7 @@ fn start_master(mode: &str, env: &[(&str, &str)]) -> (Child, Lines) {
     command
         .env("TEST_MODE", mode)
         .env("TEST_WORKERS", "1")
-        .env("TEST_LOG_TO_STDOUT", "1")
+        .env("TEST_LOG", "1")
         .env("TEST_PRINT_MESSAGES", "1")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

@@ -31,6 +31,16 @@ pub enum GroupEvent {
         /// The worker.
         worker: Worker,
     },
+    /// The master replaces a worker on purpose (unresponsive, or recycled); its replacement
+    /// is forked at once and its exit never counts as fatal.
+    Replacing {
+        /// The group.
+        group: String,
+        /// The worker.
+        worker: Worker,
+        /// Why.
+        reason: crate::ReplaceReason,
+    },
     /// A worker exited (pm's `quit(name, pid, code, signal)`).
     Quit {
         /// The group.

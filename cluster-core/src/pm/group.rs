@@ -75,12 +75,13 @@ impl Group {
     }
 
     /// Workers that count towards `wanted`: current generation, not retiring, not handing
-    /// over. A crashed worker counts until it is reaped, so its restart goes through the
-    /// policy.
+    /// over, not being replaced by the master (watchdog, recycling). A crashed worker counts
+    /// until it is reaped, so its restart goes through the policy.
     fn active(&self) -> impl Iterator<Item = &Member> {
         self.members.values().filter(move |m| {
             m.generation == self.generation
                 && m.ended_on_purpose.is_none()
+                && m.worker.replace_reason().is_none()
                 && !(m.worker.exited_after_disconnect()
                     && m.worker.state() >= WorkerState::Disconnecting)
         })
@@ -232,6 +233,11 @@ impl Group {
                 }
                 out.push(GroupEvent::Disconnect { group, worker });
             }
+            Event::Replacing(worker, reason) => out.push(GroupEvent::Replacing {
+                group,
+                worker,
+                reason,
+            }),
             Event::Exit(worker, exit) => {
                 out.push(GroupEvent::Quit {
                     group: group.clone(),
@@ -260,8 +266,11 @@ impl Group {
         let stopping = self.stopping;
         let member = self.members.get_mut(&id)?;
         let slot = member.slot.take()?;
+        // Replaced by the master's watchdog or recycling: on purpose too.
+        let replaced = member.worker.replace_reason().map(|_| Purpose::Replaced);
         let purpose = member
             .ended_on_purpose
+            .or(replaced)
             .or(stopping.then_some(Purpose::Stopping));
         let ending = match (purpose, member.ready_at) {
             (Some(purpose), _) => Ending::OnPurpose(purpose),

@@ -88,6 +88,8 @@ pub(crate) enum Purpose {
     Retired,
     /// The master is stopping (its kill at `stop_timeout` included).
     Stopping,
+    /// The master replaced it: hung (watchdog) or recycled (requests, memory, age).
+    Replaced,
 }
 
 /// How a worker ended, as far as the policy cares.
@@ -311,6 +313,7 @@ mod tests {
         let orderly = [
             Ending::OnPurpose(Purpose::Retired),
             Ending::OnPurpose(Purpose::Stopping),
+            Ending::OnPurpose(Purpose::Replaced),
             Ending::HandedOver,
         ];
         for ending in orderly.repeat(10) {

@@ -6,8 +6,8 @@
 //! Options for the tests of hostile workers: `TEST_SERIALIZATION` (`json`, `binary`),
 //! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_REFORK=1` (fork a replacement for
 //! every worker that exits), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
-//! `TestMsg`), `TEST_LOG_TO_STDOUT=1` (the master's log lines on stdout too),
-//! `TEST_NOFILE` (`Settings::nofile_limit`).
+//! `TestMsg`), `TEST_LOG=1` (the master's log lines on stdout too), `TEST_NOFILE`
+//! (`Settings::nofile_limit`), `TEST_HEARTBEAT_MS` (the heartbeat timeout).
 
 use cluster_core::{Event, Settings, Stdio, setup_master};
 use cluster_tests::TestMsg;
@@ -24,7 +24,7 @@ async fn main() -> std::process::ExitCode {
         Ok("forward") => Stdio::Forward,
         _ => Stdio::Inherit,
     };
-    if std::env::var_os("TEST_LOG_TO_STDOUT").is_some() {
+    if std::env::var_os("TEST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_writer(std::io::stdout)
             .with_ansi(false)
@@ -47,6 +47,12 @@ async fn main() -> std::process::ExitCode {
         .and_then(|v| v.parse().ok())
     {
         settings = settings.nofile_limit(limit);
+    }
+    if let Some(ms) = std::env::var("TEST_HEARTBEAT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings = settings.heartbeat_timeout(Some(std::time::Duration::from_millis(ms)));
     }
     let cluster = match setup_master(settings) {
         Ok(cluster) => cluster,
@@ -78,6 +84,7 @@ async fn main() -> std::process::ExitCode {
             Ok(msg) => println!("message {} {} {}", w.id(), msg.kind, msg.data),
             Err(e) => println!("unreadable message {}: {e}", w.id()),
         },
+        Event::Replacing(w, reason) => println!("replacing {} {} {reason}", w.id(), w.pid()),
         _ => {}
     });
     let workers: usize = std::env::var("TEST_WORKERS")
