@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cluster_ipc::Control;
-use cluster_ipc::pressure::{ACCEPT_PAUSE, LogThrottle, is_descriptor_exhaustion};
+use cluster_ipc::pressure::{LogThrottle, accept_failed};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -300,19 +300,10 @@ impl Dispatcher {
     /// After `what` failed: out of descriptors, stop for [`ACCEPT_PAUSE`] (connections wait
     /// in the kernel's queue), otherwise 10 ms; logged once per second at most.
     async fn under_pressure(&self, what: &str, e: &std::io::Error) {
-        let exhausted = is_descriptor_exhaustion(e);
-        if let Some(count) = self.throttle(|t| &mut t.accept) {
-            tracing::warn!(
-                address = %self.address,
-                count,
-                "{what} {count} time(s): {e}{}",
-                if exhausted { "; pausing accepts for 500 ms" } else { "" }
-            );
-        }
-        let pause = if exhausted {
-            ACCEPT_PAUSE
-        } else {
-            Duration::from_millis(10)
+        let what = format!("{what} on {}:", self.address);
+        let pause = {
+            let mut throttles = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
+            accept_failed(&mut throttles.accept, &what, e)
         };
         tokio::time::sleep(pause).await;
     }

@@ -62,6 +62,27 @@ impl LogThrottle {
     }
 }
 
+/// After an accept loop's `what` failed with `error`: logs it through `failures` (at most once
+/// per [`LOG_PERIOD`], with the count) and returns how long to stop accepting: [`ACCEPT_PAUSE`]
+/// when the descriptor table is full, 10 ms otherwise (a failure that repeats at once would
+/// spin).
+pub fn accept_failed(failures: &mut LogThrottle, what: &str, error: &io::Error) -> Duration {
+    let exhausted = is_descriptor_exhaustion(error);
+    if let Some(count) = failures.event() {
+        let pausing = if exhausted {
+            "; pausing accepts for 500 ms"
+        } else {
+            ""
+        };
+        tracing::warn!(count, "{what} {count} time(s): {error}{pausing}");
+    }
+    if exhausted {
+        ACCEPT_PAUSE
+    } else {
+        Duration::from_millis(10)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,9 +17,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use cluster_ipc::pressure::{ACCEPT_PAUSE, LogThrottle, is_descriptor_exhaustion};
+use cluster_ipc::pressure::{LogThrottle, accept_failed};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
@@ -270,23 +269,7 @@ fn pause_after(
     epoll: &Epoll,
     listener: &std::net::TcpListener,
 ) -> bool {
-    let exhausted = is_descriptor_exhaustion(error);
-    if let Some(count) = failures.event() {
-        tracing::warn!(
-            count,
-            "accept failed {count} time(s): {error}{}",
-            if exhausted {
-                "; pausing accepts for 500 ms"
-            } else {
-                ""
-            }
-        );
-    }
-    let pause = if exhausted {
-        ACCEPT_PAUSE
-    } else {
-        Duration::from_millis(10)
-    };
+    let pause = accept_failed(failures, "accept failed", error);
     let _ = epoll.delete(listener.as_fd());
     let deadline = std::time::Instant::now() + pause;
     let mut events = [EpollEvent::empty(); 1];

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use cluster_ipc::pressure::{ACCEPT_PAUSE, LogThrottle, is_descriptor_exhaustion};
+use cluster_ipc::pressure::{LogThrottle, accept_failed};
 use cluster_worker::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -57,23 +57,7 @@ impl Connections for UnixConnections {
                 Err(e) => {
                     // Out of descriptors and the like: the listener itself is fine. A full
                     // descriptor table pauses accepting (connections wait in the queue).
-                    let exhausted = is_descriptor_exhaustion(&e);
-                    if let Some(count) = self.failures.event() {
-                        tracing::warn!(
-                            count,
-                            "accept failed {count} time(s): {e}{}",
-                            if exhausted {
-                                "; pausing accepts for 500 ms"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                    let pause = if exhausted {
-                        ACCEPT_PAUSE
-                    } else {
-                        std::time::Duration::from_millis(10)
-                    };
+                    let pause = accept_failed(&mut self.failures, "accept failed", &e);
                     tokio::time::sleep(pause).await;
                 }
             }
