@@ -227,7 +227,17 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         dispatching_for: Mutex::new(None),
     });
     shared.events.emit(Event::Setup);
-    Ok(Cluster { shared })
+    let cluster = Cluster { shared };
+    let control = cluster.shared.settings().control_socket.clone();
+    if let Some(path) = control {
+        let name = cluster.shared.settings().name.clone();
+        let target = crate::control::ClusterTarget::start(&cluster, name);
+        crate::control::serve(&path, target).map_err(|reason| SettingsError {
+            setting: "control_socket",
+            reason,
+        })?;
+    }
+    Ok(cluster)
 }
 
 impl Cluster {
@@ -433,7 +443,7 @@ impl Cluster {
     }
 
     /// Starts (or escalates) a stop without waiting for it: from here on `fork` is refused.
-    fn begin_stop(&self, mode: StopMode) {
+    pub(crate) fn begin_stop(&self, mode: StopMode) {
         let shared = &self.shared;
         let escalated = shared.stop_requested.send_if_modified(|requested| {
             let escalates = requested.is_none_or(|current| mode > current);
@@ -541,6 +551,7 @@ async fn run_stop(shared: Arc<Shared>) {
     tokio::pin!(deadline);
     let kill_all = |shared: &Shared| {
         for worker in lock(&shared.workers).values() {
+            worker.set_exit_reason(crate::ExitReason::Stop);
             worker.kill(Signal::SIGKILL);
         }
     };
@@ -552,6 +563,7 @@ async fn run_stop(shared: Arc<Shared>) {
             kill_all(&shared);
         } else if !killing {
             for worker in lock(&shared.workers).values() {
+                worker.set_exit_reason(crate::ExitReason::Stop);
                 worker.disconnect();
             }
         }

@@ -66,6 +66,7 @@ pub struct Settings {
     pub(crate) stop_timeout: Duration,
     pub(crate) wait_ready: bool,
     pub(crate) ready_timeout: Duration,
+    pub(crate) control_socket: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -86,6 +87,7 @@ impl Default for Settings {
             stop_timeout: Duration::from_secs(30),
             wait_ready: false,
             ready_timeout: Duration::from_secs(30),
+            control_socket: None,
         }
     }
 }
@@ -203,6 +205,18 @@ impl Settings {
     }
 
     /// Checks every setting and fills in the defaults that depend on this process.
+    /// Serve `clusterctl` on a Unix socket at `path` (mode 0600; only this process's uid and
+    /// root may talk to it). Off by default: two masters on one machine must not fight over
+    /// one path, so the program chooses it; `cluster_core::control::default_socket_path(name)`
+    /// gives the conventional place (`$XDG_RUNTIME_DIR/NAME.control.sock`, else `/run`),
+    /// where `clusterctl --name NAME` looks. A stale socket file is replaced; one a live
+    /// master listens on is an error. Read by [`crate::setup_master`] only. See
+    /// `docs/CONTROL.md`.
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control_socket = Some(path.into());
+        self
+    }
+
     pub(crate) fn validate(mut self) -> Result<Self, SettingsError> {
         let exec = match self.exec.take() {
             Some(path) => path,

@@ -2,11 +2,14 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cluster_ipc::{Control, SendError, Sender};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::Serialize;
+
+use crate::exit_reason::ExitReason;
 
 /// Where a worker is in its life, as the master sees it. States only move forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,6 +54,8 @@ struct Status {
     ready: bool,
     addresses: Vec<SocketAddr>,
     exit: Option<Exit>,
+    /// Why it left, when the master knows more than the exit status.
+    exit_reason: Option<ExitReason>,
     /// Taken at exit, so the channel's descriptor closes with the process.
     sender: Option<Sender>,
 }
@@ -60,6 +65,7 @@ struct Inner {
     pid: u32,
     /// The environment `fork` added for it, so a reload can start its like.
     fork_env: Vec<(String, String)>,
+    started: Instant,
     status: Mutex<Status>,
 }
 
@@ -84,6 +90,7 @@ impl Worker {
                 id,
                 pid,
                 fork_env,
+                started: Instant::now(),
                 status: Mutex::new(Status {
                     state: WorkerState::None,
                     exited_after_disconnect: false,
@@ -91,6 +98,7 @@ impl Worker {
                     ready: false,
                     addresses: Vec::new(),
                     exit: None,
+                    exit_reason: None,
                     sender: Some(sender),
                 }),
             }),
@@ -136,6 +144,22 @@ impl Worker {
     /// How it ended, once it has.
     pub fn exit_status(&self) -> Option<Exit> {
         self.status().exit
+    }
+
+    /// Why it left (or is leaving), when the master knows more than its exit status: a
+    /// panic's message and location, a scale-down, a reload, a stop.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.status().exit_reason.clone()
+    }
+
+    /// Records why the worker is leaving; the first reason stays.
+    pub(crate) fn set_exit_reason(&self, reason: ExitReason) {
+        self.status().exit_reason.get_or_insert(reason);
+    }
+
+    /// How long ago it was forked.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
     }
 
     /// Sends a message to the worker's code (it receives it with `Worker::recv` in

@@ -12,7 +12,7 @@ use crate::callbacks::Callbacks;
 use crate::cluster::{Phase, StopMode, setup_master};
 use crate::events::Event;
 use crate::pm::events::GroupEvent;
-use crate::pm::group::Group;
+use crate::pm::group::{Group, MemberSnapshot};
 use crate::pm::options::GroupOptions;
 use crate::settings::SettingsError;
 use crate::signals::{MasterSignals, SignalRequest};
@@ -231,6 +231,36 @@ impl Master {
         drop(state);
         self.inner.wake.notify_one();
         started
+    }
+
+    /// Every group: its name, wanted size, and live workers with their generation and
+    /// readiness (for the control socket).
+    pub(crate) fn group_snapshots(&self) -> Vec<(String, usize, Vec<MemberSnapshot>)> {
+        lock(&self.inner.state)
+            .groups
+            .values()
+            .map(|g| (g.name.clone(), g.wanted, g.members()))
+            .collect()
+    }
+
+    /// True if a group is registered under `name`.
+    pub(crate) fn has_group(&self, name: &str) -> bool {
+        lock(&self.inner.state).groups.contains_key(name)
+    }
+
+    /// Replaces worker `id` of `group` (see `Group::restart`); false if there is none.
+    pub(crate) fn restart_worker(&self, group: &str, id: u32) -> bool {
+        let restarted = lock(&self.inner.state)
+            .groups
+            .get_mut(group)
+            .is_some_and(|g| g.restart(id, Instant::now()));
+        self.inner.wake.notify_one();
+        restarted
+    }
+
+    /// Where the master is in its life.
+    pub(crate) fn phase(&self) -> watch::Receiver<Phase> {
+        self.inner.phase.subscribe()
     }
 
     /// Sends `message` to every live worker of `group` (pm's `broadcast`); returns how many
