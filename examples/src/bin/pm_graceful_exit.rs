@@ -1,5 +1,6 @@
 //! The seed's pm `dispatch.js`: a master with one group, `web`, of 2 workers on `PORT`
 //! (default 1984), logging giveup, disconnect, fork and quit as the seed does.
+//! `CONTROL_SOCKET=PATH` opens the control socket for `clusterctl`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -62,6 +63,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .children(2),
     )?;
 
+    // `CONTROL_SOCKET=PATH`: serve `clusterctl --socket PATH` (docs/CONTROL.md).
+    if let Some(path) = std::env::var_os("CONTROL_SOCKET") {
+        master.control_socket(path)?;
+    }
     master.dispatch();
     master.run().await?;
     Ok(())
