@@ -14,7 +14,8 @@ pub(crate) struct ControlSocket {
 /// Removes the socket file on drop, unless another master has replaced it since.
 pub(crate) struct SocketFile {
     path: PathBuf,
-    /// Device, inode and change time: an inode number alone is soon reused.
+    /// Device, inode and modification time: an inode number alone is soon reused, and the
+    /// change time moves with a chmod.
     inode: (u64, u64, i64, i64),
 }
 
@@ -57,7 +58,7 @@ impl ControlSocket {
 }
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64, i64, i64) {
-    (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+    (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec())
 }
 
 impl Drop for SocketFile {
@@ -74,6 +75,8 @@ impl Drop for SocketFile {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::ControlSocket;
 
     #[test]
@@ -100,6 +103,8 @@ mod tests {
             path.exists(),
             "the old guard must not remove the new socket"
         );
+        // An operator's chmod does not make it someone else's.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
         drop(second);
         assert!(!path.exists(), "removed when the server ends");
         let plain = dir.join("not-a-socket");
