@@ -237,6 +237,16 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
             reason,
         })?;
     }
+    let metrics = cluster.shared.settings().metrics_address;
+    if let Some(address) = metrics {
+        let name = cluster.shared.settings().name.clone();
+        let families = Arc::new(crate::metrics::Families::new());
+        let source = crate::metrics::cluster_source(&cluster, name, families.clone());
+        crate::metrics::serve(address, source, families).map_err(|reason| SettingsError {
+            setting: "metrics_address",
+            reason,
+        })?;
+    }
     Ok(cluster)
 }
 

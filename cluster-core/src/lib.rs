@@ -48,6 +48,7 @@ mod events;
 mod exit_reason;
 mod handover;
 mod listeners;
+mod metrics;
 mod output;
 pub mod pm;
 mod rolling;

@@ -67,6 +67,7 @@ pub struct Settings {
     pub(crate) wait_ready: bool,
     pub(crate) ready_timeout: Duration,
     pub(crate) control_socket: Option<PathBuf>,
+    pub(crate) metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -88,6 +89,7 @@ impl Default for Settings {
             wait_ready: false,
             ready_timeout: Duration::from_secs(30),
             control_socket: None,
+            metrics_address: None,
         }
     }
 }
@@ -214,6 +216,14 @@ impl Settings {
     /// `docs/CONTROL.md`.
     pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.control_socket = Some(path.into());
+        self
+    }
+
+    /// Serve Prometheus metrics (`/metrics`) and health (`/healthz`, `/readyz`) over HTTP on
+    /// this TCP address (off by default). Read by [`crate::setup_master`] only. See
+    /// `docs/CONTROL.md`.
+    pub fn metrics_address(mut self, address: std::net::SocketAddr) -> Self {
+        self.metrics_address = Some(address);
         self
     }
 

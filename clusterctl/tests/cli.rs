@@ -1,5 +1,6 @@
-//! `clusterctl` (the real binary) against real masters: a pm master with two groups, `web`
-//! (2 workers) and `api` (1), and a plain cluster. The master and its workers are this test
+//! The operator's side against real masters: `clusterctl` (the real binary), and the
+//! metrics and health endpoints, with a pm master with two groups, `web` (2 workers) and
+//! `api` (1), and a plain cluster. The master and its workers are this test
 //! executable started again in a role (`CLUSTERCTL_TEST_ROLE=master|cluster|worker`, running
 //! only the `role_process` test): cargo builds no other package's binaries for this crate's
 //! tests.
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use cluster_control::{StatusReport, WorkerStatus};
 use cluster_tests::{Lines, Load, http_get, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROLE: &str = "CLUSTERCTL_TEST_ROLE";
 /// How this executable runs nothing but `role_process`.
@@ -83,6 +85,9 @@ mod roles {
             master
                 .control_socket(std::env::var("CTL_SOCKET").expect("CTL_SOCKET"))
                 .expect("control socket");
+            master
+                .metrics_address(env_addr("CTL_METRICS"))
+                .expect("metrics address");
             master.dispatch();
             master.run().await.expect("run");
         });
@@ -115,8 +120,8 @@ mod roles {
         });
     }
 
-    /// graceful installed; `/panic` panics in the handler (500, hand-over); anything else
-    /// answers `ok`. Listens on `CTL_LISTEN`, else the group's first address.
+    /// graceful installed; `/panic` panics in the handler (500, hand-over); `/slow` answers
+    /// `slow` after 2 s; anything else answers `ok`. Listens on `CTL_LISTEN`, else the group's first address.
     pub(super) fn worker() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -149,6 +154,10 @@ mod roles {
                     if request.uri().path() == "/panic" {
                         panic!("boom on purpose");
                     }
+                    if request.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        return Ok(Response::new(Full::new(Bytes::from("slow"))));
+                    }
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
                 });
             graceful::serve(listener, service).await;
@@ -168,13 +177,14 @@ struct MasterProcess {
     socket: PathBuf,
     web: SocketAddr,
     api: SocketAddr,
+    metrics: SocketAddr,
 }
 
 impl MasterProcess {
     /// `role` is `master` (pm) or `cluster` (plain). With `log`, the master's log lines are
     /// piped to the test (read them, or the master blocks on a full pipe).
     fn start(role: &str, log: bool) -> MasterProcess {
-        let (web, api) = (free_address(), free_address());
+        let (web, api, metrics) = (free_address(), free_address(), free_address());
         let socket = std::env::temp_dir().join(format!(
             "clusterctl-test-{}-{}.sock",
             std::process::id(),
@@ -185,6 +195,7 @@ impl MasterProcess {
             .env(ROLE, role)
             .env("CTL_WEB", web.to_string())
             .env("CTL_API", api.to_string())
+            .env("CTL_METRICS", metrics.to_string())
             .env("CTL_SOCKET", &socket)
             .stdout(if log { Stdio::piped() } else { Stdio::null() })
             .kill_on_drop(true)
@@ -195,6 +206,7 @@ impl MasterProcess {
             socket,
             web,
             api,
+            metrics,
         }
     }
 
@@ -564,4 +576,133 @@ async fn a_plain_cluster_reloads_and_restarts_but_does_not_scale() {
     let last = status(&socket).await.expect("status");
     assert_eq!(restarts(&last, "plain"), 0, "{last:#?}");
     master.stop().await;
+}
+
+/// `name{labels}` in a scrape, if present.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// `GET /metrics`, parsed by a Prometheus text parser.
+async fn scrape(address: SocketAddr) -> prometheus_parse::Scrape {
+    let (code, body) = http_get(address, "/metrics").await.expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("Prometheus text")
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_a_panic_and_readyz_turns_not_ready_as_the_stop_begins() {
+    let master = MasterProcess::start("master", false);
+    let metrics = master.metrics;
+    let socket = master.socket.clone();
+    wait_status(&socket, "web 2 and api 1 serving", |s| {
+        serving(s, "web", 2) && serving(s, "api", 1)
+    })
+    .await;
+    let first = scrape(metrics).await;
+    let web_listening = [("group", "web"), ("state", "listening")];
+    assert_eq!(sample(&first, "cluster_workers", &web_listening), Some(2.0));
+    assert_eq!(
+        sample(&first, "cluster_ready_workers", &[("group", "api")]),
+        Some(1.0)
+    );
+    let queue = master.web.to_string();
+    assert_eq!(
+        sample(&first, "cluster_accept_queue", &[("address", &queue)]),
+        Some(0.0),
+        "{first:#?}"
+    );
+    assert_eq!(http_get(metrics, "/healthz").await.expect("healthz").0, 200);
+    assert_eq!(http_get(metrics, "/readyz").await.expect("readyz").0, 200);
+
+    let (code, _) = http_get(master.web, "/panic").await.expect("GET /panic");
+    assert_eq!(code, 500);
+    let moved = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let now = scrape(metrics).await;
+            let panics = sample(&now, "cluster_panics_total", &[("group", "web")]);
+            let restarts = sample(
+                &now,
+                "cluster_restarts_total",
+                &[("group", "web"), ("reason", "panic")],
+            );
+            if panics == Some(1.0) && restarts == Some(1.0) {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the panic counted within 20 s");
+    assert_eq!(
+        sample(&moved, "cluster_panics_total", &[("group", "api")]),
+        None
+    );
+
+    // A request in progress keeps its worker busy through the stop. Once connect() has
+    // returned the connection is in the accept queue; an empty queue then means a worker
+    // has taken it.
+    let mut slow = tokio::net::TcpStream::connect(master.web)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while sample(
+            &scrape(metrics).await,
+            "cluster_accept_queue",
+            &[("address", &queue)],
+        ) != Some(0.0)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the slow request accepted");
+    let slow = tokio::spawn(async move {
+        let mut answer = String::new();
+        slow.read_to_string(&mut answer).await.map(|_| answer)
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let not_ready = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (code, body) = http_get(metrics, "/readyz").await.expect("readyz");
+            if code == 503 {
+                return body;
+            }
+        }
+    })
+    .await
+    .expect("readyz turns 503");
+    assert!(not_ready.contains("not ready: stopping"), "{not_ready}");
+    assert!(
+        !slow.is_finished(),
+        "readyz must turn before the workers finish"
+    );
+    let answer = within(10, "the slow request", slow)
+        .await
+        .expect("join")
+        .expect("GET /slow");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("slow"), "{answer}");
+    let mut child = master.child;
+    let status = within(30, "the master to exit", child.wait())
+        .await
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
 }

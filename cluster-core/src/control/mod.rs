@@ -51,7 +51,7 @@ pub(crate) trait Target: Send + Sync + 'static {
 }
 
 /// The protocol's name for a state.
-fn state_name(state: WorkerState) -> &'static str {
+pub(crate) fn state_name(state: WorkerState) -> &'static str {
     match state {
         WorkerState::None => "starting",
         WorkerState::Online => "online",

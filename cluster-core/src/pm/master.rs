@@ -243,6 +243,15 @@ impl Master {
             .collect()
     }
 
+    /// Every group's cluster.
+    pub(crate) fn group_clusters(&self) -> Vec<crate::Cluster> {
+        lock(&self.inner.state)
+            .groups
+            .values()
+            .map(|g| g.cluster.clone())
+            .collect()
+    }
+
     /// True if a group is registered under `name`.
     pub(crate) fn has_group(&self, name: &str) -> bool {
         lock(&self.inner.state).groups.contains_key(name)
