@@ -527,6 +527,7 @@ impl Master {
     }
 
     fn emit(&self, event: GroupEvent) {
+        event.log();
         lock(&self.inner.streams).retain(|tx| tx.send(event.clone()).is_ok());
         let _ = self.inner.queue_tx.send(event);
     }
