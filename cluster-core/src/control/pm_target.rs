@@ -34,23 +34,6 @@ impl Master {
     }
 }
 
-impl Master {
-    /// Serves Prometheus metrics (`/metrics`) and health (`/healthz`, `/readyz`) on
-    /// `address` until the master stops; returns the bound address (port 0 picks one). Call
-    /// it once, inside the runtime. See `docs/CONTROL.md`.
-    pub fn metrics_address(
-        &self,
-        address: std::net::SocketAddr,
-    ) -> Result<std::net::SocketAddr, SettingsError> {
-        let families = Arc::new(crate::metrics::Families::new());
-        let source = crate::metrics::pm_source(self, families.clone());
-        crate::metrics::serve(address, source, families).map_err(|reason| SettingsError {
-            setting: "metrics_address",
-            reason,
-        })
-    }
-}
-
 impl PmTarget {
     fn start(master: &Master) -> Arc<PmTarget> {
         let history = Arc::new(History::default());

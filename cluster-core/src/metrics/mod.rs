@@ -21,7 +21,7 @@ use crate::worker::WorkerState;
 
 pub(crate) use families::Families;
 pub(crate) use server::serve;
-pub(crate) use sources::{cluster_source, pm_source};
+pub(crate) use sources::cluster_source;
 
 /// What the endpoints read when asked.
 pub(crate) trait Source: Send + Sync + 'static {

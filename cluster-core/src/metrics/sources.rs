@@ -117,9 +117,26 @@ impl Source for PmSource {
     }
 }
 
+impl Master {
+    /// Serves Prometheus metrics (`/metrics`) and health (`/healthz`, `/readyz`) on
+    /// `address` until the master stops; returns the bound address (port 0 picks one). Call
+    /// it once, inside the runtime. See `docs/CONTROL.md`.
+    pub fn metrics_address(
+        &self,
+        address: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr, crate::SettingsError> {
+        let families = Arc::new(Families::new());
+        let source = pm_source(self, families.clone());
+        super::serve(address, source, families).map_err(|reason| crate::SettingsError {
+            setting: "metrics_address",
+            reason,
+        })
+    }
+}
+
 /// A pm master's source; its counters move from the master's events. A reload's duration
 /// runs from the first worker of its new generation to `Reloaded` or `ReloadFailed`.
-pub(crate) fn pm_source(master: &Master, families: Arc<Families>) -> Arc<dyn Source> {
+fn pm_source(master: &Master, families: Arc<Families>) -> Arc<dyn Source> {
     let mut events = master.events();
     let (watched, phase) = (master.clone(), master.phase());
     tokio::spawn(async move {
