@@ -256,7 +256,27 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         Arc::downgrade(&shared),
         shared.monitor.bell(),
     ));
-    Ok(Cluster { shared })
+    let cluster = Cluster { shared };
+    let control = cluster.shared.settings().control_socket.clone();
+    if let Some(path) = control {
+        let name = cluster.shared.settings().name.clone();
+        let target = crate::control::ClusterTarget::start(&cluster, name);
+        crate::control::serve(&path, target).map_err(|reason| SettingsError {
+            setting: "control_socket",
+            reason,
+        })?;
+    }
+    let metrics = cluster.shared.settings().metrics_address;
+    if let Some(address) = metrics {
+        let name = cluster.shared.settings().name.clone();
+        let families = Arc::new(crate::metrics::Families::new());
+        let source = crate::metrics::cluster_source(&cluster, name, families.clone());
+        crate::metrics::serve(address, source, families).map_err(|reason| SettingsError {
+            setting: "metrics_address",
+            reason,
+        })?;
+    }
+    Ok(cluster)
 }
 
 impl Cluster {
@@ -515,7 +535,7 @@ impl Cluster {
     }
 
     /// Starts (or escalates) a stop without waiting for it: from here on `fork` is refused.
-    fn begin_stop(&self, mode: StopMode) {
+    pub(crate) fn begin_stop(&self, mode: StopMode) {
         let shared = &self.shared;
         let escalated = shared.stop_requested.send_if_modified(|requested| {
             let escalates = requested.is_none_or(|current| mode > current);
@@ -623,6 +643,7 @@ async fn run_stop(shared: Arc<Shared>) {
     tokio::pin!(deadline);
     let kill_all = |shared: &Shared| {
         for worker in lock(&shared.workers).values() {
+            worker.set_exit_reason(crate::ExitReason::Stop);
             worker.kill(Signal::SIGKILL);
         }
     };
@@ -634,6 +655,7 @@ async fn run_stop(shared: Arc<Shared>) {
             kill_all(&shared);
         } else if !killing {
             for worker in lock(&shared.workers).values() {
+                worker.set_exit_reason(crate::ExitReason::Stop);
                 worker.disconnect();
             }
         }

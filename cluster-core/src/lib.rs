@@ -45,11 +45,14 @@
 
 mod callbacks;
 mod cluster;
+pub mod control;
 mod error;
 mod events;
+mod exit_reason;
 mod handover;
 mod listen_quota;
 mod listeners;
+mod metrics;
 mod monitor;
 mod nofile;
 mod output;
@@ -70,6 +73,7 @@ pub use cluster::{Cluster, Phase, StopMode, setup_master};
 pub use cluster_ipc::{Message, SendError, Serialization};
 pub use error::{ForkError, RunError};
 pub use events::{Event, EventStream};
+pub use exit_reason::ExitReason;
 pub use nix::sys::signal::Signal;
 pub use output::{Stdio, dropped_output_lines};
 pub use replace::ReplaceReason;

@@ -48,6 +48,21 @@ impl Listeners {
         Ok(listener)
     }
 
+    /// Every TCP socket once, by its bound address.
+    pub(crate) fn tcp(&self) -> Vec<(SocketAddr, Arc<TcpListener>)> {
+        let table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sockets: Vec<(SocketAddr, Arc<TcpListener>)> = Vec::new();
+        for listener in table.values() {
+            if sockets.iter().any(|(_, l)| Arc::ptr_eq(l, listener)) {
+                continue;
+            }
+            if let Ok(local) = listener.local_addr() {
+                sockets.push((local, listener.clone()));
+            }
+        }
+        sockets
+    }
+
     /// The Unix socket at `path`, bound now if no worker asked for it before.
     pub(crate) fn get_or_bind_unix(
         &self,

@@ -78,7 +78,7 @@ impl Cluster {
         Ok(replaced)
     }
 
-    async fn replace(&self, old: &Worker) -> Result<(), ReloadError> {
+    pub(crate) async fn replace(&self, old: &Worker) -> Result<(), ReloadError> {
         let mut events = self.events();
         let env = old.fork_env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -134,6 +134,7 @@ impl Cluster {
             "reload: replacement ready; the old worker drains"
         );
         self.shared.credit_replacement(old.id(), new);
+        old.set_exit_reason(crate::ExitReason::Reload);
         old.disconnect();
         Ok(())
     }

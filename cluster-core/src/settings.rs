@@ -73,6 +73,8 @@ pub struct Settings {
     pub(crate) heartbeat_timeout: Option<Duration>,
     /// See [`Settings::max_requests`] and the other limits (in `recycle.rs`).
     pub(crate) recycling: crate::recycle::Recycling,
+    pub(crate) control_socket: Option<PathBuf>,
+    pub(crate) metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -98,6 +100,8 @@ impl Default for Settings {
             nofile_limit: None,
             heartbeat_timeout: Some(crate::watchdog::DEFAULT_TIMEOUT),
             recycling: crate::recycle::Recycling::default(),
+            control_socket: None,
+            metrics_address: None,
         }
     }
 }
@@ -252,6 +256,26 @@ impl Settings {
     }
 
     /// Checks every setting and fills in the defaults that depend on this process.
+    /// Serve `clusterctl` on a Unix socket at `path` (mode 0600; only this process's uid and
+    /// root may talk to it). Off by default: two masters on one machine must not fight over
+    /// one path, so the program chooses it; `cluster_core::control::default_socket_path(name)`
+    /// gives the conventional place (`$XDG_RUNTIME_DIR/NAME.control.sock`, else `/run`),
+    /// where `clusterctl --name NAME` looks. A stale socket file is replaced; one a live
+    /// master listens on is an error. Read by [`crate::setup_master`] only. See
+    /// `docs/CONTROL.md`.
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control_socket = Some(path.into());
+        self
+    }
+
+    /// Serve Prometheus metrics (`/metrics`) and health (`/healthz`, `/readyz`) over HTTP on
+    /// this TCP address (off by default). Read by [`crate::setup_master`] only. See
+    /// `docs/CONTROL.md`.
+    pub fn metrics_address(mut self, address: std::net::SocketAddr) -> Self {
+        self.metrics_address = Some(address);
+        self
+    }
+
     pub(crate) fn validate(mut self) -> Result<Self, SettingsError> {
         let exec = match self.exec.take() {
             Some(path) => path,

@@ -12,6 +12,7 @@ use tokio::process::Child;
 
 use crate::cluster::Shared;
 use crate::events::Event;
+use crate::exit_reason::ExitReason;
 use crate::round_robin::Answer;
 use crate::worker::{Exit, Worker, WorkerState};
 
@@ -207,14 +208,15 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                 shared.events.emit(Event::Ready(worker.clone()));
             }
         }
-        Control::HandOver => {
-            for dispatcher in shared.dispatchers() {
-                dispatcher.stop_sending_to(worker);
-            }
-            worker.mark_exited_after_disconnect();
-            worker.advance(WorkerState::Disconnecting);
-            shared.handovers.start(worker, shared.is_stopping());
-            emit_disconnect(shared, worker);
+        Control::HandOverPanic { message, location } => {
+            tracing::info!(
+                id = worker.id(),
+                pid = worker.pid(),
+                location = location.as_deref().unwrap_or("unknown"),
+                "worker panicked: {message}"
+            );
+            worker.set_exit_reason(ExitReason::Panic { message, location });
+            hand_over(shared, worker);
         }
         Control::Heartbeat => worker.record_heartbeat(std::time::Instant::now()),
         Control::RequestLimit { served } => {
@@ -222,9 +224,22 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                 .monitor
                 .request_recycle(worker, crate::ReplaceReason::MaxRequests { served });
         }
+        Control::HandOver => hand_over(shared, worker),
         other => return Err(format!("sent {other:?}, which only a master may send")),
     }
     Ok(())
+}
+
+/// The worker has failed and hands over: it is disconnecting on purpose, and its
+/// replacement may start at once.
+fn hand_over(shared: &Shared, worker: &Worker) {
+    for dispatcher in shared.dispatchers() {
+        dispatcher.stop_sending_to(worker);
+    }
+    worker.mark_exited_after_disconnect();
+    worker.advance(WorkerState::Disconnecting);
+    shared.handovers.start(worker, shared.is_stopping());
+    emit_disconnect(shared, worker);
 }
 
 /// Answers a worker's `listen()`: the shared socket, a reserved port (ReusePort), or a

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cluster_ipc::{Control, SendError, Sender};
 
@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::exit_reason::ExitReason;
 use crate::replace::ReplaceReason;
 
 /// Where a worker is in its life, as the master sees it. States only move forward.
@@ -57,6 +58,8 @@ struct Status {
     ready: bool,
     addresses: Vec<SocketAddr>,
     exit: Option<Exit>,
+    /// Why it left, when the master knows more than the exit status.
+    exit_reason: Option<ExitReason>,
     /// Taken at exit, so the channel's descriptor closes with the process.
     sender: Option<Sender>,
     /// When its last heartbeat was read; the watchdog ignores it until the first.
@@ -106,6 +109,7 @@ impl Worker {
                     ready: false,
                     addresses: Vec::new(),
                     exit: None,
+                    exit_reason: None,
                     sender: Some(sender),
                     last_beat: None,
                     replaced: None,
@@ -165,7 +169,11 @@ impl Worker {
 
     /// Records the reason it is replaced; returns the previous one.
     pub(crate) fn replace_with(&self, reason: ReplaceReason) -> Option<ReplaceReason> {
-        self.status().replaced.replace(reason)
+        let mut status = self.status();
+        status
+            .exit_reason
+            .get_or_insert(ExitReason::Replaced(reason));
+        status.replaced.replace(reason)
     }
 
     /// When it was forked.
@@ -180,6 +188,22 @@ impl Worker {
     /// When its last heartbeat was read, if one was.
     pub(crate) fn last_beat(&self) -> Option<Instant> {
         self.status().last_beat
+    }
+
+    /// Why it left (or is leaving), when the master knows more than its exit status: a
+    /// panic's message and location, a scale-down, a reload, a stop.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.status().exit_reason.clone()
+    }
+
+    /// Records why the worker is leaving; the first reason stays.
+    pub(crate) fn set_exit_reason(&self, reason: ExitReason) {
+        self.status().exit_reason.get_or_insert(reason);
+    }
+
+    /// How long ago it was forked.
+    pub fn uptime(&self) -> Duration {
+        self.inner.forked_at.elapsed()
     }
 
     /// Sends a message to the worker's code (it receives it with `Worker::recv` in

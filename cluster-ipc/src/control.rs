@@ -140,4 +140,13 @@ pub enum Control {
         /// Requests (or connections) served so far.
         served: u64,
     },
+    /// Worker → master: [`Control::HandOver`], because of a panic: the master records the
+    /// message and location as the worker's exit reason. A variant of its own (last, so
+    /// the binary encoding of the others is unchanged) keeps the wire backward compatible.
+    HandOverPanic {
+        /// The panic message.
+        message: String,
+        /// Where it panicked, `file:line:column`.
+        location: Option<String>,
+    },
 }

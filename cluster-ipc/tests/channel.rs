@@ -137,3 +137,30 @@ async fn end_of_stream_is_none() {
     drop(a);
     assert!(rx.recv().await.expect("recv").is_none());
 }
+
+#[tokio::test]
+async fn a_panic_hand_over_carries_its_message_and_location_in_both_encodings() {
+    for serialization in [Serialization::Json, Serialization::Binary] {
+        let (tx, mut rx) = pair(ChannelOptions {
+            serialization,
+            ..ChannelOptions::default()
+        });
+        let sent = Control::HandOverPanic {
+            message: "boom".into(),
+            location: Some("src/app.rs:3:5".into()),
+        };
+        tx.send_control(&sent, &[]).await.expect("send");
+        // The variants before it keep their encoding: a plain hand-over still decodes.
+        tx.send_control(&Control::HandOver, &[])
+            .await
+            .expect("send");
+        let Some(Incoming::Control(got, _)) = rx.recv().await.expect("recv") else {
+            panic!("expected a control message")
+        };
+        assert_eq!(got, sent, "{serialization:?}");
+        let Some(Incoming::Control(got, _)) = rx.recv().await.expect("recv") else {
+            panic!("expected a control message")
+        };
+        assert_eq!(got, Control::HandOver, "{serialization:?}");
+    }
+}

@@ -215,6 +215,21 @@ impl Worker {
             .send_control_blocking(&Control::HandOver, timeout)
     }
 
+    /// [`Worker::hand_over`], saying why: the master keeps the panic's `message` and
+    /// `location` as this worker's exit reason (`clusterctl status`, the `exit` event).
+    pub fn hand_over_after_panic(
+        &self,
+        message: &str,
+        location: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        let control = Control::HandOverPanic {
+            message: message.to_string(),
+            location: location.map(str::to_string),
+        };
+        self.inner.sender.send_control_blocking(&control, timeout)
+    }
+
     /// Resolves when, after [`Worker::hand_over`], the master says a newer worker accepts on
     /// `address`; or once the channel to the master is closed (no relief can come then).
     pub async fn relieved(&self, address: std::net::SocketAddr) {

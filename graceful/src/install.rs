@@ -232,7 +232,12 @@ impl State {
         // Tell the master first, synchronously: with panic = "abort" the process dies right
         // after this hook, and the replacement must start at once either way.
         if let Some(worker) = &self.worker {
-            if let Err(e) = worker.hand_over(Duration::from_millis(200)) {
+            let handed_over = worker.hand_over_after_panic(
+                &report.message,
+                report.location.as_deref(),
+                Duration::from_millis(200),
+            );
+            if let Err(e) = handed_over {
                 tracing::warn!("could not tell the master about the hand-over: {e}");
             }
         }

@@ -83,3 +83,58 @@ pub enum GroupEvent {
         message: Message,
     },
 }
+
+impl GroupEvent {
+    /// Logs the event through `tracing` with structured fields (group, worker id, pid, exit,
+    /// reason), at INFO: the examples' console (WARN by default) keeps the seed's lines only.
+    pub(crate) fn log(&self) {
+        match self {
+            GroupEvent::Fork { group, worker } => {
+                tracing::info!(group, id = worker.id(), pid = worker.pid(), "worker forked")
+            }
+            GroupEvent::Ready { group, worker } => {
+                tracing::info!(group, id = worker.id(), pid = worker.pid(), "worker ready")
+            }
+            GroupEvent::Disconnect { group, worker } => tracing::info!(
+                group,
+                id = worker.id(),
+                pid = worker.pid(),
+                reason = worker.exit_reason().map(|r| r.to_string()),
+                "worker disconnecting"
+            ),
+            GroupEvent::Quit {
+                group,
+                worker,
+                exit,
+            } => tracing::info!(
+                group,
+                id = worker.id(),
+                pid = worker.pid(),
+                %exit,
+                reason = worker.exit_reason().map(|r| r.to_string()),
+                "worker exited"
+            ),
+            GroupEvent::GiveUp {
+                group,
+                fatals,
+                pause,
+            } => tracing::info!(group, fatals, ?pause, "giving up restarting for a while"),
+            GroupEvent::Reloaded { group } => tracing::info!(group, "reloaded"),
+            GroupEvent::ReloadFailed { group, reason } => {
+                tracing::info!(group, reason, "reload failed")
+            }
+            GroupEvent::Replacing {
+                group,
+                worker,
+                reason,
+            } => tracing::info!(
+                group,
+                id = worker.id(),
+                pid = worker.pid(),
+                %reason,
+                "replacing worker"
+            ),
+            GroupEvent::Message { .. } => {}
+        }
+    }
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 use crate::events::Event;
+use crate::exit_reason::ExitReason;
 use crate::pm::events::GroupEvent;
 use crate::pm::options::GroupOptions;
 use crate::pm::policy::{Decision, Ending, PolicyState, Purpose, Slot};
@@ -40,6 +41,13 @@ enum ReloadPhase {
 struct Reload {
     old_generation: u64,
     phase: ReloadPhase,
+}
+
+/// A live member as the control socket shows it.
+pub(crate) struct MemberSnapshot {
+    pub(crate) worker: Worker,
+    pub(crate) generation: u64,
+    pub(crate) ready: bool,
 }
 
 pub(crate) struct Group {
@@ -94,6 +102,31 @@ impl Group {
 
     pub(crate) fn workers(&self) -> Vec<Worker> {
         self.members.values().map(|m| m.worker.clone()).collect()
+    }
+
+    /// Every live worker with its generation and whether the group counts it as ready.
+    pub(crate) fn members(&self) -> Vec<MemberSnapshot> {
+        self.members
+            .values()
+            .map(|m| MemberSnapshot {
+                worker: m.worker.clone(),
+                generation: m.generation,
+                ready: m.ready_at.is_some(),
+            })
+            .collect()
+    }
+
+    /// Replaces worker `id`: it is retired (it drains) and its replacement forked at once.
+    /// False if the group has no such live worker.
+    pub(crate) fn restart(&mut self, id: u32, now: Instant) -> bool {
+        let live = self.members.get(&id).is_some_and(|m| {
+            m.ended_on_purpose.is_none() && m.worker.state() < WorkerState::Disconnecting
+        });
+        if live {
+            self.retire(id, ExitReason::Reload);
+            self.converge(now);
+        }
+        live
     }
 
     /// Forks or retires workers until the count is right, unless the policy says wait; then
@@ -172,14 +205,15 @@ impl Group {
                 .take(active - self.wanted)
                 .collect();
             for id in extra {
-                self.retire(id);
+                self.retire(id, ExitReason::ScaleDown);
             }
         }
     }
 
-    fn retire(&mut self, id: u32) {
+    fn retire(&mut self, id: u32, reason: ExitReason) {
         self.end_on_purpose(id, Purpose::Retired);
         if let Some(member) = self.members.get_mut(&id) {
+            member.worker.set_exit_reason(reason);
             member.worker.disconnect();
         }
     }
@@ -374,7 +408,7 @@ impl Group {
             }
             // One at a time: the next old worker goes once the previous one has exited.
             if !old.iter().any(|(_, retiring)| *retiring) {
-                self.retire(old[0].0);
+                self.retire(old[0].0, ExitReason::Reload);
             }
         }
         None
@@ -398,7 +432,7 @@ impl Group {
             .map(|m| m.worker.id())
             .collect();
         for id in doomed {
-            self.retire(id);
+            self.retire(id, ExitReason::Reload);
         }
         tracing::warn!(group = %self.name, "reload failed: {reason}; the old workers keep serving");
         GroupEvent::ReloadFailed {

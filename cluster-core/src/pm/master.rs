@@ -13,7 +13,7 @@ use crate::cluster::{Phase, StopMode, setup_master};
 use crate::events::Event;
 use crate::pm::delivery::{DEFAULT_SEND_TIMEOUT, Delivery, send_to_all, send_within};
 use crate::pm::events::GroupEvent;
-use crate::pm::group::Group;
+use crate::pm::group::{Group, MemberSnapshot};
 use crate::pm::options::GroupOptions;
 use crate::settings::SettingsError;
 use crate::signals::{MasterSignals, SignalRequest};
@@ -257,6 +257,45 @@ impl Master {
         message: &T,
     ) -> Delivery {
         send_to_all(&self.workers(group), message, self.send_timeout()).await
+    }
+
+    /// Every group: its name, wanted size, and live workers with their generation and
+    /// readiness (for the control socket).
+    pub(crate) fn group_snapshots(&self) -> Vec<(String, usize, Vec<MemberSnapshot>)> {
+        lock(&self.inner.state)
+            .groups
+            .values()
+            .map(|g| (g.name.clone(), g.wanted, g.members()))
+            .collect()
+    }
+
+    /// Every group's cluster.
+    pub(crate) fn group_clusters(&self) -> Vec<crate::Cluster> {
+        lock(&self.inner.state)
+            .groups
+            .values()
+            .map(|g| g.cluster.clone())
+            .collect()
+    }
+
+    /// True if a group is registered under `name`.
+    pub(crate) fn has_group(&self, name: &str) -> bool {
+        lock(&self.inner.state).groups.contains_key(name)
+    }
+
+    /// Replaces worker `id` of `group` (see `Group::restart`); false if there is none.
+    pub(crate) fn restart_worker(&self, group: &str, id: u32) -> bool {
+        let restarted = lock(&self.inner.state)
+            .groups
+            .get_mut(group)
+            .is_some_and(|g| g.restart(id, Instant::now()));
+        self.inner.wake.notify_one();
+        restarted
+    }
+
+    /// Where the master is in its life.
+    pub(crate) fn phase(&self) -> watch::Receiver<Phase> {
+        self.inner.phase.subscribe()
     }
 
     /// How long [`Master::broadcast`] and [`Master::send_to`] wait for one worker's channel
@@ -513,6 +552,7 @@ impl Master {
     }
 
     fn emit(&self, event: GroupEvent) {
+        event.log();
         lock(&self.inner.streams).retain(|tx| tx.send(event.clone()).is_ok());
         let _ = self.inner.queue_tx.send(event);
     }

@@ -1,5 +1,7 @@
 //! The seed's pm `dispatch.js`: a master with one group, `web`, of 2 workers on `PORT`
 //! (default 1984), logging giveup, disconnect, fork and quit as the seed does.
+//! `CONTROL_SOCKET=PATH` opens the control socket for `clusterctl`; `METRICS_ADDRESS=HOST:PORT`
+//! serves Prometheus metrics and health endpoints.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -62,6 +64,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .children(2),
     )?;
 
+    // `CONTROL_SOCKET=PATH`: serve `clusterctl --socket PATH` (docs/CONTROL.md).
+    if let Some(path) = std::env::var_os("CONTROL_SOCKET") {
+        master.control_socket(path)?;
+    }
+    // `METRICS_ADDRESS=HOST:PORT`: `/metrics`, `/healthz`, `/readyz` there.
+    if let Ok(address) = std::env::var("METRICS_ADDRESS") {
+        master.metrics_address(address.parse()?)?;
+    }
     master.dispatch();
     master.run().await?;
     Ok(())
