@@ -181,6 +181,14 @@ pub struct WorkerStatus {
     /// CPU time over its life, in percent of one core.
     #[serde(default)]
     pub cpu_percent: Option<f64>,
+    /// Connections its servers hold, as of its last heartbeat (servers that report them:
+    /// `graceful::serve`).
+    #[serde(default)]
+    pub open_connections: Option<u64>,
+    /// Requests it has served (connections, if its server counts no requests), as of its
+    /// last heartbeat.
+    #[serde(default)]
+    pub requests_served: Option<u64>,
     /// How it ended, once it has; or why it is leaving.
     #[serde(default)]
     pub exit: Option<ExitInfo>,
@@ -329,6 +337,8 @@ mod tests {
                 uptime_ms: 1500,
                 rss_bytes: None,
                 cpu_percent: None,
+                open_connections: Some(3),
+                requests_served: Some(1200),
                 exit: Some(ExitInfo {
                     code: Some(0),
                     reason: Some("panic".into()),

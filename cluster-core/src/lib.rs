@@ -80,4 +80,4 @@ pub use replace::ReplaceReason;
 pub use rolling::ReloadError;
 pub use settings::{DEFAULT_DISPATCH_TIMEOUT, Scheduling, Settings, SettingsError};
 pub use signals::SignalRequest;
-pub use worker::{Exit, Worker, WorkerState};
+pub use worker::{Exit, Worker, WorkerLoad, WorkerState};

@@ -218,7 +218,16 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             worker.set_exit_reason(ExitReason::Panic { message, location });
             hand_over(shared, worker);
         }
-        Control::Heartbeat => worker.record_heartbeat(std::time::Instant::now()),
+        Control::Heartbeat {
+            served,
+            open_connections,
+        } => worker.record_heartbeat(
+            std::time::Instant::now(),
+            crate::worker::WorkerLoad {
+                served,
+                open_connections,
+            },
+        ),
         Control::RequestLimit { served } => {
             shared
                 .monitor

@@ -32,6 +32,16 @@ pub enum WorkerState {
     Dead,
 }
 
+/// What a worker reported serving, with its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkerLoad {
+    /// Requests served since it started (accepted connections, if its server counts no
+    /// requests).
+    pub served: u64,
+    /// Connections its servers hold now (those that report them: `graceful::serve`).
+    pub open_connections: u64,
+}
+
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
@@ -64,6 +74,8 @@ struct Status {
     sender: Option<Sender>,
     /// When its last heartbeat was read; the watchdog ignores it until the first.
     last_beat: Option<Instant>,
+    /// The load its last heartbeat reported.
+    load: Option<WorkerLoad>,
     /// Why the master replaces it, once it does.
     replaced: Option<ReplaceReason>,
 }
@@ -112,6 +124,7 @@ impl Worker {
                     exit_reason: None,
                     sender: Some(sender),
                     last_beat: None,
+                    load: None,
                     replaced: None,
                 }),
                 listen_quota: ListenQuota::default(),
@@ -181,8 +194,16 @@ impl Worker {
         self.inner.forked_at
     }
 
-    pub(crate) fn record_heartbeat(&self, at: Instant) {
-        self.status().last_beat = Some(at);
+    pub(crate) fn record_heartbeat(&self, at: Instant, load: WorkerLoad) {
+        let mut status = self.status();
+        status.last_beat = Some(at);
+        status.load = Some(load);
+    }
+
+    /// Its load as its last heartbeat reported it (every fifth of the heartbeat timeout);
+    /// `None` before the first, or with heartbeats off.
+    pub fn load(&self) -> Option<WorkerLoad> {
+        self.status().load
     }
 
     /// When its last heartbeat was read, if one was.

@@ -132,8 +132,14 @@ pub enum Control {
     },
     /// Worker → master: the worker's event loop is alive. Sent by a task on the worker's
     /// runtime every heartbeat interval (from the handoff), so a blocked runtime stops
-    /// sending it; the master's watchdog replaces a worker that stays silent too long.
-    Heartbeat,
+    /// sending it; the master's watchdog replaces a worker that stays silent too long. It
+    /// carries the worker's load as of the beat (for status and metrics).
+    Heartbeat {
+        /// Requests served so far (connections accepted, if its server counts no requests).
+        served: u64,
+        /// Connections its servers hold now (servers that report them: `graceful::serve`).
+        open_connections: u64,
+    },
     /// Worker → master: the worker has served the number of requests (or connections) the
     /// master set as its limit (`max_requests` with its jitter) and asks to be recycled.
     RequestLimit {

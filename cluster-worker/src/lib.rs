@@ -57,4 +57,4 @@ pub use error::WorkerError;
 pub use group::{group, group_incoming, group_listeners, group_unix_listeners};
 pub use listen::{incoming, listen, listen_unix};
 pub use runtime::runtime;
-pub use worker::{ServerGuard, Worker, is_worker};
+pub use worker::{ConnectionGuard, ServerGuard, Worker, is_worker};

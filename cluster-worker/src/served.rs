@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cluster_ipc::{Control, Sender};
 
-/// The counter and its limit.
+/// The counter and its limit, and the connections open now.
 pub(crate) struct Served {
     count: AtomicU64,
+    open: AtomicU64,
     /// 0: no limit.
     limit: u64,
     /// A server counts requests; accepted connections no longer count.
@@ -27,6 +28,7 @@ impl Served {
     pub(crate) fn new(limit: u64) -> Self {
         Served {
             count: AtomicU64::new(0),
+            open: AtomicU64::new(0),
             limit,
             by_request: AtomicBool::new(false),
             asked: AtomicBool::new(false),
@@ -40,16 +42,33 @@ impl Served {
 
     /// Counts one `unit`; returns the count if it just reached the limit (once).
     pub(crate) fn add(&self, unit: Unit) -> Option<u64> {
-        if self.limit == 0 {
-            return None;
-        }
         match unit {
             Unit::Request => self.count_requests(),
             Unit::Connection if self.by_request.load(Ordering::Acquire) => return None,
             Unit::Connection => {}
         }
         let count = self.count.fetch_add(1, Ordering::AcqRel) + 1;
-        (count >= self.limit && !self.asked.swap(true, Ordering::AcqRel)).then_some(count)
+        let at_limit = self.limit != 0 && count >= self.limit;
+        (at_limit && !self.asked.swap(true, Ordering::AcqRel)).then_some(count)
+    }
+
+    /// What has been served so far.
+    pub(crate) fn served(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// One connection more (`true`) or less (`false`) open now.
+    pub(crate) fn connection(&self, opened: bool) {
+        if opened {
+            self.open.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Connections open now.
+    pub(crate) fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Acquire)
     }
 }
 

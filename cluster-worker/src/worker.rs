@@ -64,8 +64,20 @@ struct Inner {
     log_reopens: watch::Sender<u64>,
     /// Hand-overs refused because the descriptor table was full, for the log.
     no_room_log: Mutex<LogThrottle>,
-    /// Requests or connections served, towards the master's `max_requests`.
-    served: Served,
+    /// Requests or connections served (towards the master's `max_requests`, and reported
+    /// with each heartbeat), and connections open now.
+    served: Arc<Served>,
+}
+
+/// An open connection, counted until dropped ([`Worker::connection_opened`]).
+pub struct ConnectionGuard {
+    served: Arc<Served>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.served.connection(false);
+    }
 }
 
 /// This process's identity and channel as a cluster worker. Cheap to clone.
@@ -308,6 +320,16 @@ impl Worker {
         self.count(Unit::Connection);
     }
 
+    /// Counts one connection open until the guard is dropped; the count goes to the master
+    /// with each heartbeat (`clusterctl status`, metrics). `graceful::serve` does this for
+    /// its connections.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.inner.served.connection(true);
+        ConnectionGuard {
+            served: self.inner.served.clone(),
+        }
+    }
+
     fn count(&self, unit: Unit) {
         if let Some(served) = self.inner.served.add(unit) {
             crate::served::ask_recycling(&self.inner.sender, served);
@@ -426,12 +448,13 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             orphan_timeout: Duration::from_millis(handoff.orphan_timeout_ms),
             log_reopens: watch::Sender::new(0),
             no_room_log: Mutex::new(LogThrottle::new()),
-            served: Served::new(handoff.max_requests),
+            served: Arc::new(Served::new(handoff.max_requests)),
         }),
     };
     if handoff.heartbeat_ms > 0 {
         crate::heartbeat::start(
             worker.inner.sender.clone(),
+            worker.inner.served.clone(),
             Duration::from_millis(handoff.heartbeat_ms),
         );
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cluster_control::StatusReport;
 
-const WORKER_HEADER: [&str; 10] = [
+const WORKER_HEADER: [&str; 12] = [
     "GROUP",
     "ID",
     "PID",
@@ -14,6 +14,8 @@ const WORKER_HEADER: [&str; 10] = [
     "UPTIME",
     "RSS",
     "CPU%",
+    "CONNS",
+    "SERVED",
     "LAST EXIT",
 ];
 
@@ -31,6 +33,8 @@ pub(crate) fn render(status: &StatusReport) -> String {
             uptime(Duration::from_millis(w.uptime_ms)),
             w.rss_bytes.map_or("-".into(), mebibytes),
             w.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
+            w.open_connections.map_or("-".into(), |n| n.to_string()),
+            w.requests_served.map_or("-".into(), |n| n.to_string()),
             w.exit.as_ref().map_or("-".into(), |e| e.to_string()),
         ]);
     }

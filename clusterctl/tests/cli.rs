@@ -70,7 +70,12 @@ mod roles {
                     .listen(address)
                     .children(children)
                     .env(ROLE, "worker")
-                    .settings(Settings::new().stop_timeout(Duration::from_secs(5)));
+                    .settings(
+                        Settings::new()
+                            .stop_timeout(Duration::from_secs(5))
+                            // Beats (with the load) every 200 ms.
+                            .heartbeat_timeout(Some(Duration::from_secs(1))),
+                    );
                 for arg in ROLE_ARGS {
                     options = options.arg(arg);
                 }
@@ -622,6 +627,28 @@ async fn metrics_parse_and_count_a_panic_and_readyz_turns_not_ready_as_the_stop_
         Some(0.0),
         "{first:#?}"
     );
+    // Requests per worker, from the heartbeats: 10 requests on `api`'s only worker.
+    for _ in 0..10 {
+        assert_eq!(http_get(master.api, "/").await.expect("GET /").0, 200);
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let now = scrape(metrics).await;
+            let served = sample(&now, "cluster_worker_requests_served", &[("group", "api")]);
+            if served.is_some_and(|n| n >= 10.0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("api's 10 requests reported within 10 s");
+    wait_status(&socket, "api's requests in the status", |s| {
+        live(s, "api")
+            .first()
+            .is_some_and(|w| w.requests_served.is_some_and(|n| n >= 10))
+    })
+    .await;
     assert_eq!(http_get(metrics, "/healthz").await.expect("healthz").0, 200);
     assert_eq!(http_get(metrics, "/readyz").await.expect("readyz").0, 200);
 

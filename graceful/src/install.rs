@@ -66,7 +66,9 @@ impl Options {
     }
 
     /// The longest the exit may take after the first panic; then the process exits with
-    /// code 1 (default 30 s; the seed uses 10 s).
+    /// code 1 (default 30 s; the seed uses 10 s). Counted from the end of the panic's report
+    /// (the panic hook that was installed before graceful's, e.g. the default one printing a
+    /// backtrace), so a slow report does not shorten the drain.
     pub fn kill_timeout(mut self, timeout: Duration) -> Self {
         self.kill_timeout = timeout;
         self
@@ -194,18 +196,22 @@ pub fn install(mut options: Options) -> Result<(), InstallError> {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         // Graceful's part first: printing a backtrace in the previous hook can take tens of
-        // milliseconds, and the master should start the replacement now.
-        if let Some(state) = state() {
-            state.on_panic(info);
-        }
+        // milliseconds (seconds, symbolising a debug build on a loaded machine), and the
+        // master should start the replacement now. The kill timer starts after it, so that
+        // time is not taken from the drain (a request's own 500 included).
+        let first = state().filter(|state| state.on_panic(info));
         previous(info);
+        if let Some(state) = first {
+            state.arm_kill_timer();
+        }
     }));
     Ok(())
 }
 
 impl State {
-    /// Runs in the panic hook, on the panicking thread.
-    fn on_panic(self: &Arc<Self>, info: &std::panic::PanicHookInfo<'_>) {
+    /// Runs in the panic hook, on the panicking thread. True for the first panic that starts
+    /// the exit sequence: the caller arms the kill timer once the previous hook is done.
+    fn on_panic(self: &Arc<Self>, info: &std::panic::PanicHookInfo<'_>) -> bool {
         let message = payload_message(info.payload());
         let report_only = self
             .options
@@ -227,7 +233,7 @@ impl State {
             None => tracing::error!("panic {}: {report}", report.count),
         }
         if report_only || self.exiting.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         // Tell the master first, synchronously: with panic = "abort" the process dies right
         // after this hook, and the replacement must start at once either way.
@@ -242,12 +248,12 @@ impl State {
             }
         }
         *self.first.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
-        self.arm_kill_timer();
         self.draining.send_replace(true);
         let registered = self.servers.borrow().registered;
         let state = self.clone();
         self.runtime
             .spawn(async move { state.exit_sequence(registered).await });
+        true
     }
 
     fn step(&self, step: Step) {

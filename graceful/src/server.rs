@@ -83,9 +83,10 @@ where
         };
         let served = http.serve_connection(TokioIo::new(stream), service);
         let open_guard = OpenGuard::new(&open);
+        let counted = worker.as_ref().map(|w| w.connection_opened());
         let closing = closing.subscribe();
         tokio::spawn(async move {
-            let _open = open_guard;
+            let _open = (open_guard, counted);
             drive(served, connection, closing, idle_grace).await;
         });
     };

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::worker::{Exit, Worker, WorkerState};
+use crate::worker::{Exit, Worker, WorkerLoad, WorkerState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabel {
@@ -36,6 +36,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    group: String,
+    id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AddressLabel {
     address: String,
 }
@@ -58,6 +64,8 @@ pub(crate) struct Families {
     reload_seconds: ReloadSeconds,
     give_ups: Family<GroupLabel, Counter>,
     accept_queue: Family<AddressLabel, Gauge>,
+    requests_served: Family<WorkerLabels, Gauge>,
+    open_connections: Family<WorkerLabels, Gauge>,
 }
 
 impl Families {
@@ -111,8 +119,22 @@ impl Families {
             "Connections waiting in a shared listening socket's accept queue",
             accept_queue.clone(),
         );
+        let requests_served = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "worker_requests_served",
+            "Requests a live worker has served (connections, if its server counts no requests), as of its last heartbeat",
+            requests_served.clone(),
+        );
+        let open_connections = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "worker_open_connections",
+            "Connections a live worker's servers hold, as of its last heartbeat",
+            open_connections.clone(),
+        );
         Families {
             registry,
+            requests_served,
+            open_connections,
             workers,
             ready,
             restarts,
@@ -166,12 +188,28 @@ impl Families {
         self.give_ups.get_or_create(&label(group)).inc();
     }
 
-    /// The text exposition, with the gauges set from `groups` and `queues` now.
+    /// The text exposition, with the gauges set from `groups`, `queues` and `loads` now.
     pub(crate) fn encode(
         &self,
         groups: &BTreeMap<String, Vec<(WorkerState, bool)>>,
         queues: &[(String, u32)],
+        loads: &[(String, u32, WorkerLoad)],
     ) -> Result<String, std::fmt::Error> {
+        self.requests_served.clear();
+        self.open_connections.clear();
+        for (group, id, load) in loads {
+            let labels = WorkerLabels {
+                group: group.clone(),
+                id: id.to_string(),
+            };
+            let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.requests_served
+                .get_or_create(&labels)
+                .set(as_gauge(load.served));
+            self.open_connections
+                .get_or_create(&labels)
+                .set(as_gauge(load.open_connections));
+        }
         self.workers.clear();
         self.ready.clear();
         for (group, workers) in groups {

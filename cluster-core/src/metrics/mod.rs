@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use tokio::sync::watch;
 
 use crate::cluster::Phase;
-use crate::worker::WorkerState;
+use crate::worker::{WorkerLoad, WorkerState};
 
 pub(crate) use families::Families;
 pub(crate) use server::serve;
@@ -29,6 +29,8 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn groups(&self) -> BTreeMap<String, Vec<(WorkerState, bool)>>;
     /// The shared TCP sockets: (address, connections waiting to be accepted).
     fn queues(&self) -> Vec<(String, u32)>;
+    /// Each live worker's last reported load: (group, worker id, load).
+    fn loads(&self) -> Vec<(String, u32, WorkerLoad)>;
     /// Where the master is in its life.
     fn phase(&self) -> watch::Receiver<Phase>;
 }

@@ -66,7 +66,7 @@ fn respond<B>(
     families: &Families,
 ) -> Response<Full<Bytes>> {
     match request.uri().path() {
-        "/metrics" => match families.encode(&source.groups(), &source.queues()) {
+        "/metrics" => match families.encode(&source.groups(), &source.queues(), &source.loads()) {
             Ok(text) => answer(StatusCode::OK, METRICS_CONTENT_TYPE, text),
             Err(e) => answer(
                 StatusCode::INTERNAL_SERVER_ERROR,

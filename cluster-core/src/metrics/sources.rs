@@ -12,7 +12,7 @@ use super::families::Families;
 use crate::cluster::{Cluster, Phase};
 use crate::events::Event;
 use crate::pm::{GroupEvent, Master};
-use crate::worker::WorkerState;
+use crate::worker::{WorkerLoad, WorkerState};
 
 /// The accept queues of `cluster`'s shared TCP sockets.
 fn queues_of(cluster: &Cluster, out: &mut Vec<(String, u32)>) {
@@ -50,6 +50,14 @@ impl Source for ClusterSource {
         let mut out = Vec::new();
         queues_of(&self.cluster, &mut out);
         out
+    }
+
+    fn loads(&self) -> Vec<(String, u32, WorkerLoad)> {
+        self.cluster
+            .workers()
+            .iter()
+            .filter_map(|w| Some((self.group.clone(), w.id(), w.load()?)))
+            .collect()
     }
 
     fn phase(&self) -> watch::Receiver<Phase> {
@@ -110,6 +118,18 @@ impl Source for PmSource {
         out.sort();
         out.dedup();
         out
+    }
+
+    fn loads(&self) -> Vec<(String, u32, WorkerLoad)> {
+        self.master
+            .group_snapshots()
+            .into_iter()
+            .flat_map(|(name, _, members)| {
+                members
+                    .into_iter()
+                    .filter_map(move |m| Some((name.clone(), m.worker.id(), m.worker.load()?)))
+            })
+            .collect()
     }
 
     fn phase(&self) -> watch::Receiver<Phase> {
