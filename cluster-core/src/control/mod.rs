@@ -110,7 +110,11 @@ fn worker_status(
         uptime_ms: uptime.as_millis() as u64,
         rss_bytes: stats.map(|s| s.rss_bytes),
         cpu_percent: stats.map(|s| s.cpu_percent(uptime)),
-        open_connections: worker.load().map(|l| l.open_connections),
+        // A dead worker holds none; what it served stays as its last heartbeat said.
+        open_connections: worker
+            .load()
+            .filter(|_| state != WorkerState::Dead)
+            .map(|l| l.open_connections),
         requests_served: worker.load().map(|l| l.served),
         exit: exit_info(worker, worker.exit_status()),
     }
