@@ -82,7 +82,7 @@ async fn connect_with_cluster_survives_every_signal_and_reloads_on_hup_under_loa
 
     kill(master.process.id().expect("pid"), "HUP");
     for pid in &old {
-        master.wait_for(&format!("wroker:{pid} exit!")).await;
+        master.wait_for_count(&format!("wroker:{pid} exit!"), 1).await;
     }
     load.answers(200).await;
     load.finish().await;
@@ -133,7 +133,7 @@ async fn the_pm_demo_survives_every_signal_and_reloads_on_hup_under_load() {
 
     kill(master_pid, "HUP");
     for pid in &old {
-        master.wait_for(&format!("web:worker:{pid} quit")).await;
+        master.wait_for_count(&format!("web:worker:{pid} quit"), 1).await;
     }
     load.answers(200).await;
     load.finish().await;
