@@ -15,7 +15,7 @@ use support::{Console, free_port, get, kill};
 /// Signals whose default action would end the master, that mean nothing to it but a log
 /// line (or, for USR1, a pass-on to the workers).
 const HARMLESS: &[&str] = &[
-    "USR1", "USR2", "WINCH", "ALRM", "VTALRM", "PROF", "IO", "PWR", "XCPU", "XFSZ", "STKFLT",
+    "USR1", "WINCH", "ALRM", "VTALRM", "PROF", "IO", "PWR", "XCPU", "XFSZ", "STKFLT",
 ];
 
 fn pid_in(line: &str, marker: &str) -> u32 {
