@@ -1,6 +1,7 @@
 //! Hot upgrade of the pm demo's master (SIGUSR2) under load: the new master takes over the
 //! listening socket and the pidfile, the old one exits 0 once the new workers are ready,
-//! and no request fails (docs/SIGNALS.md).
+//! and no request fails (docs/SIGNALS.md). The control socket and the metrics endpoint
+//! are handed over too.
 
 mod support;
 
@@ -24,11 +25,15 @@ async fn sigusr2_hands_the_pm_demo_over_to_a_new_master_and_moves_the_pidfile() 
     let port = free_port();
     let pidfile = std::env::temp_dir().join(format!("pm-upgrade-{port}.pid"));
     let oldbin = pidfile.with_extension("pid.oldbin");
+    let control = std::env::temp_dir().join(format!("pm-upgrade-{port}.sock"));
+    let metrics_port = free_port();
     let mut master = Console::start(
         env!("CARGO_BIN_EXE_pm_graceful_exit"),
         &[
             ("PORT", port.to_string()),
             ("PIDFILE", pidfile.display().to_string()),
+            ("CONTROL_SOCKET", control.display().to_string()),
+            ("METRICS_ADDRESS", format!("127.0.0.1:{metrics_port}")),
         ],
     );
     let old_pid = master.process.id().expect("pid");
@@ -83,6 +88,13 @@ async fn sigusr2_hands_the_pm_demo_over_to_a_new_master_and_moves_the_pidfile() 
         let pid = pid_after(&response, "\"pid\":");
         assert!(!old_workers.contains(&pid), "old worker {pid} answered");
     }
+
+    // The new master serves the control socket and the metrics endpoint it inherited.
+    tokio::net::UnixStream::connect(&control)
+        .await
+        .expect("the control socket is served after the upgrade");
+    let health = get(metrics_port, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     kill(new_pid, "TERM");
     eventually(15, "the new master to stop", || process_gone(new_pid)).await;

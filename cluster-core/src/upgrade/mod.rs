@@ -10,13 +10,15 @@
 //! are all ready it writes one byte on the socketpair; the old master then retires its own
 //! workers through the graceful stop and exits 0. If the new master exits, closes the
 //! socketpair, or says nothing within the upgrade timeout, the old one kills it, logs why,
-//! and goes on serving. One upgrade at a time.
+//! and goes on serving. One upgrade at a time. The control socket and the metrics endpoint
+//! are handed over the same way (the old master then leaves the control socket's file).
 //!
 //! "Ready" for pm's `Master`: every group has as many ready workers as it wants. For a plain
 //! `Cluster`: at least one worker, and every worker that is not disconnecting listens
 //! (or, with `wait_ready`, has called `ready()`): the reload's rule, for all at once.
 
 mod cluster;
+mod extra;
 mod inherit;
 mod notify;
 mod pidfile;
@@ -31,6 +33,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
+pub(crate) use extra::hand_over_too;
 pub use inherit::ENV_INHERITED;
 pub(crate) use inherit::{Address, take_tcp, take_unix};
 pub use notify::ENV_READY_FD;
@@ -128,6 +131,8 @@ pub(crate) async fn hand_over(
     if UPGRADING.swap(true, Ordering::AcqRel) {
         return Err(UpgradeError::AlreadyUpgrading);
     }
+    let mut sockets = sockets;
+    sockets.extend(extra::sockets());
     let moved = pidfile.map(pidfile::move_to_oldbin);
     let outcome = start_and_wait(&sockets, timeout).await;
     match &outcome {
