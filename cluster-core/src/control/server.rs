@@ -157,6 +157,7 @@ async fn answer(line: &[u8], target: &dyn Target) -> (Response, Option<bool>) {
         Command::Reload { group } => target.reload(group).await,
         Command::Scale { group, workers } => target.scale(&group, workers),
         Command::Restart { group, id } => target.restart(group, id).await,
+        Command::Upgrade => target.upgrade().await,
         other => Err(super::error(
             ErrorKind::BadRequest,
             format!("{other:?} is not supported by this master"),
