@@ -709,6 +709,9 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
     command.envs(settings.env.iter().map(|(k, v)| (k, v)));
     command.envs(env.iter().copied());
     command.envs(handoff.to_env());
+    // What an old master handed this one in a hot upgrade is not the worker's.
+    command.env_remove(crate::upgrade::ENV_INHERITED);
+    command.env_remove(crate::upgrade::ENV_READY_FD);
     if let Some(cwd) = &settings.cwd {
         command.current_dir(cwd);
     }
