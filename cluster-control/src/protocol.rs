@@ -55,6 +55,10 @@ pub enum Command {
         #[serde(default)]
         fast: bool,
     },
+    /// Hot upgrade of the master (as SIGUSR2): a new master from the same program takes
+    /// over the listening sockets; answered once it is ready (this master then retires) or
+    /// has failed (this master keeps serving).
+    Upgrade,
     /// Replace one worker: its replacement is started, the worker drains.
     Restart {
         /// The worker's group; may be left out when the id is unique.

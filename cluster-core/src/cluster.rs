@@ -214,6 +214,7 @@ pub struct Cluster {
 /// process (see `docs/SIGNALS.md`).
 pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
     let settings = settings.validate()?;
+    crate::upgrade::start();
     let nofile_limit = crate::nofile::apply(settings.nofile_limit)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
         setting: "runtime",
@@ -257,6 +258,12 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         shared.monitor.bell(),
     ));
     let cluster = Cluster { shared };
+    if let Some(notifier) = crate::upgrade::take_notifier() {
+        tokio::spawn(crate::upgrade::notify_when_cluster_ready(
+            cluster.clone(),
+            notifier,
+        ));
+    }
     let control = cluster.shared.settings().control_socket.clone();
     if let Some(path) = control {
         let name = cluster.shared.settings().name.clone();
@@ -412,6 +419,8 @@ impl Cluster {
     /// master's dispatcher also resets the connections it holds while no worker takes any.
     /// `pm` groups do this by themselves.
     pub fn refuse_connections(&self, refuse: bool) {
+        // Handed over by an upgrade: the new master's workers serve these sockets.
+        let refuse = refuse && !crate::upgrade::handed_over();
         if refuse {
             let (_, grant) = self.shared.listen_settings();
             let sockets = self.shared.listeners.sockets(grant != Grant::ReusePort);
@@ -556,7 +565,7 @@ impl Cluster {
     /// Signals (the table is `docs/SIGNALS.md`): SIGTERM stops gracefully; SIGINT and
     /// SIGQUIT stop fast, and a second one during a graceful stop makes it fast; SIGHUP
     /// replaces every worker ([`Cluster::reload`]); SIGUSR1 is passed on to every worker
-    /// (reopen log files); SIGUSR2, SIGTTIN, SIGTTOU (the worker count is the dispatch's,
+    /// (reopen log files); SIGUSR2 starts a hot upgrade ([`Cluster::upgrade`]); SIGTTIN, SIGTTOU (the worker count is the dispatch's,
     /// not the master's), SIGWINCH, SIGALRM and the others whose default would end the
     /// master are logged and ignored.
     pub async fn run(&self) -> Result<(), RunError> {
@@ -605,6 +614,15 @@ impl Cluster {
                 });
             }
             SignalRequest::ReopenLogs => crate::signals::pass_reopen_logs(self.workers()),
+            SignalRequest::Upgrade => {
+                tracing::info!("SIGUSR2: hot upgrade of the master");
+                let cluster = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = cluster.upgrade().await {
+                        tracing::error!("upgrade failed, this master keeps serving: {e}");
+                    }
+                });
+            }
             SignalRequest::ScaleUp | SignalRequest::ScaleDown => tracing::warn!(
                 ?request,
                 "ignored: a plain cluster's size is its dispatch's; pm scales groups"
@@ -691,6 +709,9 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
     command.envs(settings.env.iter().map(|(k, v)| (k, v)));
     command.envs(env.iter().copied());
     command.envs(handoff.to_env());
+    // What an old master handed this one in a hot upgrade is not the worker's.
+    command.env_remove(crate::upgrade::ENV_INHERITED);
+    command.env_remove(crate::upgrade::ENV_READY_FD);
     if let Some(cwd) = &settings.cwd {
         command.current_dir(cwd);
     }

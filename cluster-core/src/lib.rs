@@ -66,6 +66,7 @@ mod settings;
 mod signals;
 mod spawn;
 mod supervise;
+pub mod upgrade;
 mod watchdog;
 mod worker;
 
@@ -80,4 +81,5 @@ pub use replace::ReplaceReason;
 pub use rolling::ReloadError;
 pub use settings::{DEFAULT_DISPATCH_TIMEOUT, Scheduling, Settings, SettingsError};
 pub use signals::SignalRequest;
+pub use upgrade::UpgradeError;
 pub use worker::{Exit, Worker, WorkerLoad, WorkerState};

@@ -33,7 +33,9 @@ impl Listeners {
         if let Some(listener) = table.get(&requested) {
             return Ok(listener.clone());
         }
-        let bound = if reuse_port {
+        let bound = if let Some(inherited) = crate::upgrade::take_tcp(requested) {
+            Ok(inherited)
+        } else if reuse_port {
             cluster_ipc::reserve_tcp(requested)
         } else {
             cluster_ipc::bind_tcp(requested, backlog)
@@ -73,9 +75,19 @@ impl Listeners {
         if let Some(listener) = table.get(path) {
             return Ok(listener.clone());
         }
-        let listener = Arc::new(cluster_ipc::bind_unix(path, backlog).map_err(|e| e.to_string())?);
+        let bound = match crate::upgrade::take_unix(path) {
+            Some(inherited) => inherited,
+            None => cluster_ipc::bind_unix(path, backlog).map_err(|e| e.to_string())?,
+        };
+        let listener = Arc::new(bound);
         table.insert(path.to_path_buf(), listener.clone());
         Ok(listener)
+    }
+
+    /// Every Unix socket, by its path.
+    pub(crate) fn unix(&self) -> Vec<(PathBuf, Arc<UnixListener>)> {
+        let table = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
+        table.iter().map(|(p, l)| (p.clone(), l.clone())).collect()
     }
 
     /// Every socket once (a TCP socket is in the table under two addresses); TCP ones only

@@ -66,6 +66,7 @@ pub struct Settings {
     pub(crate) stop_timeout: Duration,
     pub(crate) wait_ready: bool,
     pub(crate) ready_timeout: Duration,
+    pub(crate) upgrade_timeout: Duration,
     pub(crate) max_listens_per_worker: usize,
     pub(crate) dispatch_timeout: Option<Duration>,
     pub(crate) nofile_limit: Option<u64>,
@@ -95,6 +96,7 @@ impl Default for Settings {
             stop_timeout: Duration::from_secs(30),
             wait_ready: false,
             ready_timeout: Duration::from_secs(30),
+            upgrade_timeout: Duration::from_secs(60),
             max_listens_per_worker: crate::listen_quota::DEFAULT_MAX_LISTENS_PER_WORKER,
             dispatch_timeout: Some(DEFAULT_DISPATCH_TIMEOUT),
             nofile_limit: None,
@@ -219,6 +221,14 @@ impl Settings {
     /// before the reload gives up and keeps the old worker (default 30 s).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    /// How long a new master started by a hot upgrade ([`crate::Cluster::upgrade`], SIGUSR2)
+    /// may take until its workers are ready before it is killed and this master keeps
+    /// serving (default 60 s; pm's `Master` uses the longest of its groups').
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = timeout;
         self
     }
 
@@ -377,6 +387,12 @@ impl Settings {
                 "must be more than zero",
             ));
         }
+        if self.upgrade_timeout.is_zero() {
+            return Err(SettingsError::new(
+                "upgrade_timeout",
+                "must be more than zero",
+            ));
+        }
         crate::watchdog::validate(self.heartbeat_timeout)?;
         crate::recycle::validate(&self.recycling)?;
         let euid = nix::unistd::geteuid().as_raw();
@@ -445,6 +461,10 @@ mod tests {
                 "max_listens_per_worker",
             ),
             (Settings::new().stop_timeout(Duration::ZERO), "stop_timeout"),
+            (
+                Settings::new().upgrade_timeout(Duration::ZERO),
+                "upgrade_timeout",
+            ),
             (
                 Settings::new().ready_timeout(Duration::ZERO),
                 "ready_timeout",

@@ -28,7 +28,7 @@ pub enum SignalRequest {
     Reload,
     /// SIGUSR1: reopen log files; passed on to every worker.
     ReopenLogs,
-    /// SIGUSR2: the hot upgrade of the master (not there yet: logged and ignored).
+    /// SIGUSR2: the hot upgrade of the master (see [`crate::Cluster::upgrade`]).
     Upgrade,
     /// SIGTTIN: one worker more.
     ScaleUp,
@@ -101,9 +101,6 @@ impl MasterSignals {
 /// Logs a signal the master does nothing with.
 pub(crate) fn log_ignored(request: SignalRequest) {
     match request {
-        SignalRequest::Upgrade => {
-            tracing::warn!("SIGUSR2: hot upgrade is not supported yet; ignored")
-        }
         SignalRequest::Ignored(name) => tracing::warn!("{name}: ignored"),
         other => tracing::warn!("{other:?}: ignored"),
     }

@@ -71,6 +71,9 @@ pub(crate) enum Action {
         #[arg(long)]
         fast: bool,
     },
+    /// Hot upgrade of the master (as SIGUSR2): a new master from the same program takes over
+    /// the sockets; returns once it serves (the old one then retires) or has failed.
+    Upgrade,
     /// Replace one worker: ID, or GROUP:ID when ids repeat across groups.
     Restart {
         /// The worker.

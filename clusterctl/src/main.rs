@@ -46,6 +46,7 @@ fn execute(cli: &Cli) -> Result<String, String> {
             workers: *workers,
         },
         Action::Stop { fast } => Command::Stop { fast: *fast },
+        Action::Upgrade => Command::Upgrade,
         Action::Restart { worker } => Command::Restart {
             group: worker.group.clone(),
             id: worker.id,

@@ -733,3 +733,39 @@ async fn metrics_parse_and_count_a_panic_and_readyz_turns_not_ready_as_the_stop_
         .expect("wait");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn upgrade_hands_both_kinds_of_master_over_under_load() {
+    for (role, group) in [("master", "web"), ("cluster", "plain")] {
+        let mut master = MasterProcess::start(role, false);
+        let socket = master.socket.clone();
+        let first = wait_status(&socket, "2 serving", |s| serving(s, group, 2)).await;
+        let old: Vec<u32> = live(&first, group).iter().map(|w| w.pid).collect();
+        let load = Load::start(master.web, 2);
+        load.answers(100).await;
+
+        let out = ctl(&socket, &["upgrade"]).await;
+        assert!(out.ok, "{role}: {out:?}");
+        assert!(out.stdout.starts_with("upgraded: new master "), "{out:?}");
+        let exit = within(30, "the old master to exit", master.child.wait())
+            .await
+            .expect("wait");
+        assert!(exit.success(), "{role}: {exit:?}");
+        let now = wait_status(&socket, "the new master serving", |s| {
+            s.master_pid != first.master_pid && serving(s, group, 2)
+        })
+        .await;
+        assert!(live(&now, group).iter().all(|w| !old.contains(&w.pid)));
+        load.answers(100).await;
+        load.finish().await;
+
+        let out = ctl(&socket, &["stop"]).await;
+        assert!(out.ok, "{out:?}");
+        let gone = || cluster_tests::process_gone(now.master_pid);
+        cluster_tests::eventually(30, "the new master to exit", gone).await;
+        assert!(
+            !socket.exists(),
+            "the new master removed the control socket file"
+        );
+    }
+}

@@ -15,7 +15,7 @@ use support::{Console, free_port, get, kill};
 /// Signals whose default action would end the master, that mean nothing to it but a log
 /// line (or, for USR1, a pass-on to the workers).
 const HARMLESS: &[&str] = &[
-    "USR1", "USR2", "WINCH", "ALRM", "VTALRM", "PROF", "IO", "PWR", "XCPU", "XFSZ", "STKFLT",
+    "USR1", "WINCH", "ALRM", "VTALRM", "PROF", "IO", "PWR", "XCPU", "XFSZ", "STKFLT",
 ];
 
 fn pid_in(line: &str, marker: &str) -> u32 {
@@ -82,7 +82,9 @@ async fn connect_with_cluster_survives_every_signal_and_reloads_on_hup_under_loa
 
     kill(master.process.id().expect("pid"), "HUP");
     for pid in &old {
-        master.wait_for_count(&format!("wroker:{pid} exit!"), 1).await;
+        master
+            .wait_for_count(&format!("wroker:{pid} exit!"), 1)
+            .await;
     }
     load.answers(200).await;
     load.finish().await;
@@ -133,7 +135,9 @@ async fn the_pm_demo_survives_every_signal_and_reloads_on_hup_under_load() {
 
     kill(master_pid, "HUP");
     for pid in &old {
-        master.wait_for_count(&format!("web:worker:{pid} quit"), 1).await;
+        master
+            .wait_for_count(&format!("web:worker:{pid} quit"), 1)
+            .await;
     }
     load.answers(200).await;
     load.finish().await;

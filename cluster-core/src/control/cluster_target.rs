@@ -88,6 +88,11 @@ impl Target for ClusterTarget {
         }
     }
 
+    fn upgrade(&self) -> BoxFuture<Outcome> {
+        let cluster = self.cluster.clone();
+        Box::pin(async move { super::upgrade_outcome(cluster.upgrade().await) })
+    }
+
     fn reload(&self, group: Option<String>) -> BoxFuture<Outcome> {
         let checked = self.check_group(group.as_deref());
         let cluster = self.cluster.clone();

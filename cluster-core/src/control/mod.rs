@@ -44,10 +44,29 @@ pub(crate) trait Target: Send + Sync + 'static {
     fn scale(&self, group: &str, workers: usize) -> Outcome;
     /// Begins a stop.
     fn stop(&self, fast: bool);
+    /// Hot upgrade of the master; resolves when the new master is ready or has failed.
+    fn upgrade(&self) -> BoxFuture<Outcome>;
     /// Replaces one worker.
     fn restart(&self, group: Option<String>, id: u32) -> BoxFuture<Outcome>;
     /// Where the master is in its life: the server ends once it is stopped.
     fn phase(&self) -> watch::Receiver<Phase>;
+}
+
+/// The answer to an upgrade.
+pub(crate) fn upgrade_outcome(result: Result<u32, crate::UpgradeError>) -> Outcome {
+    match result {
+        Ok(pid) => Ok(format!(
+            "upgraded: new master {pid} serves; this one retires"
+        )),
+        Err(e) => {
+            let kind = match e {
+                crate::UpgradeError::AlreadyUpgrading => cluster_control::ErrorKind::Busy,
+                crate::UpgradeError::Stopping => cluster_control::ErrorKind::Stopping,
+                _ => cluster_control::ErrorKind::Failed,
+            };
+            Err(error(kind, format!("{e}; this master keeps serving")))
+        }
+    }
 }
 
 /// The protocol's name for a state.

@@ -102,6 +102,11 @@ impl Target for PmTarget {
         }
     }
 
+    fn upgrade(&self) -> BoxFuture<Outcome> {
+        let master = self.master.clone();
+        Box::pin(async move { super::upgrade_outcome(master.upgrade().await) })
+    }
+
     fn reload(&self, group: Option<String>) -> BoxFuture<Outcome> {
         let master = self.master.clone();
         let checked = self.check_running().and_then(|()| match &group {

@@ -21,7 +21,12 @@ const REFUSAL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Binds `path` and serves `target` on it until the master is stopped. Must be called
 /// inside a tokio runtime.
 pub(crate) fn serve(path: &Path, target: Arc<dyn Target>) -> Result<(), String> {
-    let socket = ControlSocket::bind(path)?;
+    let socket = match crate::upgrade::take_unix(path) {
+        Some(inherited) => ControlSocket::adopt(path, inherited)?,
+        None => ControlSocket::bind(path)?,
+    };
+    let address = crate::upgrade::Address::Unix(path.to_path_buf());
+    crate::upgrade::hand_over_too(&socket.listener, address);
     let listener = tokio::net::UnixListener::from_std(socket.listener)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     tracing::info!(path = %path.display(), "control socket listening");
@@ -152,6 +157,7 @@ async fn answer(line: &[u8], target: &dyn Target) -> (Response, Option<bool>) {
         Command::Reload { group } => target.reload(group).await,
         Command::Scale { group, workers } => target.scale(&group, workers),
         Command::Restart { group, id } => target.restart(group, id).await,
+        Command::Upgrade => target.upgrade().await,
         other => Err(super::error(
             ErrorKind::BadRequest,
             format!("{other:?} is not supported by this master"),

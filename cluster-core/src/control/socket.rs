@@ -57,12 +57,34 @@ impl ControlSocket {
     }
 }
 
+impl ControlSocket {
+    /// The socket at `path` that an old master handed over in a hot upgrade.
+    pub(crate) fn adopt(path: &Path, listener: UnixListener) -> Result<ControlSocket, String> {
+        let shown = path.display();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+        Ok(ControlSocket {
+            listener,
+            file: SocketFile {
+                path: path.to_path_buf(),
+                inode: identity(&meta),
+            },
+        })
+    }
+}
+
 fn identity(meta: &std::fs::Metadata) -> (u64, u64, i64, i64) {
     (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec())
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
+        // Handed over in a hot upgrade: the new master serves this file now.
+        if crate::upgrade::handed_over() {
+            return;
+        }
         let ours =
             std::fs::symlink_metadata(&self.path).is_ok_and(|meta| identity(&meta) == self.inode);
         if ours {

@@ -23,8 +23,12 @@ pub(crate) fn serve(
     source: Arc<dyn Source>,
     families: Arc<Families>,
 ) -> Result<SocketAddr, String> {
-    let bound = std::net::TcpListener::bind(address)
+    let bound = crate::upgrade::take_tcp(address)
+        .map_or_else(|| std::net::TcpListener::bind(address), Ok)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .inspect(|l| {
+            crate::upgrade::hand_over_too(l, crate::upgrade::Address::Tcp(address));
+        })
         .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| format!("{address}: {e}"))?;
     let local = bound.local_addr().map_err(|e| format!("{address}: {e}"))?;

@@ -41,6 +41,8 @@ struct Inner {
     /// Installed by `new`, before any group forks; taken by `run`.
     signals: Mutex<Option<MasterSignals>>,
     send_timeout: Mutex<Duration>,
+    /// Started by a hot upgrade: tells the old master once every group is ready.
+    upgrade_ready: Mutex<Option<crate::upgrade::ReadyNotifier>>,
 }
 
 /// A supervisor of named worker groups (pm's `createMaster()`). Cheap to clone.
@@ -86,6 +88,7 @@ impl Master {
     /// runtime. The master's signal handlers are installed here, before any worker starts
     /// (see [`Master::run`]).
     pub fn new(pidfile: Option<PathBuf>) -> Master {
+        crate::upgrade::start();
         let signals = MasterSignals::install()
             .inspect_err(|e| tracing::error!("could not install the signal handlers: {e}"))
             .ok();
@@ -108,6 +111,7 @@ impl Master {
                 phase: watch::Sender::new(Phase::Running),
                 signals: Mutex::new(signals),
                 send_timeout: Mutex::new(DEFAULT_SEND_TIMEOUT),
+                upgrade_ready: Mutex::new(crate::upgrade::take_notifier()),
             }),
         }
     }
@@ -369,7 +373,8 @@ impl Master {
     /// callbacks, and handles signals until stopped (the table is `docs/SIGNALS.md`).
     /// SIGTERM: graceful stop; SIGINT/SIGQUIT: fast stop; SIGHUP: reload every group
     /// (readiness-gated); SIGUSR1: passed on to every worker (reopen logs);
-    /// SIGTTIN/SIGTTOU: one worker more/less in every group; SIGUSR2, SIGWINCH, SIGALRM and
+    /// SIGTTIN/SIGTTOU: one worker more/less in every group; SIGUSR2: hot upgrade
+    /// ([`Master::upgrade`]); SIGWINCH, SIGALRM and
     /// the others whose default would end the master: logged and ignored.
     pub async fn run(&self) -> Result<(), RunError> {
         let taken = lock(&self.inner.signals).take();
@@ -416,6 +421,7 @@ impl Master {
         }
         if let Some(path) = &self.inner.pidfile {
             remove_pidfile(path);
+            crate::upgrade::remove_oldbin(path);
         }
         Ok(())
     }
@@ -445,6 +451,15 @@ impl Master {
             SignalRequest::ReopenLogs => {
                 let groups: Vec<String> = lock(&self.inner.state).groups.keys().cloned().collect();
                 crate::signals::pass_reopen_logs(groups.iter().flat_map(|g| self.workers(g)));
+            }
+            SignalRequest::Upgrade => {
+                tracing::info!("SIGUSR2: hot upgrade of the master");
+                let master = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = master.upgrade().await {
+                        tracing::error!("upgrade failed, this master keeps serving: {e}");
+                    }
+                });
             }
             SignalRequest::ScaleUp => self.scale_all(1),
             SignalRequest::ScaleDown => self.scale_all(-1),
@@ -492,6 +507,59 @@ impl Master {
         };
         for event in emitted {
             self.emit(event);
+        }
+        self.notify_upgrade_if_ready();
+    }
+
+    /// Hot upgrade (SIGUSR2): starts a new master from the program this one was started
+    /// as, hands it every group's listening sockets and moves the pidfile to
+    /// `PIDFILE.oldbin`; once every group of the new master has its wanted workers ready,
+    /// this master stops gracefully (its workers drain) and [`Master::run`] returns.
+    /// Returns the new master's pid. If the new master fails (exits, or is not ready within
+    /// the longest `upgrade_timeout` of the groups' settings) it is killed, the pidfile
+    /// moves back, and this master keeps serving.
+    pub async fn upgrade(&self) -> Result<u32, crate::UpgradeError> {
+        if *self.inner.phase.borrow() != Phase::Running {
+            return Err(crate::UpgradeError::Stopping);
+        }
+        let clusters = self.group_clusters();
+        let sockets = clusters
+            .iter()
+            .flat_map(|c| crate::upgrade::sockets_of(&c.shared.listeners))
+            .collect();
+        let timeout = clusters
+            .iter()
+            .map(|c| c.shared.settings().upgrade_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(60));
+        let pid =
+            crate::upgrade::hand_over(sockets, timeout, self.inner.pidfile.as_deref()).await?;
+        tracing::info!(
+            pid,
+            "upgrade: the new master is ready; this one retires its workers"
+        );
+        let master = self.clone();
+        tokio::spawn(async move { master.stop(StopMode::Graceful).await });
+        Ok(pid)
+    }
+
+    /// Started by an upgrade: once every group has as many ready workers as it wants, tells
+    /// the old master (once).
+    fn notify_upgrade_if_ready(&self) {
+        let mut slot = lock(&self.inner.upgrade_ready);
+        if slot.is_none() {
+            return;
+        }
+        let ready = {
+            let state = lock(&self.inner.state);
+            state.dispatched
+                && state
+                    .groups
+                    .values()
+                    .all(|g| g.members().iter().filter(|m| m.ready).count() >= g.wanted)
+        };
+        if let Some(notifier) = slot.take_if(|_| ready) {
+            notifier.notify();
         }
     }
 

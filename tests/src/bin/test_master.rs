@@ -8,14 +8,25 @@
 //! every worker that exits), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
 //! `TestMsg`), `TEST_LOG=1` (the master's log lines on stdout too), `TEST_NOFILE`
 //! (`Settings::nofile_limit`), `TEST_HEARTBEAT_MS` (the heartbeat timeout).
+//!
+//! For the hot upgrade tests: `TEST_WORKER_EXE` (a sibling binary to run as the worker
+//! instead of `test_worker`), `TEST_WAIT_READY=1` (`Settings::wait_ready`),
+//! `TEST_UPGRADE_TIMEOUT_MS` (`Settings::upgrade_timeout`), and for a new master started by
+//! an upgrade only: `TEST_FAIL_AS_UPGRADE=1` (exit 1 at once), `TEST_HANG_AS_UPGRADE=1`
+//! (fork workers with `READY_DELAY_MS=600000`: with `TEST_WAIT_READY` they never get ready).
 
 use cluster_core::{Event, Settings, Stdio, setup_master};
 use cluster_tests::TestMsg;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let upgraded = cluster_core::upgrade::started_by_upgrade();
+    if upgraded && std::env::var_os("TEST_FAIL_AS_UPGRADE").is_some() {
+        eprintln!("started by an upgrade with TEST_FAIL_AS_UPGRADE: exit 1");
+        return std::process::ExitCode::FAILURE;
+    }
     let mut worker_exe = std::env::current_exe().expect("current_exe");
-    worker_exe.set_file_name("test_worker");
+    worker_exe.set_file_name(std::env::var_os("TEST_WORKER_EXE").unwrap_or("test_worker".into()));
     let stop_ms: u64 = std::env::var("TEST_STOP_TIMEOUT_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -54,6 +65,18 @@ async fn main() -> std::process::ExitCode {
     {
         settings = settings.heartbeat_timeout(Some(std::time::Duration::from_millis(ms)));
     }
+    if std::env::var_os("TEST_WAIT_READY").is_some() {
+        settings = settings.wait_ready(true);
+    }
+    if let Some(ms) = env_parsed("TEST_UPGRADE_TIMEOUT_MS") {
+        settings = settings.upgrade_timeout(std::time::Duration::from_millis(ms));
+    }
+    let fork_env: &[(&str, &str)] =
+        if upgraded && std::env::var_os("TEST_HANG_AS_UPGRADE").is_some() {
+            &[("READY_DELAY_MS", "600000")]
+        } else {
+            &[]
+        };
     let cluster = match setup_master(settings) {
         Ok(cluster) => cluster,
         Err(e) => {
@@ -75,7 +98,7 @@ async fn main() -> std::process::ExitCode {
                 w.exited_after_disconnect()
             );
             if refork {
-                if let Err(e) = cluster.fork(&[]) {
+                if let Err(e) = cluster.fork(fork_env) {
                     println!("refork failed: {e}");
                 }
             }
@@ -92,7 +115,7 @@ async fn main() -> std::process::ExitCode {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
     for _ in 0..workers {
-        cluster.fork(&[]).expect("fork");
+        cluster.fork(fork_env).expect("fork");
     }
     match cluster.run().await {
         Ok(()) => {
