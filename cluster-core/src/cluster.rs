@@ -212,7 +212,13 @@ pub struct Cluster {
 /// The master's signal handlers are installed here, before the first fork, so a signal
 /// that arrives while workers start is handled by [`Cluster::run`] instead of ending the
 /// process (see `docs/SIGNALS.md`).
+///
+/// In a worker (a process a master started, see
+/// [`cluster_ipc::handoff::started_by_master`]) it is an error: a binary that runs as both
+/// master and worker must branch on `cluster_worker::is_worker()` first, or every worker
+/// would start workers of its own (see the crate example).
 pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
+    refuse_in_a_worker()?;
     let settings = settings.validate()?;
     let nofile_limit = crate::nofile::apply(settings.nofile_limit)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
@@ -277,6 +283,22 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         })?;
     }
     Ok(cluster)
+}
+
+/// The error [`setup_master`] returns in a worker, naming what happened.
+fn refuse_in_a_worker() -> Result<(), SettingsError> {
+    match cluster_ipc::handoff::started_by_master() {
+        None => Ok(()),
+        Some(master) => Err(SettingsError {
+            setting: "runtime",
+            reason: format!(
+                "setup_master was called in worker process {} that master {master} started; \
+                 a worker must not start workers of its own (each would fork again): branch \
+                 on cluster_worker::is_worker() before calling setup_master",
+                std::process::id()
+            ),
+        }),
+    }
 }
 
 impl Cluster {

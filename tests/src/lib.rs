@@ -42,7 +42,7 @@ pub fn master_exe() -> std::path::PathBuf {
 }
 
 /// A binary of this package, next to the running test's directory.
-fn sibling_exe(name: &str) -> std::path::PathBuf {
+pub fn sibling_exe(name: &str) -> std::path::PathBuf {
     let mut dir = std::env::current_exe().expect("current_exe");
     dir.pop();
     if dir.ends_with("deps") {
