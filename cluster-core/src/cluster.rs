@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     dispatching_for: Mutex<Option<u32>>,
     /// The soft `RLIMIT_NOFILE` set at start-up, which workers inherit.
     nofile_limit: std::sync::atomic::AtomicU64,
+    /// Workers that died before they were ready (see `boot_failures.rs`).
+    pub(crate) boot_guard: crate::boot_failures::BootGuard,
 }
 
 impl Shared {
@@ -133,6 +135,11 @@ impl Shared {
     /// `new` instead of forking.
     pub(crate) fn credit_replacement(&self, old: u32, new: Worker) {
         lock(&self.replacements).insert(old, new);
+    }
+
+    /// The phase, to wait for its changes.
+    pub(crate) fn watch_phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -256,6 +263,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         replacements: Mutex::new(HashMap::new()),
         dispatching_for: Mutex::new(None),
         nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
+        boot_guard: Default::default(),
     });
     shared.events.emit(Event::Setup);
     tokio::spawn(crate::monitor::run(
@@ -607,7 +615,10 @@ impl Cluster {
             // waiting that could fork again.
             let stopped = *phase.borrow() == Phase::Stopped;
             if (stopped || *live.borrow() == 0) && queue.is_empty() {
-                return Ok(());
+                return match self.shared.boot_guard.gave_up() {
+                    Some(reason) => Err(RunError::BootFailures(reason)),
+                    None => Ok(()),
+                };
             }
         }
     }

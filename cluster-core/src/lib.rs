@@ -66,6 +66,7 @@
 //! is told to drain and exit. Do not install a `waitpid(-1)` SIGCHLD handler in the master:
 //! tokio reaps the workers.
 
+mod boot_failures;
 mod callbacks;
 mod cluster;
 pub mod control;
@@ -92,6 +93,7 @@ mod supervise;
 mod watchdog;
 mod worker;
 
+pub use boot_failures::{DEFAULT_MAX_BOOT_FAILURES, MAX_BOOT_BACKOFF};
 pub use cluster::{Cluster, Phase, StopMode, setup_master};
 pub use cluster_ipc::{Message, SendError, Serialization};
 pub use error::{ForkError, RunError};
