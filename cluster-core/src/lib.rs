@@ -65,6 +65,11 @@
 //! Workers get `PR_SET_PDEATHSIG(SIGTERM)`: if the master dies, even by SIGKILL, each worker
 //! is told to drain and exit. Do not install a `waitpid(-1)` SIGCHLD handler in the master:
 //! tokio reaps the workers.
+//!
+//! Linux only: it relies on PR_SET_PDEATHSIG, /proc, TCP_INFO, SO_PEERCRED.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cluster-core supports Linux only (see the README)");
 
 mod boot_failures;
 mod callbacks;

@@ -1,5 +1,10 @@
 //! Shared pieces of the integration tests: the message type the test worker speaks, a
 //! tiny HTTP client, and helpers that wait on events with deadlines instead of sleeping.
+//!
+//! Linux only: /proc probes, and the cluster crates.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cluster-tests supports Linux only (see the README)");
 
 mod http_client;
 
