@@ -8,6 +8,11 @@
 //! This crate holds the types, the line framing ([`encode_line`], [`decode_line`]), where
 //! a master's socket lives by default ([`default_socket_path`]), and a small blocking
 //! [`Client`]. It uses no async runtime.
+//!
+//! Linux only, as the whole workspace (see the README).
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cluster-control supports Linux only (see the README)");
 
 mod client;
 mod framing;

@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     dispatching_for: Mutex<Option<u32>>,
     /// The soft `RLIMIT_NOFILE` set at start-up, which workers inherit.
     nofile_limit: std::sync::atomic::AtomicU64,
+    /// Workers that died before they were ready (see `boot_failures.rs`).
+    pub(crate) boot_guard: crate::boot_failures::BootGuard,
 }
 
 impl Shared {
@@ -133,6 +135,11 @@ impl Shared {
     /// `new` instead of forking.
     pub(crate) fn credit_replacement(&self, old: u32, new: Worker) {
         lock(&self.replacements).insert(old, new);
+    }
+
+    /// The phase, to wait for its changes.
+    pub(crate) fn watch_phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -212,7 +219,13 @@ pub struct Cluster {
 /// The master's signal handlers are installed here, before the first fork, so a signal
 /// that arrives while workers start is handled by [`Cluster::run`] instead of ending the
 /// process (see `docs/SIGNALS.md`).
+///
+/// In a worker (a process a master started, see
+/// [`cluster_ipc::handoff::started_by_master`]) it is an error: a binary that runs as both
+/// master and worker must branch on `cluster_worker::is_worker()` first, or every worker
+/// would start workers of its own (see the crate example).
 pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
+    refuse_in_a_worker()?;
     let settings = settings.validate()?;
     crate::upgrade::start();
     let nofile_limit = crate::nofile::apply(settings.nofile_limit)?;
@@ -251,6 +264,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         replacements: Mutex::new(HashMap::new()),
         dispatching_for: Mutex::new(None),
         nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
+        boot_guard: Default::default(),
     });
     shared.events.emit(Event::Setup);
     tokio::spawn(crate::monitor::run(
@@ -284,6 +298,22 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         })?;
     }
     Ok(cluster)
+}
+
+/// The error [`setup_master`] returns in a worker, naming what happened.
+fn refuse_in_a_worker() -> Result<(), SettingsError> {
+    match cluster_ipc::handoff::started_by_master() {
+        None => Ok(()),
+        Some(master) => Err(SettingsError {
+            setting: "runtime",
+            reason: format!(
+                "setup_master was called in worker process {} that master {master} started; \
+                 a worker must not start workers of its own (each would fork again): branch \
+                 on cluster_worker::is_worker() before calling setup_master",
+                std::process::id()
+            ),
+        }),
+    }
 }
 
 impl Cluster {
@@ -594,7 +624,10 @@ impl Cluster {
             // waiting that could fork again.
             let stopped = *phase.borrow() == Phase::Stopped;
             if (stopped || *live.borrow() == 0) && queue.is_empty() {
-                return Ok(());
+                return match self.shared.boot_guard.gave_up() {
+                    Some(reason) => Err(RunError::BootFailures(reason)),
+                    None => Ok(()),
+                };
             }
         }
     }

@@ -23,4 +23,8 @@ pub enum RunError {
     /// `run` is already running for this cluster.
     #[error("Cluster::run is already running")]
     AlreadyRunning,
+    /// Workers kept dying before they were ready; the master stopped them all
+    /// ([`crate::Settings::max_boot_failures`]).
+    #[error("{0}")]
+    BootFailures(String),
 }

@@ -17,23 +17,46 @@
 //!
 //! # Example
 //!
+//! The master and its workers run the same binary, so `main` branches on
+//! `cluster_worker::is_worker()` first. Without the branch each worker would start workers
+//! of its own; [`setup_master`] refuses to run in a worker (an error naming what happened)
+//! so a missing branch cannot turn into a fork bomb.
+//!
 //! ```no_run
-//! use cluster_core::{setup_master, Settings};
+//! use cluster_core::{Settings, setup_master};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let cluster = setup_master(Settings::new())?; // workers run this same binary
-//!     for _ in 0..2 {
-//!         cluster.fork(&[])?;
+//!     if cluster_worker::is_worker() {
+//!         return worker().await;
 //!     }
+//!     let cluster = setup_master(Settings::new())?; // workers run this same binary
+//!     cluster.on_fork(|_, worker| eprintln!("worker {} forked", worker.pid()));
 //!     cluster.on_exit(|cluster, worker, exit| {
 //!         eprintln!("worker {} exited with {exit}", worker.pid());
 //!         if !worker.exited_after_disconnect() {
 //!             let _ = cluster.fork(&[]);
 //!         }
 //!     });
+//!     for _ in 0..2 {
+//!         cluster.fork(&[])?;
+//!     }
 //!     cluster.run().await?;
 //!     Ok(())
+//! }
+//!
+//! /// A worker: accepts on the socket it shares with the others until it must disconnect.
+//! async fn worker() -> Result<(), Box<dyn std::error::Error>> {
+//!     let port = std::env::var("PORT").unwrap_or_else(|_| "1337".into());
+//!     let listener = cluster_worker::listen(format!("127.0.0.1:{port}").parse()?).await?;
+//!     let worker = cluster_worker::Worker::current().ok_or("not a worker")?;
+//!     let _serving = worker.register_server();
+//!     loop {
+//!         tokio::select! {
+//!             accepted = listener.accept() => drop(accepted?), // serve the connection here
+//!             _ = worker.closing() => return Ok(()),
+//!         }
+//!     }
 //! }
 //! ```
 //!
@@ -42,7 +65,13 @@
 //! Workers get `PR_SET_PDEATHSIG(SIGTERM)`: if the master dies, even by SIGKILL, each worker
 //! is told to drain and exit. Do not install a `waitpid(-1)` SIGCHLD handler in the master:
 //! tokio reaps the workers.
+//!
+//! Linux only: it relies on PR_SET_PDEATHSIG, /proc, TCP_INFO, SO_PEERCRED.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!("cluster-core supports Linux only (see the README)");
+
+mod boot_failures;
 mod callbacks;
 mod cluster;
 pub mod control;
@@ -70,6 +99,7 @@ pub mod upgrade;
 mod watchdog;
 mod worker;
 
+pub use boot_failures::{DEFAULT_MAX_BOOT_FAILURES, MAX_BOOT_BACKOFF};
 pub use cluster::{Cluster, Phase, StopMode, setup_master};
 pub use cluster_ipc::{Message, SendError, Serialization};
 pub use error::{ForkError, RunError};

@@ -76,6 +76,8 @@ pub struct Settings {
     pub(crate) recycling: crate::recycle::Recycling,
     pub(crate) control_socket: Option<PathBuf>,
     pub(crate) metrics_address: Option<std::net::SocketAddr>,
+    /// See [`Settings::max_boot_failures`] (in `boot_failures.rs`).
+    pub(crate) max_boot_failures: Option<u32>,
 }
 
 impl Default for Settings {
@@ -104,6 +106,7 @@ impl Default for Settings {
             recycling: crate::recycle::Recycling::default(),
             control_socket: None,
             metrics_address: None,
+            max_boot_failures: Some(crate::boot_failures::DEFAULT_MAX_BOOT_FAILURES),
         }
     }
 }
@@ -412,6 +415,7 @@ impl Settings {
                 ));
             }
         }
+        crate::boot_failures::validate(self.max_boot_failures)?;
         Ok(self)
     }
 }

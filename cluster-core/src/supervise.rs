@@ -10,6 +10,7 @@ use cluster_ipc::{Control, Grant, Incoming, Receiver, RecvError};
 use nix::sys::signal::Signal;
 use tokio::process::Child;
 
+use crate::boot_failures::{Verdict, booting, died_booting};
 use crate::cluster::Shared;
 use crate::events::Event;
 use crate::exit_reason::ExitReason;
@@ -27,15 +28,30 @@ pub(crate) async fn supervise(
     mut child: Child,
 ) {
     let mut channel_open = true;
+    // A worker whose channel closes while it starts is probably dying at boot: its
+    // `disconnect` waits for its exit (at most `BOOT_EXIT_WAIT`), so both can be held back
+    // together by the boot-failure backoff.
+    let mut disconnect_held = false;
+    let hold_deadline = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(hold_deadline);
     let status = loop {
         tokio::select! {
             incoming = rx.recv(), if channel_open => {
                 if !handle_incoming(&shared, &worker, incoming).await {
                     channel_open = false;
-                    disconnected(&shared, &worker);
+                    if boot_guarded(&shared) && booting(&worker) {
+                        disconnect_held = true;
+                        hold_deadline.as_mut().reset(tokio::time::Instant::now() + BOOT_EXIT_WAIT);
+                    } else {
+                        disconnected(&shared, &worker);
+                    }
                 }
             }
             status = child.wait() => break status,
+            _ = &mut hold_deadline, if disconnect_held => {
+                disconnect_held = false;
+                disconnected(&shared, &worker);
+            }
         }
     };
     if channel_open {
@@ -61,6 +77,12 @@ pub(crate) async fn supervise(
             }
         }
     };
+    if boot_guarded(&shared) && died_booting(&worker, &exit) {
+        hold_back_boot_failure(&shared, &worker, &exit).await;
+    }
+    if disconnect_held {
+        disconnected(&shared, &worker);
+    }
     worker.mark_dead(exit);
     if let Some(reason) = worker.replace_reason() {
         tracing::info!(
@@ -74,6 +96,35 @@ pub(crate) async fn supervise(
     shared.events.emit(Event::Exit(worker.clone(), exit));
     shared.remove_worker(worker.id());
     shared.monitor.exited(&worker);
+}
+
+/// How long a starting worker's `disconnect` may wait for its exit.
+const BOOT_EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// True when the start-up failure guard is on and the cluster is running.
+fn boot_guarded(shared: &Shared) -> bool {
+    shared.settings().max_boot_failures.is_some() && !shared.is_stopping()
+}
+
+/// Counts a worker that died before it was ready: waits the backoff before its events are
+/// reported (cut short by a stop), or stops the cluster past `max_boot_failures`.
+async fn hold_back_boot_failure(shared: &Arc<Shared>, worker: &Worker, exit: &Exit) {
+    let Some(limit) = shared.settings().max_boot_failures else {
+        return;
+    };
+    match shared.boot_guard.failed(limit, worker, &exit.to_string()) {
+        Verdict::GiveUp { .. } => {
+            crate::Cluster {
+                shared: shared.clone(),
+            }
+            .begin_stop(crate::StopMode::Graceful);
+        }
+        Verdict::ReportAfter(delay) if !delay.is_zero() => {
+            let mut phase = shared.watch_phase();
+            let _ = tokio::time::timeout(delay, phase.changed()).await;
+        }
+        Verdict::ReportAfter(_) => {}
+    }
 }
 
 /// The channel is finished: close our end and report the disconnect if the worker did not
@@ -149,6 +200,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
         }
         Control::Listening { address } if cluster_ipc::unix_path(&address).is_some() => {
             worker.advance(WorkerState::Listening);
+            shared.boot_guard.ready();
             let path = cluster_ipc::unix_path(&address).map(|p| p.to_path_buf());
             if let Some(path) = path {
                 shared
@@ -162,6 +214,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                 .map_err(|_| format!("reported listening on {address:?}, not an address"))?;
             worker.add_address(address);
             worker.advance(WorkerState::Listening);
+            shared.boot_guard.ready();
             let wait_ready = shared.settings().wait_ready;
             if !wait_ready || worker.is_ready() {
                 if let Some(dispatcher) = shared.dispatcher(address, None) {
@@ -199,6 +252,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
         }
         Control::Ready => {
             if worker.mark_ready() {
+                shared.boot_guard.ready();
                 // Round-robin work starts now for a worker that had to say it is ready.
                 for address in worker.addresses() {
                     if let Some(dispatcher) = shared.dispatcher(address, None) {

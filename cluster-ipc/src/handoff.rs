@@ -108,6 +108,25 @@ impl WorkerHandoff {
     }
 }
 
+/// The pid of the master that started this process as its worker, or `None`. Unlike reading
+/// the handoff, this stays true after `cluster-worker` has removed the `CLUSTER_*`
+/// variables: either [`ENV_MASTER_PID`] names this process's parent, or descriptor
+/// [`CHANNEL_FD`] is a Unix stream socket pair made by the parent (the channel).
+///
+/// A process started by a worker is not a worker: its parent is the worker, not the master.
+pub fn started_by_master() -> Option<u32> {
+    let parent = std::os::unix::process::parent_id();
+    if parent <= 1 {
+        return None; // orphaned, or started by init: no master is waiting on it
+    }
+    let named = std::env::var(ENV_MASTER_PID)
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok());
+    let by_environment = named == Some(parent) && std::env::var_os(ENV_CHANNEL_FD).is_some();
+    let by_channel = crate::sys::stream_pair_peer_pid(CHANNEL_FD) == Some(parent);
+    (by_environment || by_channel).then_some(parent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

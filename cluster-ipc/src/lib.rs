@@ -35,6 +35,11 @@
 //! Cancelling a [`Sender::send`] after part of its frame went out would leave the stream
 //! out of step; the channel is shut down instead, and later sends fail with
 //! [`SendError::Closed`].
+//!
+//! Linux only: it relies on Linux socket behaviour (SCM_RIGHTS with MSG_CTRUNC, SO_PEERCRED).
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cluster-ipc supports Linux only (see the README)");
 
 mod channel;
 mod codec;

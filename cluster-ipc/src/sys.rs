@@ -2,7 +2,7 @@
 //! in `OwnedFd`/`BorrowedFd` only.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
@@ -42,6 +42,29 @@ pub fn is_socket(fd: BorrowedFd<'_>) -> bool {
     nix::sys::stat::fstat(fd)
         .map(|st| (st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFSOCK)
         .unwrap_or(false)
+}
+
+/// The pid of the process that made the Unix stream socket pair whose end is descriptor
+/// `fd` in this process (`SO_PEERCRED`), or `None` when `fd` is not open, is not a connected
+/// Unix stream socket, or is a listening one (systemd's socket activation also passes fd 3).
+pub fn stream_pair_peer_pid(fd: RawFd) -> Option<u32> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    // SAFETY: F_DUPFD_CLOEXEC reads no memory; on a descriptor that is not open it fails
+    // with EBADF, and on success the returned descriptor is a new one this process owns.
+    let copy = unsafe { nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 0) };
+    if copy < 0 {
+        return None;
+    }
+    // SAFETY: `copy` was just made by F_DUPFD_CLOEXEC and nothing else refers to it.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+    if !is_socket(copy.as_fd())
+        || getsockopt(&copy, sockopt::SockType).ok()? != SockType::Stream
+        || getsockopt(&copy, sockopt::AcceptConn).ok()?
+    {
+        return None;
+    }
+    let peer = getsockopt(&copy, sockopt::PeerCredentials).ok()?;
+    u32::try_from(peer.pid()).ok().filter(|pid| *pid != 0)
 }
 
 /// One `sendmsg` of `bytes`, with `fds` attached when non-empty. Never raises SIGPIPE.

@@ -40,6 +40,11 @@
 //! master's `heartbeat_timeout` is on): a runtime blocked for longer than that timeout (a
 //! `std::thread::sleep` or endless loop in a handler on a current-thread runtime) gets the
 //! worker replaced and aborted, so put blocking work in `spawn_blocking`.
+//!
+//! Linux only, as the master it works with (PR_SET_PDEATHSIG, Linux SO_REUSEPORT).
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cluster-worker supports Linux only (see the README)");
 
 mod acceptor;
 mod env;

@@ -1,5 +1,10 @@
 //! Shared pieces of the seed examples: the log-line date, the HTTP app, and the seed's
 //! graceful log lines.
+//!
+//! Linux only, as the cluster crates it builds on.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("examples supports Linux only (see the README)");
 
 pub mod app;
 mod date;

@@ -37,6 +37,7 @@ pub struct Options {
     handover_timeout: Duration,
     last_words_timeout: Duration,
     report_only: Vec<String>,
+    panic_message_in_body: bool,
     on_error: Option<ErrorCallback>,
     on_step: Option<StepCallback>,
     last_words: Option<LastWords>,
@@ -51,6 +52,7 @@ impl Default for Options {
             handover_timeout: Duration::from_secs(2),
             last_words_timeout: Duration::from_secs(2),
             report_only: Vec::new(),
+            panic_message_in_body: false,
             on_error: None,
             on_step: None,
             last_words: None,
@@ -92,6 +94,15 @@ impl Options {
     /// Panics whose message contains `text` are reported to `on_error` and nothing else.
     pub fn report_only(mut self, text: impl Into<String>) -> Self {
         self.report_only.push(text.into());
+        self
+    }
+
+    /// With `true`, the 500 that [`crate::serve`] answers to a panicking request names the
+    /// panic's message in its body (default `false`: a generic body, the message goes to
+    /// `on_error` / the log only). For development: a panic message can hold anything the
+    /// code had at hand.
+    pub fn panic_message_in_body(mut self, message_in_body: bool) -> Self {
+        self.panic_message_in_body = message_in_body;
         self
     }
 
@@ -309,6 +320,10 @@ impl State {
 
     pub(crate) fn options_idle_grace(&self) -> Duration {
         self.options.idle_grace
+    }
+
+    pub(crate) fn options_panic_message_in_body(&self) -> bool {
+        self.options.panic_message_in_body
     }
 
     pub(crate) fn options_handover_timeout(&self) -> Duration {

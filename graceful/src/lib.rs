@@ -46,8 +46,13 @@
 //!
 //! With `panic = "abort"` only the hook's synchronous part runs (on_error, the hand-over
 //! message to the master); the process then dies and its accepted connections with it.
+//!
+//! Linux only, as cluster-worker which it builds on.
 
 #![forbid(unsafe_code)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("graceful supports Linux only (see the README)");
 
 mod connections;
 mod install;

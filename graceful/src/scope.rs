@@ -117,9 +117,16 @@ async fn run_scoped<F: Future>(handler: F) -> Result<F::Output, String> {
     }
 }
 
-/// The 500 answered to a request whose handling panicked.
-fn internal_error<B: From<Bytes>>(message: &str) -> Response<B> {
-    let body = format!("500 Internal Server Error: the request's handler panicked: {message}\n");
+/// The 500 answered to a request whose handling panicked. The body names the panic's message
+/// only when `message_in_body` is set (for development): a panic message can hold anything
+/// the code had at hand, and it goes to the log either way (graceful's panic hook, or the
+/// standard one).
+fn internal_error<B: From<Bytes>>(message: &str, message_in_body: bool) -> Response<B> {
+    let body = if message_in_body {
+        format!("500 Internal Server Error: the request's handler panicked: {message}\n")
+    } else {
+        "500 Internal Server Error\n".to_string()
+    };
     let mut response = Response::new(B::from(Bytes::from(body)));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     let headers = response.headers_mut();
@@ -134,34 +141,66 @@ fn internal_error<B: From<Bytes>>(message: &str) -> Response<B> {
 /// A service wrapper that answers 500 when handling a request panics (in the handler or in
 /// a task spawned with [`spawn`]). Works with plain hyper (`hyper::service::Service`) and
 /// with tower/axum (`tower_service::Service`, see [`CatchPanicLayer`]).
+///
+/// The 500's body is generic (`500 Internal Server Error`); the panic message goes to the log.
+/// [`CatchPanic::panic_message_in_body`] puts it in the body too, for development.
 #[derive(Debug, Clone)]
 pub struct CatchPanic<S> {
     inner: S,
+    message_in_body: bool,
 }
 
 impl<S> CatchPanic<S> {
-    /// Wraps `inner`.
+    /// Wraps `inner`; the 500's body does not name the panic.
     pub fn new(inner: S) -> Self {
-        CatchPanic { inner }
+        CatchPanic {
+            inner,
+            message_in_body: false,
+        }
+    }
+
+    /// With `true`, the 500's body names the panic's message (for development: the message
+    /// can hold anything the code had at hand, so never where clients are not trusted).
+    pub fn panic_message_in_body(mut self, message_in_body: bool) -> Self {
+        self.message_in_body = message_in_body;
+        self
     }
 }
 
-/// The tower layer of [`CatchPanic`]: `Router::new().layer(CatchPanicLayer)` in axum.
+/// The tower layer of [`CatchPanic`]: `Router::new().layer(CatchPanicLayer::new())` in axum.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CatchPanicLayer;
+pub struct CatchPanicLayer {
+    message_in_body: bool,
+}
+
+impl CatchPanicLayer {
+    /// The layer; the 500's body does not name the panic.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// See [`CatchPanic::panic_message_in_body`].
+    pub fn panic_message_in_body(mut self, message_in_body: bool) -> Self {
+        self.message_in_body = message_in_body;
+        self
+    }
+}
 
 impl<S> tower_layer::Layer<S> for CatchPanicLayer {
     type Service = CatchPanic<S>;
 
     fn layer(&self, inner: S) -> CatchPanic<S> {
-        CatchPanic::new(inner)
+        CatchPanic::new(inner).panic_message_in_body(self.message_in_body)
     }
 }
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Runs a service's response future in its own request scope; a panic becomes a 500.
-fn answer_500_on_panic<F, B, E>(future: F) -> BoxFuture<Result<Response<B>, E>>
+fn answer_500_on_panic<F, B, E>(
+    future: F,
+    message_in_body: bool,
+) -> BoxFuture<Result<Response<B>, E>>
 where
     F: Future<Output = Result<Response<B>, E>> + Send + 'static,
     B: From<Bytes> + Send + 'static,
@@ -170,7 +209,7 @@ where
     Box::pin(async move {
         match run_scoped(future).await {
             Ok(result) => result,
-            Err(message) => Ok(internal_error(&message)),
+            Err(message) => Ok(internal_error(&message, message_in_body)),
         }
     })
 }
@@ -187,7 +226,7 @@ where
     type Future = BoxFuture<Result<Response<ResBody>, S::Error>>;
 
     fn call(&self, request: Request<ReqBody>) -> Self::Future {
-        answer_500_on_panic(self.inner.call(request))
+        answer_500_on_panic(self.inner.call(request), self.message_in_body)
     }
 }
 
@@ -207,6 +246,6 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        answer_500_on_panic(self.inner.call(request))
+        answer_500_on_panic(self.inner.call(request), self.message_in_body)
     }
 }

@@ -23,7 +23,8 @@ use crate::scope::{BoxFuture, CatchPanic};
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Serves HTTP/1 on `listener` with `service`, wrapped in [`CatchPanic`], until the server
-/// must close; returns when its last connection is done.
+/// must close; returns when its last connection is done. A panicking request's 500 names
+/// the panic only with [`crate::Options::panic_message_in_body`].
 ///
 /// The server closes when the worker disconnects (its own call, the master's request,
 /// SIGTERM, the master's death): it stops accepting at once. After a panic, with graceful
@@ -67,6 +68,7 @@ where
     };
     let address = acceptor.tcp_address();
     let idle_grace = state.map_or(Duration::from_secs(1), |s| s.options_idle_grace());
+    let message_in_body = state.is_some_and(|s| s.options_panic_message_in_body());
 
     let closing = watch::Sender::new(false);
     let stop_accepting = stop_accepting(state, worker.clone(), address, &closing);
@@ -76,7 +78,7 @@ where
     let spawn_connection = |stream: <L::Connections as Connections>::Stream| {
         let connection = Arc::new(ConnectionState::new());
         let service = Tracked {
-            inner: CatchPanic::new(service.clone()),
+            inner: CatchPanic::new(service.clone()).panic_message_in_body(message_in_body),
             connection: connection.clone(),
             closing: closing.subscribe(),
             worker: worker.clone(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::{Service as _, service_fn};
+use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 
 async fn body_text(response: Response<Full<Bytes>>) -> String {
@@ -18,42 +18,71 @@ async fn body_text(response: Response<Full<Bytes>>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-#[tokio::test]
-async fn a_panicking_handler_and_a_panicking_spawned_task_both_answer_500() {
-    let service =
-        graceful::CatchPanic::new(service_fn(|request: Request<Full<Bytes>>| async move {
-            match request.uri().path() {
-                "/sync" => panic!("sync failure"),
-                "/spawned" => {
-                    graceful::spawn(async {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        panic!("spawned failure");
-                    });
-                    std::future::pending().await
-                }
-                _ => Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))),
+/// A service that panics in its handler (`/sync`) or in a task it spawned (`/spawned`).
+fn panicking_service(
+    message_in_body: bool,
+) -> impl hyper::service::Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+> {
+    graceful::CatchPanic::new(service_fn(|request: Request<Full<Bytes>>| async move {
+        match request.uri().path() {
+            "/sync" => panic!("sync failure"),
+            "/spawned" => {
+                graceful::spawn(async {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    panic!("spawned failure");
+                });
+                std::future::pending().await
             }
-        }));
-    for (path, status, text) in [
-        ("/", StatusCode::OK, "ok"),
-        ("/sync", StatusCode::INTERNAL_SERVER_ERROR, "sync failure"),
-        (
-            "/spawned",
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "spawned failure",
-        ),
-    ] {
-        let request = Request::builder()
-            .uri(path)
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let response = tokio::time::timeout(Duration::from_secs(5), service.call(request))
-            .await
-            .expect("an answer")
-            .expect("infallible");
-        assert_eq!(response.status(), status, "{path}");
-        let body = body_text(response).await;
-        assert!(body.contains(text), "{path}: {body}");
+            _ => Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))),
+        }
+    }))
+    .panic_message_in_body(message_in_body)
+}
+
+async fn answer(
+    service: &impl hyper::service::Service<
+        Request<Full<Bytes>>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+    >,
+    path: &str,
+) -> (StatusCode, String) {
+    let request = Request::builder()
+        .uri(path)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(5), service.call(request))
+        .await
+        .expect("an answer")
+        .expect("infallible");
+    (response.status(), body_text(response).await)
+}
+
+#[tokio::test]
+async fn a_panicking_handler_and_a_panicking_spawned_task_both_answer_a_generic_500() {
+    let service = panicking_service(false);
+    assert_eq!(answer(&service, "/").await, (StatusCode::OK, "ok".into()));
+    for (path, message) in [("/sync", "sync failure"), ("/spawned", "spawned failure")] {
+        let (status, body) = answer(&service, path).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert_eq!(body, "500 Internal Server Error\n", "{path}");
+        assert!(
+            !body.contains(message),
+            "{path}: the panic stays out of the body"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_the_development_option_the_500_names_the_panic() {
+    let service = panicking_service(true);
+    for (path, message) in [("/sync", "sync failure"), ("/spawned", "spawned failure")] {
+        let (status, body) = answer(&service, path).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert!(body.contains(message), "{path}: {body}");
         assert!(
             !body.contains("stack backtrace"),
             "no backtrace in the body"
@@ -86,10 +115,18 @@ async fn the_tower_layer_answers_500_for_a_tower_service() {
         }
     }
 
-    let mut service = graceful::CatchPanicLayer.layer(Panics);
+    let mut service = graceful::CatchPanicLayer::new().layer(Panics);
     let response = Service::call(&mut service, Request::new(()))
         .await
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!body_text(response).await.contains("tower failure"));
+
+    let mut service = graceful::CatchPanicLayer::new()
+        .panic_message_in_body(true)
+        .layer(Panics);
+    let response = Service::call(&mut service, Request::new(()))
+        .await
+        .expect("infallible");
     assert!(body_text(response).await.contains("tower failure"));
 }

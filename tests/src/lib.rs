@@ -1,5 +1,10 @@
 //! Shared pieces of the integration tests: the message type the test worker speaks, a
 //! tiny HTTP client, and helpers that wait on events with deadlines instead of sleeping.
+//!
+//! Linux only: /proc probes, and the cluster crates.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cluster-tests supports Linux only (see the README)");
 
 mod http_client;
 
@@ -42,7 +47,7 @@ pub fn master_exe() -> std::path::PathBuf {
 }
 
 /// A binary of this package, next to the running test's directory.
-fn sibling_exe(name: &str) -> std::path::PathBuf {
+pub fn sibling_exe(name: &str) -> std::path::PathBuf {
     let mut dir = std::env::current_exe().expect("current_exe");
     dir.pop();
     if dir.ends_with("deps") {

@@ -137,7 +137,10 @@ impl Master {
         for (key, value) in &options.env {
             settings = settings.env(key, value);
         }
-        settings = settings.env(cluster_ipc::handoff::ENV_GROUP, name);
+        // The group's restart policy (`policy.rs`) judges workers that die at start-up.
+        settings = settings
+            .env(cluster_ipc::handoff::ENV_GROUP, name)
+            .max_boot_failures(None);
         let mut state = lock(&self.inner.state);
         if let Some(group) = state.groups.get_mut(name) {
             let bound = bind_all(&group.cluster, &options)?;

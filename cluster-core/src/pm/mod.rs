@@ -25,7 +25,7 @@ mod events;
 mod group;
 mod master;
 mod options;
-mod policy;
+pub(crate) mod policy;
 
 pub use delivery::{DEFAULT_SEND_TIMEOUT, Delivery, Unreached};
 pub use events::GroupEvent;

@@ -198,7 +198,7 @@ impl PolicyState {
 }
 
 /// The delay after the `consecutive`-th unstable exit in a row: none for the first.
-fn backoff(policy: &RestartPolicy, consecutive: u32) -> Duration {
+pub(crate) fn backoff(policy: &RestartPolicy, consecutive: u32) -> Duration {
     if consecutive <= 1 {
         return Duration::ZERO;
     }

@@ -42,6 +42,9 @@ async fn serve() -> std::io::Result<()> {
 
     graceful::install(
         graceful::Options::new()
+            // The seed's error handler answers the message (`res.end(msg)`); a development
+            // choice, kept here to reproduce its transcripts.
+            .panic_message_in_body(true)
             .kill_timeout(Duration::from_millis(env_number("KILL_TIMEOUT_MS", 10_000)))
             .on_error(move |report| {
                 // Custom logging goes here: send an email, call a phone…

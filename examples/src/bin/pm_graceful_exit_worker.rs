@@ -37,6 +37,9 @@ async fn serve() -> std::io::Result<()> {
         .unwrap_or(10_000);
     graceful::install(
         graceful::Options::new()
+            // The seed's error handler answers the message (`res.end(msg)`); a development
+            // choice, kept here to reproduce its transcripts.
+            .panic_message_in_body(true)
             .kill_timeout(Duration::from_millis(kill_timeout))
             .on_error(move |report| {
                 examples::outln!("[{}] [worker:{pid}] error: {report}", js_date());
