@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     /// Installed by `setup_master`, before the first fork; taken by `run`.
     signals: Mutex<Option<MasterSignals>>,
     reloading: AtomicBool,
+    /// Woken when a reload ends (the systemd notifier's cue, `systemd.rs`).
+    reload_ended: Arc<tokio::sync::Notify>,
     /// Old worker id → the replacement a reload forked for it (see `rolling.rs`).
     replacements: Mutex<HashMap<u32, Worker>>,
     /// The worker whose `disconnect` or `exit` callbacks are running.
@@ -135,6 +137,11 @@ impl Shared {
         lock(&self.replacements).insert(old, new);
     }
 
+    /// Whether a [`Cluster::reload`] is running.
+    pub(crate) fn is_reloading(&self) -> bool {
+        self.reloading.load(Ordering::Acquire)
+    }
+
     pub(crate) fn phase(&self) -> Phase {
         *self.phase.borrow()
     }
@@ -164,6 +171,7 @@ pub(crate) struct ReloadGuard(Arc<Shared>);
 impl Drop for ReloadGuard {
     fn drop(&mut self) {
         self.0.reloading.store(false, Ordering::Release);
+        self.0.reload_ended.notify_one();
     }
 }
 
@@ -214,6 +222,7 @@ pub struct Cluster {
 /// process (see `docs/SIGNALS.md`).
 pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
     let settings = settings.validate()?;
+    crate::activation::adopt_from_env();
     let nofile_limit = crate::nofile::apply(settings.nofile_limit)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
         setting: "runtime",
@@ -247,11 +256,21 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         runtime,
         signals: Mutex::new(Some(signals)),
         reloading: AtomicBool::new(false),
+        reload_ended: Arc::new(tokio::sync::Notify::new()),
         replacements: Mutex::new(HashMap::new()),
         dispatching_for: Mutex::new(None),
         nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
     });
     shared.events.emit(Event::Setup);
+    if let Some(notifier) = crate::systemd::Notifier::claim() {
+        tokio::spawn(crate::systemd::follow_cluster(
+            Arc::downgrade(&shared),
+            shared.events.subscribe(),
+            shared.phase.subscribe(),
+            shared.reload_ended.clone(),
+            notifier,
+        ));
+    }
     tokio::spawn(crate::monitor::run(
         Arc::downgrade(&shared),
         shared.monitor.bell(),
@@ -691,6 +710,9 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
     command.envs(settings.env.iter().map(|(k, v)| (k, v)));
     command.envs(env.iter().copied());
     command.envs(handoff.to_env());
+    for key in crate::activation::MASTER_ONLY_ENV {
+        command.env_remove(key);
+    }
     if let Some(cwd) = &settings.cwd {
         command.current_dir(cwd);
     }

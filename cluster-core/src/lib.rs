@@ -43,6 +43,7 @@
 //! is told to drain and exit. Do not install a `waitpid(-1)` SIGCHLD handler in the master:
 //! tokio reaps the workers.
 
+mod activation;
 mod callbacks;
 mod cluster;
 pub mod control;
@@ -50,6 +51,7 @@ mod error;
 mod events;
 mod exit_reason;
 mod handover;
+mod listen_policy;
 mod listen_quota;
 mod listeners;
 mod metrics;
@@ -66,6 +68,7 @@ mod settings;
 mod signals;
 mod spawn;
 mod supervise;
+mod systemd;
 mod watchdog;
 mod worker;
 

@@ -75,6 +75,8 @@ pub struct Settings {
     pub(crate) recycling: crate::recycle::Recycling,
     pub(crate) control_socket: Option<PathBuf>,
     pub(crate) metrics_address: Option<std::net::SocketAddr>,
+    /// See [`Settings::allow_listen`] (in `listen_policy.rs`).
+    pub(crate) allowed_listen: Vec<String>,
 }
 
 impl Default for Settings {
@@ -102,6 +104,7 @@ impl Default for Settings {
             recycling: crate::recycle::Recycling::default(),
             control_socket: None,
             metrics_address: None,
+            allowed_listen: Vec::new(),
         }
     }
 }
@@ -379,6 +382,7 @@ impl Settings {
         }
         crate::watchdog::validate(self.heartbeat_timeout)?;
         crate::recycle::validate(&self.recycling)?;
+        crate::listen_policy::validate(&self.allowed_listen)?;
         let euid = nix::unistd::geteuid().as_raw();
         if let Some(uid) = self.uid {
             if euid != 0 && uid != euid {
