@@ -721,6 +721,9 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
     }
     if let Some(gid) = settings.gid {
         command.gid(gid);
+        if settings.uid.is_none() {
+            crate::spawn::drop_supplementary_groups(&mut command);
+        }
     }
     command.stdin(std::process::Stdio::null());
     match settings.stdio {

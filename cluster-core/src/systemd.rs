@@ -68,11 +68,6 @@ impl Progress {
             notes.push(Note::Stopping);
             return notes;
         }
-        let status = format!("{} workers, {} ready", now.workers, now.ready);
-        if status != self.status {
-            self.status = status.clone();
-            notes.push(Note::Status(status));
-        }
         if !self.ready_told {
             if now.all_ready {
                 self.ready_told = true;
@@ -84,6 +79,11 @@ impl Progress {
         } else if !now.reloading && self.reloading && now.all_ready {
             self.reloading = false;
             notes.push(Note::Ready);
+        }
+        let status = format!("{} workers, {} ready", now.workers, now.ready);
+        if status != self.status {
+            self.status = status.clone();
+            notes.push(Note::Status(status));
         }
         notes
     }
