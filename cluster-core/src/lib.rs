@@ -37,6 +37,12 @@
 //! }
 //! ```
 //!
+//! # Under systemd
+//!
+//! Sockets passed by socket activation (`LISTEN_FDS`) are adopted for the addresses they are
+//! bound to, and with `NOTIFY_SOCKET` the master sends `READY=1`, `RELOADING=1`,
+//! `STOPPING=1`, `STATUS=` and `WATCHDOG=1` (`docs/ARCHITECTURE.md`, "Under systemd").
+//!
 //! # Caveats
 //!
 //! Workers get `PR_SET_PDEATHSIG(SIGTERM)`: if the master dies, even by SIGKILL, each worker

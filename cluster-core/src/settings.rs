@@ -174,13 +174,17 @@ impl Settings {
         self
     }
 
-    /// Run workers as this user id (the master must be root).
+    /// Run workers as this user id (the master must be root), with no supplementary group.
+    /// The master then binds for workers only declared addresses
+    /// ([`Settings::allow_listen`]).
     pub fn uid(mut self, uid: u32) -> Self {
         self.uid = Some(uid);
         self
     }
 
-    /// Run workers as this group id (the master must be root).
+    /// Run workers as this group id (the master must be root), with no supplementary group.
+    /// The master then binds for workers only declared addresses
+    /// ([`Settings::allow_listen`]).
     pub fn gid(mut self, gid: u32) -> Self {
         self.gid = Some(gid);
         self

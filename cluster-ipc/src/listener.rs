@@ -129,3 +129,40 @@ fn listen_tcp(
     socket.listen(backlog).map_err(named)?;
     Ok(socket.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket_path(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("bind-unix-{}-{tag}.sock", std::process::id()))
+    }
+
+    #[test]
+    fn a_stale_socket_file_is_replaced() {
+        let path = socket_path("stale");
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        assert!(path.exists());
+        let listener = bind_unix(&path, 16).expect("stale file replaced");
+        drop(listener);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_socket_someone_listens_on_is_left_alone() {
+        let path = socket_path("live");
+        let _ = std::fs::remove_file(&path);
+        let live = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let error = bind_unix(&path, 16).expect_err("in use");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
+        // Still the live listener's socket: a client reaches it.
+        std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        assert!(live.accept().is_ok());
+        let _ = std::fs::remove_file(&path);
+    }
+}

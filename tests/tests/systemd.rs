@@ -166,3 +166,60 @@ async fn notify_ready_reloading_ready_stopping_in_order() {
         .expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_unix_socket_passed_by_path_is_adopted_not_replaced() {
+    use std::os::unix::fs::MetadataExt;
+    if !socket_activate_installed() {
+        eprintln!("skipped: systemd-socket-activate is not installed (apt-get install systemd)");
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("activated-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let address = format!("unix:{}", path.display());
+    let mut master = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&path)
+        .args([
+            "-E",
+            "TEST_LISTEN",
+            "-E",
+            "TEST_PRINT_MESSAGES",
+            "-E",
+            "TEST_WORKERS",
+        ])
+        .arg(master_exe())
+        .env("TEST_LISTEN", &address)
+        .env("TEST_PRINT_MESSAGES", "1")
+        .env("TEST_WORKERS", "1")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start systemd-socket-activate");
+    let mut lines = Lines::new(master.stdout.take().expect("stdout"));
+    let pid = master.id().expect("pid");
+    let passed = cluster_tests::eventually(10, "systemd-socket-activate to listen", || {
+        socket_inode(pid, 3).is_some()
+    });
+    passed.await;
+    let passed = socket_inode(pid, 3).expect("the passed socket");
+    let file = std::fs::metadata(&path).expect("the socket file").ino();
+
+    // The first connection execs the master.
+    let _client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    let line = lines.wait_for(10, "message 1 listen").await;
+    assert_eq!(line, format!("message 1 listened {address}"));
+    assert_eq!(socket_inode(pid, 3), Some(passed));
+    assert_eq!(
+        std::fs::metadata(&path).expect("the socket file").ino(),
+        file,
+        "the socket file was replaced"
+    );
+
+    signal(pid, Signal::SIGTERM);
+    let status = within(10, "master exit", master.wait())
+        .await
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_file(&path);
+}
