@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     /// Installed by `setup_master`, before the first fork; taken by `run`.
     signals: Mutex<Option<MasterSignals>>,
     reloading: AtomicBool,
+    /// Woken when a reload ends (the systemd notifier's cue, `systemd.rs`).
+    reload_ended: Arc<tokio::sync::Notify>,
     /// Old worker id → the replacement a reload forked for it (see `rolling.rs`).
     replacements: Mutex<HashMap<u32, Worker>>,
     /// The worker whose `disconnect` or `exit` callbacks are running.
@@ -142,6 +144,11 @@ impl Shared {
         self.phase.subscribe()
     }
 
+    /// Whether a [`Cluster::reload`] is running.
+    pub(crate) fn is_reloading(&self) -> bool {
+        self.reloading.load(Ordering::Acquire)
+    }
+
     pub(crate) fn phase(&self) -> Phase {
         *self.phase.borrow()
     }
@@ -171,6 +178,7 @@ pub(crate) struct ReloadGuard(Arc<Shared>);
 impl Drop for ReloadGuard {
     fn drop(&mut self) {
         self.0.reloading.store(false, Ordering::Release);
+        self.0.reload_ended.notify_one();
     }
 }
 
@@ -228,6 +236,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
     refuse_in_a_worker()?;
     let settings = settings.validate()?;
     crate::upgrade::start();
+    crate::activation::adopt_from_env();
     let nofile_limit = crate::nofile::apply(settings.nofile_limit)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
         setting: "runtime",
@@ -261,12 +270,22 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         runtime,
         signals: Mutex::new(Some(signals)),
         reloading: AtomicBool::new(false),
+        reload_ended: Arc::new(tokio::sync::Notify::new()),
         replacements: Mutex::new(HashMap::new()),
         dispatching_for: Mutex::new(None),
         nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
         boot_guard: Default::default(),
     });
     shared.events.emit(Event::Setup);
+    if let Some(notifier) = crate::systemd::Notifier::claim() {
+        tokio::spawn(crate::systemd::follow_cluster(
+            Arc::downgrade(&shared),
+            shared.events.subscribe(),
+            shared.phase.subscribe(),
+            shared.reload_ended.clone(),
+            notifier,
+        ));
+    }
     tokio::spawn(crate::monitor::run(
         Arc::downgrade(&shared),
         shared.monitor.bell(),
@@ -745,6 +764,9 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
     // What an old master handed this one in a hot upgrade is not the worker's.
     command.env_remove(crate::upgrade::ENV_INHERITED);
     command.env_remove(crate::upgrade::ENV_READY_FD);
+    for key in crate::activation::MASTER_ONLY_ENV {
+        command.env_remove(key);
+    }
     if let Some(cwd) = &settings.cwd {
         command.current_dir(cwd);
     }
@@ -753,6 +775,9 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
     }
     if let Some(gid) = settings.gid {
         command.gid(gid);
+        if settings.uid.is_none() {
+            crate::spawn::drop_supplementary_groups(&mut command);
+        }
     }
     command.stdin(std::process::Stdio::null());
     match settings.stdio {

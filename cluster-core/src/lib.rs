@@ -60,6 +60,12 @@
 //! }
 //! ```
 //!
+//! # Under systemd
+//!
+//! Sockets passed by socket activation (`LISTEN_FDS`) are adopted for the addresses they are
+//! bound to, and with `NOTIFY_SOCKET` the master sends `READY=1`, `RELOADING=1`,
+//! `STOPPING=1`, `STATUS=` and `WATCHDOG=1` (`docs/ARCHITECTURE.md`, "Under systemd").
+//!
 //! # Caveats
 //!
 //! Workers get `PR_SET_PDEATHSIG(SIGTERM)`: if the master dies, even by SIGKILL, each worker
@@ -71,6 +77,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("cluster-core supports Linux only (see the README)");
 
+mod activation;
 mod boot_failures;
 mod callbacks;
 mod cluster;
@@ -79,6 +86,7 @@ mod error;
 mod events;
 mod exit_reason;
 mod handover;
+mod listen_policy;
 mod listen_quota;
 mod listeners;
 mod metrics;
@@ -95,6 +103,7 @@ mod settings;
 mod signals;
 mod spawn;
 mod supervise;
+mod systemd;
 pub mod upgrade;
 mod watchdog;
 mod worker;

@@ -2,6 +2,10 @@
 //! kept open for the master's whole life so queued connections outlive any worker. In
 //! `ReusePort` scheduling the master only reserves the address (bound, not listening) and
 //! each worker listens on a socket of its own.
+//!
+//! A socket the service manager passed (socket activation, `activation.rs`) is used for its
+//! address instead of binding one (not in `ReusePort` scheduling, whose workers bind their
+//! own sockets).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -33,14 +37,25 @@ impl Listeners {
         if let Some(listener) = table.get(&requested) {
             return Ok(listener.clone());
         }
-        let bound = if let Some(inherited) = crate::upgrade::take_tcp(requested) {
-            Ok(inherited)
+        // Handed over by an old master (hot upgrade), or passed by systemd, before binding.
+        let adopted = if let Some(inherited) = crate::upgrade::take_tcp(requested) {
+            Some(Arc::new(inherited))
         } else if reuse_port {
-            cluster_ipc::reserve_tcp(requested)
+            None
         } else {
-            cluster_ipc::bind_tcp(requested, backlog)
+            crate::activation::tcp(requested)
         };
-        let listener = Arc::new(bound.map_err(|e| e.to_string())?);
+        let listener = match adopted {
+            Some(listener) => listener,
+            None => {
+                let bound = if reuse_port {
+                    cluster_ipc::reserve_tcp(requested)
+                } else {
+                    cluster_ipc::bind_tcp(requested, backlog)
+                };
+                Arc::new(bound.map_err(|e| e.to_string())?)
+            }
+        };
         // Known by its bound address too: a worker told the real port of a `:0` request must
         // get this socket, not a second one with its own queue.
         if let Ok(local) = listener.local_addr() {
@@ -48,6 +63,23 @@ impl Listeners {
         }
         table.insert(requested, listener.clone());
         Ok(listener)
+    }
+
+    /// Whether the master holds a socket for `address` (`host:port` or `unix:PATH`).
+    pub(crate) fn contains(&self, address: &str) -> bool {
+        match cluster_ipc::unix_path(address) {
+            Some(path) => self
+                .by_path
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(path),
+            None => address.parse::<SocketAddr>().is_ok_and(|requested| {
+                self.by_address
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&requested)
+            }),
+        }
     }
 
     /// Every TCP socket once, by its bound address.
@@ -75,11 +107,13 @@ impl Listeners {
         if let Some(listener) = table.get(path) {
             return Ok(listener.clone());
         }
-        let bound = match crate::upgrade::take_unix(path) {
-            Some(inherited) => inherited,
-            None => cluster_ipc::bind_unix(path, backlog).map_err(|e| e.to_string())?,
+        let listener = match crate::upgrade::take_unix(path) {
+            Some(inherited) => Arc::new(inherited),
+            None => match crate::activation::unix(path) {
+                Some(listener) => listener,
+                None => Arc::new(cluster_ipc::bind_unix(path, backlog).map_err(|e| e.to_string())?),
+            },
         };
-        let listener = Arc::new(bound);
         table.insert(path.to_path_buf(), listener.clone());
         Ok(listener)
     }

@@ -78,6 +78,8 @@ pub struct Settings {
     pub(crate) metrics_address: Option<std::net::SocketAddr>,
     /// See [`Settings::max_boot_failures`] (in `boot_failures.rs`).
     pub(crate) max_boot_failures: Option<u32>,
+    /// See [`Settings::allow_listen`] (in `listen_policy.rs`).
+    pub(crate) allowed_listen: Vec<String>,
 }
 
 impl Default for Settings {
@@ -107,6 +109,7 @@ impl Default for Settings {
             control_socket: None,
             metrics_address: None,
             max_boot_failures: Some(crate::boot_failures::DEFAULT_MAX_BOOT_FAILURES),
+            allowed_listen: Vec::new(),
         }
     }
 }
@@ -176,13 +179,17 @@ impl Settings {
         self
     }
 
-    /// Run workers as this user id (the master must be root).
+    /// Run workers as this user id (the master must be root), with no supplementary group.
+    /// The master then binds for workers only declared addresses
+    /// ([`Settings::allow_listen`]).
     pub fn uid(mut self, uid: u32) -> Self {
         self.uid = Some(uid);
         self
     }
 
-    /// Run workers as this group id (the master must be root).
+    /// Run workers as this group id (the master must be root), with no supplementary group.
+    /// The master then binds for workers only declared addresses
+    /// ([`Settings::allow_listen`]).
     pub fn gid(mut self, gid: u32) -> Self {
         self.gid = Some(gid);
         self
@@ -398,6 +405,7 @@ impl Settings {
         }
         crate::watchdog::validate(self.heartbeat_timeout)?;
         crate::recycle::validate(&self.recycling)?;
+        crate::listen_policy::validate(&self.allowed_listen)?;
         let euid = nix::unistd::geteuid().as_raw();
         if let Some(uid) = self.uid {
             if euid != 0 && uid != euid {

@@ -87,3 +87,18 @@ fn prepare_child(command: &mut Command, channel_end: RawFd) {
         });
     }
 }
+
+/// Clears the worker's supplementary groups when only its gid is switched. (With a uid,
+/// std's `Command::uid` already calls `setgroups(0)` before `setuid`; a `pre_exec` closure
+/// runs after that, too late to do it as root.)
+pub(crate) fn drop_supplementary_groups(command: &mut Command) {
+    // SAFETY: setgroups is async-signal-safe and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            if nix::libc::setgroups(0, std::ptr::null()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -311,7 +311,10 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
     let (backlog, grant) = shared.listen_settings();
     let max_listens = shared.settings().max_listens_per_worker;
     let quota_key = crate::listen_quota::canonical(&address);
-    if let Err(reason) = worker.listen_quota().check(&quota_key, max_listens) {
+    let bound_by_master = shared.listeners.contains(&address);
+    let allowed = crate::listen_policy::check(&shared.settings(), &address, bound_by_master);
+    if let Err(reason) = allowed.and_then(|()| worker.listen_quota().check(&quota_key, max_listens))
+    {
         tracing::warn!(id = worker.id(), pid = worker.pid(), "{reason}");
         let reply = Control::ListenReply {
             seq,

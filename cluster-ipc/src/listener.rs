@@ -38,8 +38,9 @@ pub fn unix_path(address: &str) -> Option<&std::path::Path> {
 }
 
 /// Binds a Unix stream socket at `path` to be shared like [`bind_tcp`]'s: close-on-exec,
-/// non-blocking, listening with `backlog`. A socket file left there by an earlier run is
-/// replaced; any other file at `path` is an error. Errors name the path.
+/// non-blocking, listening with `backlog`. A stale socket file left there by an earlier run
+/// (nothing listens on it: a connection is refused) is replaced; a socket some process
+/// listens on is `AddrInUse`, and any other file at `path` is an error. Errors name the path.
 pub fn bind_unix(
     path: &std::path::Path,
     backlog: i32,
@@ -54,6 +55,12 @@ pub fn bind_unix(
                 "a file that is not a socket is in the way",
             )));
         }
+        if someone_listens(path).map_err(named)? {
+            return Err(named(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process listens on this socket",
+            )));
+        }
         std::fs::remove_file(path).map_err(named)?;
     }
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(named)?;
@@ -62,6 +69,19 @@ pub fn bind_unix(
     socket.bind(&address).map_err(named)?;
     socket.listen(backlog).map_err(named)?;
     Ok(socket.into())
+}
+
+/// Whether a process listens on the Unix socket at `path`: a connection attempt that is not
+/// refused (accepted, or waiting in a full queue) says so. Never blocks.
+fn someone_listens(path: &std::path::Path) -> io::Result<bool> {
+    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&socket2::SockAddr::unix(path)?) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reserves `address` for a group of `SO_REUSEPORT` sockets without listening on it (a
@@ -108,4 +128,41 @@ fn listen_tcp(
     socket.bind(&address.into()).map_err(named)?;
     socket.listen(backlog).map_err(named)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket_path(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("bind-unix-{}-{tag}.sock", std::process::id()))
+    }
+
+    #[test]
+    fn a_stale_socket_file_is_replaced() {
+        let path = socket_path("stale");
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        assert!(path.exists());
+        let listener = bind_unix(&path, 16).expect("stale file replaced");
+        drop(listener);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_socket_someone_listens_on_is_left_alone() {
+        let path = socket_path("live");
+        let _ = std::fs::remove_file(&path);
+        let live = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let error = bind_unix(&path, 16).expect_err("in use");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
+        // Still the live listener's socket: a client reaches it.
+        std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        assert!(live.accept().is_ok());
+        let _ = std::fs::remove_file(&path);
+    }
 }

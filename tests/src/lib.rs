@@ -464,3 +464,51 @@ impl Load {
         ok
     }
 }
+
+/// A notify socket (systemd's `NOTIFY_SOCKET`) a master under test reports to.
+pub struct NotifySocket {
+    socket: tokio::net::UnixDatagram,
+    /// Where it is bound: the master's `NOTIFY_SOCKET`.
+    pub path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    /// A datagram socket in the temporary directory, named after this process and `tag`.
+    pub fn bind(tag: &str) -> NotifySocket {
+        let path = std::env::temp_dir().join(format!("notify-{}-{tag}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = tokio::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket { socket, path }
+    }
+
+    /// The socket itself.
+    pub fn socket(&self) -> &tokio::net::UnixDatagram {
+        &self.socket
+    }
+
+    /// The next state line (`READY=1`, `RELOADING=1`, `STOPPING=1`) within `secs`, with the
+    /// other lines of its datagram.
+    pub async fn next_state(&self, secs: u64) -> (String, Vec<String>) {
+        within(secs, "a notify message", async {
+            let mut buffer = vec![0u8; 4096];
+            loop {
+                let n = self.socket.recv(&mut buffer).await.expect("recv");
+                let text = String::from_utf8_lossy(&buffer[..n]).to_string();
+                let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                if let Some(state) = lines
+                    .iter()
+                    .find(|l| ["READY=1", "RELOADING=1", "STOPPING=1"].contains(&l.as_str()))
+                {
+                    return (state.clone(), lines);
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -116,6 +116,18 @@ impl Group {
             .collect()
     }
 
+    /// Workers not disconnecting, ready workers of the current generation, and whether a
+    /// reload runs (for the service manager, `systemd.rs`).
+    pub(crate) fn readiness(&self) -> (usize, usize, bool) {
+        let workers = self
+            .members
+            .values()
+            .filter(|m| m.worker.state() < WorkerState::Disconnecting)
+            .count();
+        let ready = self.active().filter(|m| m.ready_at.is_some()).count();
+        (workers, ready, self.reload.is_some())
+    }
+
     /// Replaces worker `id`: it is retired (it drains) and its replacement forked at once.
     /// False if the group has no such live worker.
     pub(crate) fn restart(&mut self, id: u32, now: Instant) -> bool {

@@ -43,6 +43,8 @@ struct Inner {
     send_timeout: Mutex<Duration>,
     /// Started by a hot upgrade: tells the old master once every group is ready.
     upgrade_ready: Mutex<Option<crate::upgrade::ReadyNotifier>>,
+    /// Claimed by `new` when under a service manager; taken by `run` (`systemd.rs`).
+    systemd: Mutex<Option<crate::systemd::Notifier>>,
 }
 
 /// A supervisor of named worker groups (pm's `createMaster()`). Cheap to clone.
@@ -89,6 +91,7 @@ impl Master {
     /// (see [`Master::run`]).
     pub fn new(pidfile: Option<PathBuf>) -> Master {
         crate::upgrade::start();
+        crate::activation::adopt_from_env();
         let signals = MasterSignals::install()
             .inspect_err(|e| tracing::error!("could not install the signal handlers: {e}"))
             .ok();
@@ -112,6 +115,7 @@ impl Master {
                 signals: Mutex::new(signals),
                 send_timeout: Mutex::new(DEFAULT_SEND_TIMEOUT),
                 upgrade_ready: Mutex::new(crate::upgrade::take_notifier()),
+                systemd: Mutex::new(crate::systemd::Notifier::claim()),
             }),
         }
     }
@@ -397,6 +401,7 @@ impl Master {
             .map_err(|_| RunError::AlreadyRunning)?;
         let mut phase = self.inner.phase.subscribe();
         let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
+        let mut notifier = lock(&self.inner.systemd).take();
         loop {
             let deadline = self.next_deadline();
             let sleep = async {
@@ -417,6 +422,10 @@ impl Master {
                 _ = sleep => self.tick(),
                 _ = self.inner.wake.notified() => {}
                 _ = phase.changed() => {}
+                _ = crate::systemd::watchdog_due(&mut notifier) => {}
+            }
+            if let Some(notifier) = &mut notifier {
+                notifier.observe(&self.systemd_snapshot());
             }
             if *phase.borrow() == Phase::Stopped && queue.is_empty() {
                 break;
@@ -468,6 +477,25 @@ impl Master {
             SignalRequest::ScaleDown => self.scale_all(-1),
             other => crate::signals::log_ignored(other),
         }
+    }
+
+    /// What the service manager is told about (`systemd.rs`): ready when every group has
+    /// its wanted number of ready workers.
+    fn systemd_snapshot(&self) -> crate::systemd::Snapshot {
+        let state = lock(&self.inner.state);
+        let mut snapshot = crate::systemd::Snapshot {
+            all_ready: !state.groups.is_empty(),
+            stopping: *self.inner.phase.borrow() != Phase::Running,
+            ..Default::default()
+        };
+        for group in state.groups.values() {
+            let (workers, ready, reloading) = group.readiness();
+            snapshot.workers += workers;
+            snapshot.ready += ready;
+            snapshot.all_ready &= ready >= group.wanted;
+            snapshot.reloading |= reloading;
+        }
+        snapshot
     }
 
     fn reload_all(&self) {

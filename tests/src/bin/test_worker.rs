@@ -1,7 +1,8 @@
 //! The worker the integration tests start. What it does is chosen by `TEST_MODE`:
 //!
 //! - `serve` (default): announce itself, listen on `TEST_LISTEN` if set (a minimal HTTP
-//!   server answering its pid, one connection at a time), echo every message back, and
+//!   server answering its pid, one connection at a time; for a `unix:PATH` address it only
+//!   reports `listened` or `listen-error`), echo every message back, and
 //!   disconnect when asked by a `disconnect` message. A `deaf` message is answered with
 //!   `deaf`, then the worker's runtime blocks for good (its thread sleeps): nothing reads
 //!   its channel or serves its connections any more, as in a hung worker.
@@ -86,6 +87,15 @@ async fn main() {
     };
 
     let server = match std::env::var("TEST_LISTEN") {
+        Ok(address) if address.starts_with("unix:") => {
+            let path = std::path::PathBuf::from(&address["unix:".len()..]);
+            let report = match cluster_worker::listen_unix(&path).await {
+                Ok(_) => TestMsg::new("listened", address),
+                Err(e) => TestMsg::new("listen-error", e.to_string()),
+            };
+            worker.send(&report).await.expect("report");
+            None
+        }
         Ok(address) => {
             match cluster_worker::incoming(address.parse().expect("TEST_LISTEN")).await {
                 Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
