@@ -62,6 +62,16 @@ pub fn sibling_exe(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A Unix socket path in the temporary directory that no other test, nor an earlier run
+/// whose process had the same pid (pids are reused quickly), uses: `tag`, the pid and the
+/// time in nanoseconds.
+pub fn unique_socket_path(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!("{tag}-{}-{nanos}.sock", std::process::id()))
+}
+
 /// Awaits `future`, failing the test with `what` after `secs` seconds.
 pub async fn within<T>(secs: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), future).await {
@@ -475,7 +485,7 @@ pub struct NotifySocket {
 impl NotifySocket {
     /// A datagram socket in the temporary directory, named after this process and `tag`.
     pub fn bind(tag: &str) -> NotifySocket {
-        let path = std::env::temp_dir().join(format!("notify-{}-{tag}.sock", std::process::id()));
+        let path = unique_socket_path(&format!("notify-{tag}"));
         let _ = std::fs::remove_file(&path);
         let socket = tokio::net::UnixDatagram::bind(&path).expect("bind notify socket");
         NotifySocket { socket, path }

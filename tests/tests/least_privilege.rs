@@ -40,7 +40,7 @@ async fn a_worker_run_as_nobody_gets_a_declared_low_port_and_is_refused_the_rest
     let declared = format!("127.0.0.1:{port}");
     let undeclared = format!("127.0.0.1:{undeclared_port}");
     // A stale socket file at an undeclared path: the master must leave it alone.
-    let stale = std::env::temp_dir().join(format!("stale-{}.sock", std::process::id()));
+    let stale = cluster_tests::unique_socket_path("stale");
     let _ = std::fs::remove_file(&stale);
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind stale socket"));
     let undeclared_path = format!("unix:{}", stale.display());

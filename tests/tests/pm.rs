@@ -429,7 +429,7 @@ async fn a_group_scaled_to_zero_refuses_connections_until_scaled_up() {
 #[tokio::test]
 async fn a_unix_socket_group_scaled_to_zero_closes_connections_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let path = std::env::temp_dir().join(format!("cluster-pm-refuse-{}.sock", std::process::id()));
+    let path = cluster_tests::unique_socket_path("cluster-pm-refuse");
     let (master, mut events) = start();
     master
         .register(
@@ -722,7 +722,7 @@ async fn broadcast_and_send_to_do_not_wait_for_deaf_workers() {
 #[tokio::test]
 async fn a_group_serves_a_unix_socket_path_shared_by_its_workers() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let path = std::env::temp_dir().join(format!("cluster-pm-{}.sock", std::process::id()));
+    let path = cluster_tests::unique_socket_path("cluster-pm");
     // A stale socket file from an earlier run is replaced.
     let stale = std::os::unix::net::UnixListener::bind(&path).expect("stale socket");
     drop(stale);
@@ -768,7 +768,7 @@ async fn a_group_serves_a_unix_socket_path_shared_by_its_workers() {
 
 #[tokio::test]
 async fn a_file_in_the_way_of_a_unix_socket_is_an_error_at_registration() {
-    let path = std::env::temp_dir().join(format!("cluster-pm-file-{}.sock", std::process::id()));
+    let path = cluster_tests::unique_socket_path("cluster-pm-file");
     std::fs::write(&path, b"not a socket").expect("write");
     let master = Master::new(None);
     let err = master

@@ -174,7 +174,7 @@ async fn a_unix_socket_passed_by_path_is_adopted_not_replaced() {
         eprintln!("skipped: systemd-socket-activate is not installed (apt-get install systemd)");
         return;
     }
-    let path = std::env::temp_dir().join(format!("activated-{}.sock", std::process::id()));
+    let path = cluster_tests::unique_socket_path("activated");
     let _ = std::fs::remove_file(&path);
     let address = format!("unix:{}", path.display());
     let mut master = Command::new("systemd-socket-activate")
