@@ -43,22 +43,13 @@ impl ControlSocket {
         // either way.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("{shown}: cannot set mode 0600: {e}"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("{shown}: {e}"))?;
-        let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-        Ok(ControlSocket {
-            listener,
-            file: SocketFile {
-                path: path.to_path_buf(),
-                inode: identity(&meta),
-            },
-        })
+        ControlSocket::adopt(path, listener)
     }
 }
 
 impl ControlSocket {
-    /// The socket at `path` that an old master handed over in a hot upgrade.
+    /// The socket at `path`, bound by `bind` or handed over by an old master in a hot
+    /// upgrade: non-blocking, and its file recognised by inode and mtime.
     pub(crate) fn adopt(path: &Path, listener: UnixListener) -> Result<ControlSocket, String> {
         let shown = path.display();
         listener
