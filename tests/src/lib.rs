@@ -203,6 +203,25 @@ pub async fn refused_within(address: SocketAddr, deadline: Duration) -> bool {
         .unwrap_or(false)
 }
 
+/// Starts the test master (`test_master`) with `env`, its two workers told to listen on
+/// `TEST_LISTEN` (set it in `env`); returns it, its output, and the workers' pids once both
+/// listen.
+pub async fn start_test_master(env: &[(&str, &str)]) -> (tokio::process::Child, Lines, Vec<u32>) {
+    let mut master = tokio::process::Command::new(master_exe())
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start master");
+    let mut lines = Lines::new(master.stdout.take().expect("stdout"));
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let line = lines.wait_for(10, "listening").await;
+        pids.push(line.split(' ').nth(2).expect("pid").parse().expect("pid"));
+    }
+    (master, lines, pids)
+}
+
 /// Waits until `check` is true, polling every 20 ms, failing after `secs` seconds.
 pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     within(secs, what, async {

@@ -1,29 +1,14 @@
 //! Signals to the master process: SIGTERM stops every worker gracefully and exits 0;
 //! SIGKILL leaves no worker behind.
 
-use std::process::Stdio;
-
-use cluster_tests::{Lines, eventually, master_exe, process_gone, within};
+use cluster_tests::{Lines, eventually, process_gone, start_test_master, within};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-/// Starts the test master with two listening workers; returns it, its output and the
-/// workers' pids once both listen.
+/// The test master with two workers listening on a port of their own.
 async fn start_master() -> (Child, Lines, Vec<u32>) {
-    let mut master = Command::new(master_exe())
-        .env("TEST_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start master");
-    let mut lines = Lines::new(master.stdout.take().expect("stdout"));
-    let mut pids = Vec::new();
-    for _ in 0..2 {
-        let line = lines.wait_for(10, "listening").await;
-        pids.push(line.split(' ').nth(2).expect("pid").parse().expect("pid"));
-    }
-    (master, lines, pids)
+    start_test_master(&[("TEST_LISTEN", "127.0.0.1:0")]).await
 }
 
 fn signal(pid: u32, signal: Signal) {

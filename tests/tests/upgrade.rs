@@ -4,14 +4,13 @@
 //! serving.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 
 use cluster_tests::{
-    Lines, Load, children_of, eventually, http_get, master_exe, process_gone, within,
+    Lines, Load, children_of, eventually, http_get, process_gone, start_test_master, within,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Kills a process this test started indirectly (the new master) if the test ends early.
 struct KillOnDrop(u32);
@@ -37,22 +36,14 @@ fn free_port() -> SocketAddr {
 /// Starts the test master with two graceful workers on `address` and `env`; returns it,
 /// its output, and its workers' pids once both are listening.
 async fn start_master(address: SocketAddr, env: &[(&str, &str)]) -> (Child, Lines, Vec<u32>) {
-    let mut master = Command::new(master_exe())
-        .env("TEST_LISTEN", address.to_string())
-        .env("TEST_WORKER_EXE", "graceful_worker")
-        .env("TEST_LOG", "1")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start master");
-    let mut lines = Lines::new(master.stdout.take().expect("stdout"));
-    let mut pids = Vec::new();
-    for _ in 0..2 {
-        let line = lines.wait_for(10, "listening").await;
-        pids.push(line.split(' ').nth(2).expect("pid").parse().expect("pid"));
-    }
-    (master, lines, pids)
+    let address = address.to_string();
+    let mut vars = vec![
+        ("TEST_LISTEN", address.as_str()),
+        ("TEST_WORKER_EXE", "graceful_worker"),
+        ("TEST_LOG", "1"),
+    ];
+    vars.extend_from_slice(env);
+    start_test_master(&vars).await
 }
 
 /// The new master's pid, from the old master's log line that says it started it.

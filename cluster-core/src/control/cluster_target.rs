@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::history::History;
 use super::{BoxFuture, Outcome, Target, error, worker_status};
-use crate::cluster::{Cluster, Phase, StopMode};
+use crate::cluster::{Cluster, Phase};
 use crate::events::Event;
 use crate::rolling::ReloadError;
 use crate::worker::WorkerState;
@@ -111,13 +111,7 @@ impl Target for ClusterTarget {
     }
 
     fn stop(&self, fast: bool) {
-        let mode = if fast {
-            StopMode::Fast
-        } else {
-            StopMode::Graceful
-        };
-        tracing::info!(?mode, "stop requested on the control socket");
-        self.cluster.begin_stop(mode);
+        self.cluster.begin_stop(super::stop_mode(fast));
     }
 
     fn restart(&self, group: Option<String>, id: u32) -> BoxFuture<Outcome> {

@@ -139,6 +139,17 @@ fn worker_status(
     }
 }
 
+/// The stop a control request asks for, logged.
+fn stop_mode(fast: bool) -> crate::StopMode {
+    let mode = if fast {
+        crate::StopMode::Fast
+    } else {
+        crate::StopMode::Graceful
+    };
+    tracing::info!(?mode, "stop requested on the control socket");
+    mode
+}
+
 fn error(kind: cluster_control::ErrorKind, message: impl Into<String>) -> ControlError {
     ControlError {
         kind,

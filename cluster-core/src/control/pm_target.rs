@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::history::History;
 use super::{BoxFuture, Outcome, Target, error, worker_status};
-use crate::cluster::{Phase, StopMode};
+use crate::cluster::Phase;
 use crate::pm::{GroupEvent, Master};
 use crate::settings::SettingsError;
 
@@ -175,12 +175,7 @@ impl Target for PmTarget {
     }
 
     fn stop(&self, fast: bool) {
-        let mode = if fast {
-            StopMode::Fast
-        } else {
-            StopMode::Graceful
-        };
-        tracing::info!(?mode, "stop requested on the control socket");
+        let mode = super::stop_mode(fast);
         let master = self.master.clone();
         tokio::spawn(async move { master.stop(mode).await });
     }
