@@ -419,8 +419,19 @@ impl Cluster {
             .shared
             .listeners
             .get_or_bind(&address.to_string(), backlog, grant == Grant::ReusePort)
-            .map_err(std::io::Error::other)?;
+            .map_err(cluster_ipc::ListenFailure::into_io_error)?;
         listener.local_addr()
+    }
+
+    /// Binds the shared UDP socket for `address` now (workers calling
+    /// `cluster_worker::bind_udp` for it later get this socket), so a bind error shows at
+    /// start-up; the error keeps its kind. Returns the bound address.
+    pub fn bind_udp(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
+        self.shared
+            .listeners
+            .get_or_bind_udp(address)
+            .map_err(cluster_ipc::ListenFailure::into_io_error)?
+            .local_addr()
     }
 
     /// Binds the shared Unix socket at `path` now (workers asking for `unix:PATH` get it).
@@ -431,7 +442,7 @@ impl Cluster {
             .listeners
             .get_or_bind_unix(path, backlog)
             .map(drop)
-            .map_err(std::io::Error::other)
+            .map_err(cluster_ipc::ListenFailure::into_io_error)
     }
 
     /// The soft `RLIMIT_NOFILE` (open descriptors) the master set at start-up and its

@@ -46,6 +46,9 @@ impl ListenQuota {
 /// The form of a requested address that the quota counts: `127.0.0.1:80` and
 /// `127.0.0.1:080` are one address.
 pub(crate) fn canonical(address: &str) -> String {
+    if let Some(Ok(udp)) = cluster_ipc::udp_address(address) {
+        return format!("{}{udp}", cluster_ipc::UDP_PREFIX);
+    }
     match address.parse::<std::net::SocketAddr>() {
         Ok(parsed) => parsed.to_string(),
         Err(_) => address.to_string(),

@@ -1,5 +1,6 @@
-//! The master's listening sockets: one per address, bound at the first worker's request,
-//! kept open for the master's whole life so queued connections outlive any worker. In
+//! The master's listening sockets: one per address (TCP, Unix, UDP), bound at the first
+//! worker's request, kept open for the master's whole life so queued connections (and
+//! datagrams) outlive any worker. In
 //! `ReusePort` scheduling the master only reserves the address (bound, not listening) and
 //! each worker listens on a socket of its own.
 //!
@@ -8,10 +9,12 @@
 //! own sockets).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use cluster_ipc::ListenFailure;
 
 use crate::refuse::Socket;
 
@@ -19,6 +22,7 @@ use crate::refuse::Socket;
 pub(crate) struct Listeners {
     by_address: Mutex<HashMap<SocketAddr, Arc<TcpListener>>>,
     by_path: Mutex<HashMap<PathBuf, Arc<UnixListener>>>,
+    udp: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>,
 }
 
 impl Listeners {
@@ -29,10 +33,13 @@ impl Listeners {
         address: &str,
         backlog: i32,
         reuse_port: bool,
-    ) -> Result<Arc<TcpListener>, String> {
-        let requested: SocketAddr = address
-            .parse()
-            .map_err(|_| format!("listen on {address}: not an IP address with a port"))?;
+    ) -> Result<Arc<TcpListener>, ListenFailure> {
+        let requested: SocketAddr = address.parse().map_err(|_| {
+            ListenFailure::with_errno(
+                nix::libc::EINVAL,
+                format!("listen on {address}: not an IP address with a port"),
+            )
+        })?;
         let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(listener) = table.get(&requested) {
             return Ok(listener.clone());
@@ -53,7 +60,7 @@ impl Listeners {
                 } else {
                     cluster_ipc::bind_tcp(requested, backlog)
                 };
-                Arc::new(bound.map_err(|e| e.to_string())?)
+                Arc::new(bound.map_err(|e| ListenFailure::from_io(&e))?)
             }
         };
         // Known by its bound address too: a worker told the real port of a `:0` request must
@@ -65,8 +72,17 @@ impl Listeners {
         Ok(listener)
     }
 
-    /// Whether the master holds a socket for `address` (`host:port` or `unix:PATH`).
+    /// Whether the master holds a socket for `address` (`host:port`, `unix:PATH` or
+    /// `udp:host:port`).
     pub(crate) fn contains(&self, address: &str) -> bool {
+        if let Some(requested) = cluster_ipc::udp_address(address) {
+            return requested.is_ok_and(|requested| {
+                self.udp
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&requested)
+            });
+        }
         match cluster_ipc::unix_path(address) {
             Some(path) => self
                 .by_path
@@ -102,7 +118,7 @@ impl Listeners {
         &self,
         path: &Path,
         backlog: i32,
-    ) -> Result<Arc<UnixListener>, String> {
+    ) -> Result<Arc<UnixListener>, ListenFailure> {
         let mut table = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(listener) = table.get(path) {
             return Ok(listener.clone());
@@ -111,11 +127,53 @@ impl Listeners {
             Some(inherited) => Arc::new(inherited),
             None => match crate::activation::unix(path) {
                 Some(listener) => listener,
-                None => Arc::new(cluster_ipc::bind_unix(path, backlog).map_err(|e| e.to_string())?),
+                None => Arc::new(
+                    cluster_ipc::bind_unix(path, backlog)
+                        .map_err(|e| ListenFailure::from_io(&e))?,
+                ),
             },
         };
         table.insert(path.to_path_buf(), listener.clone());
         Ok(listener)
+    }
+
+    /// The UDP socket for `address`, bound now if no worker asked for it before (or handed
+    /// over by an old master). Like TCP, a socket bound for port 0 is also known by its
+    /// real address, so every worker told that port gets this socket.
+    pub(crate) fn get_or_bind_udp(
+        &self,
+        requested: SocketAddr,
+    ) -> Result<Arc<UdpSocket>, ListenFailure> {
+        let mut table = self.udp.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(socket) = table.get(&requested) {
+            return Ok(socket.clone());
+        }
+        let socket = match crate::upgrade::take_udp(requested) {
+            Some(inherited) => Arc::new(inherited),
+            None => {
+                Arc::new(cluster_ipc::bind_udp(requested).map_err(|e| ListenFailure::from_io(&e))?)
+            }
+        };
+        if let Ok(local) = socket.local_addr() {
+            table.insert(local, socket.clone());
+        }
+        table.insert(requested, socket.clone());
+        Ok(socket)
+    }
+
+    /// Every UDP socket once, by its bound address.
+    pub(crate) fn udp(&self) -> Vec<(SocketAddr, Arc<UdpSocket>)> {
+        let table = self.udp.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sockets: Vec<(SocketAddr, Arc<UdpSocket>)> = Vec::new();
+        for socket in table.values() {
+            if sockets.iter().any(|(_, s)| Arc::ptr_eq(s, socket)) {
+                continue;
+            }
+            if let Ok(local) = socket.local_addr() {
+                sockets.push((local, socket.clone()));
+            }
+        }
+        sockets
     }
 
     /// Every Unix socket, by its path.

@@ -117,6 +117,34 @@ pub fn bind_tcp_reuse_port(address: SocketAddr, backlog: i32) -> io::Result<std:
     listen_tcp(address, backlog, true)
 }
 
+/// How a UDP address is written where an address is a string (listen requests, the group's
+/// addresses): `udp:127.0.0.1:5353`.
+pub const UDP_PREFIX: &str = "udp:";
+
+/// The socket address of a `udp:` address, if it is one; `Some(Err)` when it is one but
+/// does not parse.
+pub fn udp_address(address: &str) -> Option<Result<SocketAddr, std::net::AddrParseError>> {
+    address.strip_prefix(UDP_PREFIX).map(str::parse)
+}
+
+/// Binds a UDP socket at `address` to be shared like [`bind_tcp`]'s sockets: every worker
+/// that asks gets this same socket and the kernel gives each datagram to one reader.
+/// Non-blocking, close-on-exec, without `SO_REUSEADDR` or `SO_REUSEPORT`: a second program
+/// binding the same address fails with `AddrInUse` instead of silently taking datagrams.
+/// Errors keep their kind and name the address.
+pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("bind udp {address}: {e}"));
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(named)?;
+    socket.set_nonblocking(true).map_err(named)?;
+    socket.bind(&address.into()).map_err(named)?;
+    Ok(socket.into())
+}
+
 fn listen_tcp(
     address: SocketAddr,
     backlog: i32,
@@ -164,5 +192,24 @@ mod tests {
         std::os::unix::net::UnixStream::connect(&path).expect("connect");
         assert!(live.accept().is_ok());
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_udp_address_taken_is_addr_in_use_naming_it() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let address = taken.local_addr().expect("address");
+        let error = bind_udp(address).expect_err("taken");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        assert!(error.to_string().contains(&address.to_string()), "{error}");
+    }
+
+    #[test]
+    fn udp_addresses_parse() {
+        assert_eq!(
+            udp_address("udp:127.0.0.1:53").map(|r| r.ok()),
+            Some(Some("127.0.0.1:53".parse().expect("address")))
+        );
+        assert!(matches!(udp_address("udp:nowhere"), Some(Err(_))));
+        assert!(udp_address("127.0.0.1:53").is_none());
     }
 }

@@ -281,7 +281,10 @@ impl Frames {
                 result: if seq % 2 == 0 {
                     Ok(string(u))
                 } else {
-                    Err(string(u))
+                    Err(cluster_ipc::ListenFailure {
+                        errno: (seq % 3 == 0).then_some(98),
+                        reason: string(u),
+                    })
                 },
                 grant: [Grant::Shared, Grant::ReusePort, Grant::RoundRobin][self.below(3)],
             },

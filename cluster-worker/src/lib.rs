@@ -60,6 +60,6 @@ pub use acceptor::Acceptor;
 pub use cluster_ipc::{Message, SendError};
 pub use error::WorkerError;
 pub use group::{group, group_incoming, group_listeners, group_unix_listeners};
-pub use listen::{incoming, listen, listen_unix};
+pub use listen::{bind_udp, incoming, listen, listen_unix};
 pub use runtime::runtime;
 pub use worker::{ConnectionGuard, ServerGuard, Worker, is_worker};

@@ -75,7 +75,7 @@ async fn obtain(address: SocketAddr) -> io::Result<Obtained> {
     let (local, granted) = worker
         .request_listener(&address.to_string())
         .await
-        .map_err(|reason| io::Error::new(io::ErrorKind::AddrNotAvailable, reason))?;
+        .map_err(cluster_ipc::ListenFailure::into_io_error)?;
     let obtained = match granted {
         Granted::Shared(fd) => {
             let shared = std::net::TcpListener::from(fd);
@@ -115,7 +115,7 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
     let (local, granted) = worker
         .request_listener(&address)
         .await
-        .map_err(|reason| io::Error::new(io::ErrorKind::AddrNotAvailable, reason))?;
+        .map_err(cluster_ipc::ListenFailure::into_io_error)?;
     let Granted::Shared(fd) = granted else {
         return Err(io::Error::other(format!(
             "listen on {address}: the master did not send the socket"
@@ -126,4 +126,41 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
     let listener = tokio::net::UnixListener::from_std(shared)?;
     worker.report_listening(local).await;
     Ok(listener)
+}
+
+/// A UDP socket bound to `address`: the master's socket for that address inside a cluster,
+/// shared by every worker that asks, like Node's `dgram` sockets in a cluster (the kernel
+/// gives each datagram to one of the workers reading; a reply sent from any worker leaves
+/// from the shared address); a socket of its own outside one. Port 0 gets one port for the
+/// whole cluster. Errors keep their kind (`AddrInUse`, `PermissionDenied`…) and name the
+/// address.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let socket = cluster_worker::bind_udp("127.0.0.1:5353".parse().unwrap()).await?;
+/// let mut packet = [0u8; 1500];
+/// let (length, peer) = socket.recv_from(&mut packet).await?;
+/// socket.send_to(&packet[..length], peer).await?;
+/// # Ok(()) }
+/// ```
+pub async fn bind_udp(address: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let worker = Worker::try_current().map_err(io::Error::other)?;
+    let Some(worker) = worker else {
+        return tokio::net::UdpSocket::from_std(cluster_ipc::bind_udp(address)?);
+    };
+    let requested = format!("{}{address}", cluster_ipc::UDP_PREFIX);
+    let (local, granted) = worker
+        .request_listener(&requested)
+        .await
+        .map_err(cluster_ipc::ListenFailure::into_io_error)?;
+    let Granted::Shared(fd) = granted else {
+        return Err(io::Error::other(format!(
+            "bind udp {address}: the master did not send the socket"
+        )));
+    };
+    let shared = std::net::UdpSocket::from(fd);
+    shared.set_nonblocking(true)?;
+    let socket = tokio::net::UdpSocket::from_std(shared)?;
+    worker.report_listening(local).await;
+    Ok(socket)
 }

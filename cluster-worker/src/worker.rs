@@ -9,7 +9,8 @@ use std::time::Duration;
 use cluster_ipc::handoff::WorkerHandoff;
 use cluster_ipc::pressure::LogThrottle;
 use cluster_ipc::{
-    ChannelOptions, Control, Grant, Incoming, Message, Origin, Recipient, SendError, Sender,
+    ChannelOptions, Control, Grant, Incoming, ListenFailure, Message, Origin, Recipient, SendError,
+    Sender,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -35,7 +36,7 @@ pub(crate) struct Feed {
     pub(crate) demand: Arc<tokio::sync::Semaphore>,
 }
 
-type ListenReply = Result<(String, Granted), String>;
+type ListenReply = Result<(String, Granted), ListenFailure>;
 
 /// Room for the round-robin connections the server asked for (its window, at most 4).
 const FEED_CAPACITY: usize = 4;
@@ -353,12 +354,17 @@ impl Worker {
         };
         if let Err(e) = self.inner.sender.send_control(&request, &[]).await {
             lock(&self.inner.pending_listens).remove(&seq);
-            return Err(format!(
-                "listen on {address}: asking the master failed: {e}"
+            return Err(ListenFailure::with_errno(
+                nix::libc::ENOTCONN,
+                format!("listen on {address}: asking the master failed: {e}"),
             ));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(format!("listen on {address}: the master is gone")))
+        rx.await.unwrap_or_else(|_| {
+            Err(ListenFailure::with_errno(
+                nix::libc::ENOTCONN,
+                format!("listen on {address}: the master is gone"),
+            ))
+        })
     }
 
     pub(crate) async fn report_listening(&self, address: String) {
@@ -662,9 +668,9 @@ impl Worker {
                 };
                 let result = result.and_then(|address| {
                     let parsed = || {
-                        address
-                            .parse()
-                            .map_err(|_| format!("the master granted {address:?}"))
+                        address.parse().map_err(|_| {
+                            ListenFailure::from(format!("the master granted {address:?}"))
+                        })
                     };
                     let granted = match grant {
                         Grant::ReusePort => Granted::BindOwn(parsed()?),
@@ -674,7 +680,8 @@ impl Worker {
                             None => {
                                 return Err(format!(
                                     "the master's reply for {address} carried no socket"
-                                ));
+                                )
+                                .into());
                             }
                         },
                     };

@@ -107,6 +107,8 @@ async fn a_bind_error_reaches_the_workers_listen_naming_the_address() {
         assert_eq!(report.kind, "listen-error");
         assert!(report.data.contains(&address), "{}", report.data);
         assert!(report.data.contains("in use"), "{}", report.data);
+        // The kind survives the trip from the master's bind to the worker's listen().
+        assert!(report.data.starts_with("AddrInUse: "), "{}", report.data);
         let exit = wait_event(&mut events, 10, "exit", |e| match e {
             Event::Exit(_, exit) => Some(*exit),
             _ => None,

@@ -258,11 +258,12 @@ impl Group {
         match event {
             Event::Fork(worker) => out.push(GroupEvent::Fork { group, worker }),
             // Only `ready()` makes it ready then.
-            Event::Listening(..) | Event::ListeningUnix(..) if self.options.settings.wait_ready => {
-            }
+            Event::Listening(..) | Event::ListeningUnix(..) | Event::ListeningUdp(..)
+                if self.options.settings.wait_ready => {}
             Event::Ready(worker)
             | Event::Listening(worker, _)
-            | Event::ListeningUnix(worker, _) => {
+            | Event::ListeningUnix(worker, _)
+            | Event::ListeningUdp(worker, _) => {
                 if let Some(member) = self.members.get_mut(&worker.id()) {
                     if member.ready_at.is_none() {
                         member.ready_at = Some(now);

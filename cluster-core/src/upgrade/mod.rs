@@ -35,7 +35,7 @@ use tokio::io::AsyncReadExt;
 
 pub(crate) use extra::hand_over_too;
 pub use inherit::ENV_INHERITED;
-pub(crate) use inherit::{Address, take_tcp, take_unix};
+pub(crate) use inherit::{Address, take_tcp, take_udp, take_unix};
 pub use notify::ENV_READY_FD;
 pub(crate) use notify::ReadyNotifier;
 
@@ -223,6 +223,12 @@ pub(crate) fn sockets_of(
             .iter()
             .map(|(path, l)| inherit::entry(l.as_ref(), Address::Unix(path.clone()))),
     );
+    sockets.extend(
+        listeners
+            .udp()
+            .iter()
+            .map(|(address, s)| inherit::entry(s.as_ref(), Address::Udp(*address))),
+    );
     sockets
 }
 
@@ -235,7 +241,10 @@ pub(crate) async fn notify_when_cluster_ready(cluster: crate::Cluster, notifier:
     while let Some(event) = events.next().await {
         let relevant = matches!(
             event,
-            Event::Listening(..) | Event::ListeningUnix(..) | Event::Ready(_)
+            Event::Listening(..)
+                | Event::ListeningUnix(..)
+                | Event::ListeningUdp(..)
+                | Event::Ready(_)
         );
         if relevant && cluster_ready(&cluster.workers(), wait_ready) {
             notifier.notify();

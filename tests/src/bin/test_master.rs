@@ -89,6 +89,9 @@ async fn main() -> std::process::ExitCode {
         Event::Fork(w) => println!("fork {} {}", w.id(), w.pid()),
         Event::Online(w) => println!("online {} {}", w.id(), w.pid()),
         Event::Listening(w, address) => println!("listening {} {} {address}", w.id(), w.pid()),
+        Event::ListeningUdp(w, address) => {
+            println!("listening-udp {} {} {address}", w.id(), w.pid())
+        }
         Event::Disconnect(w) => println!("disconnect {} {}", w.id(), w.pid()),
         Event::Exit(w, exit) => {
             println!(

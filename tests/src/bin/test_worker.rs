@@ -2,7 +2,8 @@
 //!
 //! - `serve` (default): announce itself, listen on `TEST_LISTEN` if set (a minimal HTTP
 //!   server answering its pid, one connection at a time; for a `unix:PATH` address it only
-//!   reports `listened` or `listen-error`), echo every message back, and
+//!   reports `listened` or `listen-error`; for `udp:ADDRESS` it reports `listened` with the
+//!   bound address, then answers every datagram with its pid), echo every message back, and
 //!   disconnect when asked by a `disconnect` message. A `deaf` message is answered with
 //!   `deaf`, then the worker's runtime blocks for good (its thread sleeps): nothing reads
 //!   its channel or serves its connections any more, as in a hung worker.
@@ -19,6 +20,8 @@
 //!   `data`, then serve.
 //! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
 //!   each result (`listened` or `listen-error`), ask for the first again, then serve.
+//!
+//! A `listen-error` report reads `KIND: MESSAGE`, `KIND` being the `io::ErrorKind` (Debug).
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -87,11 +90,30 @@ async fn main() {
     };
 
     let server = match std::env::var("TEST_LISTEN") {
+        Ok(address) if address.starts_with("udp:") => {
+            let bound =
+                cluster_worker::bind_udp(address["udp:".len()..].parse().expect("TEST_LISTEN"))
+                    .await;
+            match bound {
+                Ok(socket) => {
+                    let local = socket.local_addr().expect("address").to_string();
+                    worker
+                        .send(&TestMsg::new("listened", local))
+                        .await
+                        .expect("report");
+                    Some(tokio::spawn(answer_datagrams(worker.clone(), socket)))
+                }
+                Err(e) => {
+                    worker.send(&listen_error(&e)).await.expect("report");
+                    std::process::exit(3);
+                }
+            }
+        }
         Ok(address) if address.starts_with("unix:") => {
             let path = std::path::PathBuf::from(&address["unix:".len()..]);
             let report = match cluster_worker::listen_unix(&path).await {
                 Ok(_) => TestMsg::new("listened", address),
-                Err(e) => TestMsg::new("listen-error", e.to_string()),
+                Err(e) => listen_error(&e),
             };
             worker.send(&report).await.expect("report");
             None
@@ -100,8 +122,7 @@ async fn main() {
             match cluster_worker::incoming(address.parse().expect("TEST_LISTEN")).await {
                 Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
                 Err(e) => {
-                    let report = TestMsg::new("listen-error", e.to_string());
-                    worker.send(&report).await.expect("report");
+                    worker.send(&listen_error(&e)).await.expect("report");
                     std::process::exit(3);
                 }
             }
@@ -141,6 +162,28 @@ async fn main() {
         server.await.expect("server task");
     }
     worker.drained().await;
+}
+
+/// The report of a failed listen: `KIND: MESSAGE`.
+fn listen_error(error: &std::io::Error) -> TestMsg {
+    TestMsg::new("listen-error", format!("{:?}: {error}", error.kind()))
+}
+
+/// Answers every datagram on the cluster's shared UDP socket with this process's pid, until
+/// the worker disconnects.
+async fn answer_datagrams(worker: Worker, socket: tokio::net::UdpSocket) {
+    let pid = std::process::id().to_string();
+    let mut packet = [0u8; 1500];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut packet) => {
+                if let Ok((_, peer)) = received {
+                    let _ = socket.send_to(pid.as_bytes(), peer).await;
+                }
+            }
+            _ = worker.closing() => return,
+        }
+    }
 }
 
 /// Writes `lines` numbered lines to stdout, yielding to the server every 100.
@@ -223,7 +266,7 @@ async fn listen_many(worker: &Worker, count: usize) -> Vec<tokio::net::TcpListen
                 listeners.push(listener);
                 TestMsg::new("listened", address)
             }
-            Err(e) => TestMsg::new("listen-error", e.to_string()),
+            Err(e) => listen_error(&e),
         };
         worker.send(&report).await.expect("report");
     }
@@ -232,7 +275,7 @@ async fn listen_many(worker: &Worker, count: usize) -> Vec<tokio::net::TcpListen
             listeners.push(listener);
             TestMsg::new("listened-again", "127.0.0.1:0")
         }
-        Err(e) => TestMsg::new("listen-error", e.to_string()),
+        Err(e) => listen_error(&e),
     };
     worker.send(&again).await.expect("report");
     listeners
