@@ -418,7 +418,7 @@ impl Cluster {
         let listener = self
             .shared
             .listeners
-            .get_or_bind(&address.to_string(), backlog, grant == Grant::ReusePort)
+            .get_or_bind(&address.to_string(), 0, backlog, grant == Grant::ReusePort)
             .map_err(cluster_ipc::ListenFailure::into_io_error)?;
         listener.local_addr()
     }
@@ -429,7 +429,7 @@ impl Cluster {
     pub fn bind_udp(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
         self.shared
             .listeners
-            .get_or_bind_udp(address)
+            .get_or_bind_udp(address, 0)
             .map_err(cluster_ipc::ListenFailure::into_io_error)?
             .local_addr()
     }
@@ -440,7 +440,7 @@ impl Cluster {
         let (backlog, _) = self.shared.listen_settings();
         self.shared
             .listeners
-            .get_or_bind_unix(path, backlog)
+            .get_or_bind_unix(path, 0, backlog)
             .map(drop)
             .map_err(cluster_ipc::ListenFailure::into_io_error)
     }

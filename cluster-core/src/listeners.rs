@@ -18,19 +18,33 @@ use cluster_ipc::ListenFailure;
 
 use crate::refuse::Socket;
 
+/// The master's sockets. TCP and UDP sockets are keyed by the requested address and the
+/// request's index (Node's per-worker index: a worker's second `listen()` on an address
+/// while its first is open has index 1), so each `listen(0)` of a worker gets a port of
+/// its own, shared with the other workers' `listen(0)` of the same index.
 #[derive(Default)]
 pub(crate) struct Listeners {
-    by_address: Mutex<HashMap<SocketAddr, Arc<TcpListener>>>,
+    by_address: Mutex<HashMap<(SocketAddr, u32), Arc<TcpListener>>>,
     by_path: Mutex<HashMap<PathBuf, Arc<UnixListener>>>,
-    udp: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    udp: Mutex<HashMap<(SocketAddr, u32), Arc<UdpSocket>>>,
+}
+
+/// A fixed address asked for again by a worker that holds it already: what a second bind
+/// of it in one process gets.
+fn already_held(address: &str) -> ListenFailure {
+    ListenFailure::with_errno(
+        nix::libc::EADDRINUSE,
+        format!("listen on {address}: this worker already listens on it"),
+    )
 }
 
 impl Listeners {
-    /// The socket for `address`, bound now if no worker asked for it before. The error says
-    /// what failed, naming the address.
+    /// The socket for `address` and `index`, bound now if no worker asked for it before.
+    /// The error says what failed, naming the address.
     pub(crate) fn get_or_bind(
         &self,
         address: &str,
+        index: u32,
         backlog: i32,
         reuse_port: bool,
     ) -> Result<Arc<TcpListener>, ListenFailure> {
@@ -40,12 +54,17 @@ impl Listeners {
                 format!("listen on {address}: not an IP address with a port"),
             )
         })?;
+        if index > 0 && requested.port() != 0 {
+            return Err(already_held(address));
+        }
         let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(listener) = table.get(&requested) {
+        if let Some(listener) = table.get(&(requested, index)) {
             return Ok(listener.clone());
         }
         // Handed over by an old master (hot upgrade), or passed by systemd, before binding.
-        let adopted = if let Some(inherited) = crate::upgrade::take_tcp(requested) {
+        let adopted = if index > 0 {
+            None
+        } else if let Some(inherited) = crate::upgrade::take_tcp(requested) {
             Some(Arc::new(inherited))
         } else if reuse_port {
             None
@@ -66,9 +85,9 @@ impl Listeners {
         // Known by its bound address too: a worker told the real port of a `:0` request must
         // get this socket, not a second one with its own queue.
         if let Ok(local) = listener.local_addr() {
-            table.insert(local, listener.clone());
+            table.insert((local, 0), listener.clone());
         }
-        table.insert(requested, listener.clone());
+        table.insert((requested, index), listener.clone());
         Ok(listener)
     }
 
@@ -80,7 +99,7 @@ impl Listeners {
                 self.udp
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&requested)
+                    .contains_key(&(requested, 0))
             });
         }
         match cluster_ipc::unix_path(address) {
@@ -93,7 +112,7 @@ impl Listeners {
                 self.by_address
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&requested)
+                    .contains_key(&(requested, 0))
             }),
         }
     }
@@ -117,8 +136,16 @@ impl Listeners {
     pub(crate) fn get_or_bind_unix(
         &self,
         path: &Path,
+        index: u32,
         backlog: i32,
     ) -> Result<Arc<UnixListener>, ListenFailure> {
+        if index > 0 {
+            return Err(already_held(&format!(
+                "{}{}",
+                cluster_ipc::UNIX_PREFIX,
+                path.display()
+            )));
+        }
         let mut table = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(listener) = table.get(path) {
             return Ok(listener.clone());
@@ -137,27 +164,35 @@ impl Listeners {
         Ok(listener)
     }
 
-    /// The UDP socket for `address`, bound now if no worker asked for it before (or handed
-    /// over by an old master). Like TCP, a socket bound for port 0 is also known by its
-    /// real address, so every worker told that port gets this socket.
+    /// The UDP socket for `requested` and `index`, bound now if no worker asked for it
+    /// before (or handed over by an old master). Like TCP, a socket bound for port 0 is also
+    /// known by its real address, so every worker told that port gets this socket.
     pub(crate) fn get_or_bind_udp(
         &self,
         requested: SocketAddr,
+        index: u32,
     ) -> Result<Arc<UdpSocket>, ListenFailure> {
+        if index > 0 && requested.port() != 0 {
+            return Err(already_held(&format!(
+                "{}{requested}",
+                cluster_ipc::UDP_PREFIX
+            )));
+        }
         let mut table = self.udp.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(socket) = table.get(&requested) {
+        if let Some(socket) = table.get(&(requested, index)) {
             return Ok(socket.clone());
         }
-        let socket = match crate::upgrade::take_udp(requested) {
+        let inherited = (index == 0).then(|| crate::upgrade::take_udp(requested));
+        let socket = match inherited.flatten() {
             Some(inherited) => Arc::new(inherited),
             None => {
                 Arc::new(cluster_ipc::bind_udp(requested).map_err(|e| ListenFailure::from_io(&e))?)
             }
         };
         if let Ok(local) = socket.local_addr() {
-            table.insert(local, socket.clone());
+            table.insert((local, 0), socket.clone());
         }
-        table.insert(requested, socket.clone());
+        table.insert((requested, index), socket.clone());
         Ok(socket)
     }
 

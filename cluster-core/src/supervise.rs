@@ -195,9 +195,11 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             worker.advance(WorkerState::Online);
             shared.events.emit(Event::Online(worker.clone()));
         }
-        Control::ListenRequest { seq, address } => {
-            answer_listen(shared, worker, seq, address).await
-        }
+        Control::ListenRequest {
+            seq,
+            address,
+            index,
+        } => answer_listen(shared, worker, seq, address, index).await,
         Control::Listening { address } if cluster_ipc::udp_address(&address).is_some() => {
             let Some(Ok(bound)) = cluster_ipc::udp_address(&address) else {
                 return Err(format!("reported bound to {address:?}, not an address"));
@@ -318,21 +320,21 @@ fn hand_over(shared: &Shared, worker: &Worker) {
 /// Answers a worker's `listen()`: the shared socket, a reserved port (ReusePort), or a
 /// round-robin registration. A refusal or bind error goes back to the worker, naming the
 /// address, with its error number so the worker's `io::Error` keeps its kind.
-async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: String) {
+async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: String, index: u32) {
     let (backlog, grant) = shared.listen_settings();
     let Some(sender) = worker.sender() else {
         return;
     };
     let reply = |result, grant| Control::ListenReply { seq, result, grant };
-    if let Err(refused) = may_listen(shared, worker, &address) {
+    let quota_key = crate::listen_quota::canonical(&address, index);
+    if let Err(refused) = may_listen(shared, worker, &address, &quota_key) {
         tracing::warn!(id = worker.id(), pid = worker.pid(), "{refused}");
         if let Err(e) = sender.send_control(&reply(Err(refused), grant), &[]).await {
             tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
         }
         return;
     }
-    let quota_key = crate::listen_quota::canonical(&address);
-    if let Some(obtained) = always_shared(shared, &address, backlog) {
+    if let Some(obtained) = always_shared(shared, &address, index, backlog) {
         let (result, fds) = match obtained {
             Ok((local, fd)) => {
                 worker.listen_quota().record(quota_key);
@@ -354,7 +356,7 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
     }
     let bound = shared
         .listeners
-        .get_or_bind(&address, backlog, grant == Grant::ReusePort);
+        .get_or_bind(&address, index, backlog, grant == Grant::ReusePort);
     let (result, fds) = match &bound {
         Ok(listener) => match listener.local_addr() {
             Ok(local) => {
@@ -393,6 +395,7 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
 fn always_shared(
     shared: &Shared,
     address: &str,
+    index: u32,
     backlog: i32,
 ) -> Option<Result<(String, OwnedFd), ListenFailure>> {
     let owned = |fd: std::os::fd::BorrowedFd<'_>| {
@@ -407,7 +410,7 @@ fn always_shared(
             )
         });
         return Some(requested.and_then(|requested| {
-            let socket = shared.listeners.get_or_bind_udp(requested)?;
+            let socket = shared.listeners.get_or_bind_udp(requested, index)?;
             let local = socket
                 .local_addr()
                 .map_err(|e| ListenFailure::from_io(&e))?;
@@ -421,22 +424,27 @@ fn always_shared(
     Some(
         shared
             .listeners
-            .get_or_bind_unix(path, backlog)
+            .get_or_bind_unix(path, index, backlog)
             .and_then(|listener| Ok((address.to_string(), owned(listener.as_fd())?))),
     )
 }
 
 /// Whether `worker` may make the master listen on `address`: the listen policy
-/// (`EACCES` when refused) and the worker's quota (`EDQUOT`).
-fn may_listen(shared: &Shared, worker: &Worker, address: &str) -> Result<(), ListenFailure> {
+/// (`EACCES` when refused) and the worker's quota (`EDQUOT`; `quota_key` counts as one of
+/// its sockets).
+fn may_listen(
+    shared: &Shared,
+    worker: &Worker,
+    address: &str,
+    quota_key: &str,
+) -> Result<(), ListenFailure> {
     let bound_by_master = shared.listeners.contains(address);
     crate::listen_policy::check(&shared.settings(), address, bound_by_master)
         .map_err(|reason| ListenFailure::with_errno(nix::libc::EACCES, reason))?;
     let max_listens = shared.settings().max_listens_per_worker;
-    let quota_key = crate::listen_quota::canonical(address);
     worker
         .listen_quota()
-        .check(&quota_key, max_listens)
+        .check(quota_key, max_listens)
         .map_err(|reason| ListenFailure::with_errno(nix::libc::EDQUOT, reason))
 }
 

@@ -117,6 +117,13 @@ pub enum Control {
         seq: u64,
         /// The address as the worker asked for it, e.g. `127.0.0.1:1337`.
         address: String,
+        /// Which of this worker's live sockets for `address` this is: 0 for the first,
+        /// 1 for a second `listen()` on the same address while the first is open, ...
+        /// (Node's per-worker index). Port 0 gets one socket per index, shared by the
+        /// workers asking with that index; a fixed address asked with index 1 or more is
+        /// `EADDRINUSE`, as a second bind of it in one process would be.
+        #[serde(default)]
+        index: u32,
     },
     /// Master → worker: the answer to a [`Control::ListenRequest`]. On success the
     /// socket's descriptor travels with this message and `result` holds its local address.

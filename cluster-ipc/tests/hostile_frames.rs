@@ -275,6 +275,7 @@ impl Frames {
             1 => Control::ListenRequest {
                 seq,
                 address: string(u),
+                index: u.arbitrary::<u32>().unwrap_or(0),
             },
             2 => Control::ListenReply {
                 seq,

@@ -52,6 +52,7 @@ mod error;
 mod group;
 mod heartbeat;
 mod listen;
+mod listen_index;
 mod runtime;
 mod served;
 mod worker;

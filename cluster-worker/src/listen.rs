@@ -72,8 +72,29 @@ async fn obtain(address: SocketAddr) -> io::Result<Obtained> {
         let own = cluster_ipc::bind_tcp(address, cluster_ipc::DEFAULT_BACKLOG)?;
         return Ok(Obtained::Listener(TcpListener::from_std(own)?));
     };
+    let requested = address.to_string();
+    let indexes = worker.listen_indexes();
+    let index = indexes.reserve(&requested);
+    let obtained = obtain_from(&worker, &requested, index).await;
+    match &obtained {
+        Ok((Obtained::Listener(listener), _)) => indexes.granted(&requested, index, listener),
+        // Round-robin: no descriptor here to tell when the server is gone.
+        Ok((Obtained::FromMaster(_), _)) | Err(_) => indexes.release(&requested, index),
+    }
+    let (obtained, local) = obtained?;
+    worker.report_listening(local).await;
+    Ok(obtained)
+}
+
+/// The master's answer for the `index`th socket of this worker on `requested`, and the
+/// address to report as listening.
+async fn obtain_from(
+    worker: &Worker,
+    requested: &str,
+    index: u32,
+) -> io::Result<(Obtained, String)> {
     let (local, granted) = worker
-        .request_listener(&address.to_string())
+        .request_listener(requested, index)
         .await
         .map_err(cluster_ipc::ListenFailure::into_io_error)?;
     let obtained = match granted {
@@ -89,10 +110,9 @@ async fn obtain(address: SocketAddr) -> io::Result<Obtained> {
             cluster_ipc::bind_tcp_reuse_port(own, cluster_ipc::DEFAULT_BACKLOG)?,
         )?),
         // The feed must exist before the master hears we listen and starts handing over.
-        Granted::RoundRobin(local) => Obtained::FromMaster(Acceptor::from_master(&worker, local)),
+        Granted::RoundRobin(local) => Obtained::FromMaster(Acceptor::from_master(worker, local)),
     };
-    worker.report_listening(local).await;
-    Ok(obtained)
+    Ok((obtained, local))
 }
 
 /// A Unix socket listening at `path`: the master's socket for that path inside a cluster
@@ -112,15 +132,7 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
         return tokio::net::UnixListener::from_std(own);
     };
     let address = format!("{}{}", cluster_ipc::UNIX_PREFIX, path.display());
-    let (local, granted) = worker
-        .request_listener(&address)
-        .await
-        .map_err(cluster_ipc::ListenFailure::into_io_error)?;
-    let Granted::Shared(fd) = granted else {
-        return Err(io::Error::other(format!(
-            "listen on {address}: the master did not send the socket"
-        )));
-    };
+    let (fd, local) = shared_socket(&worker, &address).await?;
     let shared = std::os::unix::net::UnixListener::from(fd);
     shared.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(shared)?;
@@ -149,18 +161,37 @@ pub async fn bind_udp(address: SocketAddr) -> io::Result<tokio::net::UdpSocket> 
         return tokio::net::UdpSocket::from_std(cluster_ipc::bind_udp(address)?);
     };
     let requested = format!("{}{address}", cluster_ipc::UDP_PREFIX);
-    let (local, granted) = worker
-        .request_listener(&requested)
-        .await
-        .map_err(cluster_ipc::ListenFailure::into_io_error)?;
-    let Granted::Shared(fd) = granted else {
-        return Err(io::Error::other(format!(
-            "bind udp {address}: the master did not send the socket"
-        )));
-    };
+    let (fd, local) = shared_socket(&worker, &requested).await?;
     let shared = std::net::UdpSocket::from(fd);
     shared.set_nonblocking(true)?;
     let socket = tokio::net::UdpSocket::from_std(shared)?;
     worker.report_listening(local).await;
     Ok(socket)
+}
+
+/// The master's socket for a `unix:` or `udp:` address (shared in every scheduling mode),
+/// the next index of this worker's for it, and the address to report as listening.
+async fn shared_socket(
+    worker: &Worker,
+    requested: &str,
+) -> io::Result<(std::os::fd::OwnedFd, String)> {
+    let indexes = worker.listen_indexes();
+    let index = indexes.reserve(requested);
+    let reply = worker.request_listener(requested, index).await;
+    match reply {
+        Ok((local, Granted::Shared(fd))) => {
+            indexes.granted(requested, index, &fd);
+            Ok((fd, local))
+        }
+        Ok(_) => {
+            indexes.release(requested, index);
+            Err(io::Error::other(format!(
+                "{requested}: the master did not send the socket"
+            )))
+        }
+        Err(failure) => {
+            indexes.release(requested, index);
+            Err(failure.into_io_error())
+        }
+    }
 }

@@ -48,6 +48,7 @@ struct Inner {
     /// Where incoming user messages go; taken when the channel ends, so `recv` then ends.
     messages_tx: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     pending_listens: Mutex<HashMap<u64, oneshot::Sender<ListenReply>>>,
+    listen_indexes: crate::listen_index::ListenIndexes,
     next_seq: AtomicU64,
     disconnecting: AtomicBool,
     /// True once servers must stop accepting.
@@ -343,14 +344,21 @@ impl Worker {
         let _ = disconnected.wait_for(|d| *d).await;
     }
 
-    /// Asks the master for its listening socket on `address`.
-    pub(crate) async fn request_listener(&self, address: &str) -> ListenReply {
+    /// The indexes of this worker's sockets per address (`listen_index.rs`).
+    pub(crate) fn listen_indexes(&self) -> &crate::listen_index::ListenIndexes {
+        &self.inner.listen_indexes
+    }
+
+    /// Asks the master for its listening socket on `address`, the `index`th this worker
+    /// holds for it.
+    pub(crate) async fn request_listener(&self, address: &str, index: u32) -> ListenReply {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending_listens).insert(seq, tx);
         let request = Control::ListenRequest {
             seq,
             address: address.to_string(),
+            index,
         };
         if let Err(e) = self.inner.sender.send_control(&request, &[]).await {
             lock(&self.inner.pending_listens).remove(&seq);
@@ -444,6 +452,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             messages: tokio::sync::Mutex::new(messages_rx),
             messages_tx: Mutex::new(Some(messages_tx)),
             pending_listens: Mutex::new(HashMap::new()),
+            listen_indexes: Default::default(),
             next_seq: AtomicU64::new(1),
             disconnecting: AtomicBool::new(false),
             closing: watch::Sender::new(false),

@@ -190,3 +190,59 @@ async fn reuse_port_workers_each_listen_on_the_same_port() {
     );
     cluster.disconnect().await;
 }
+
+/// Starts `workers` test workers in `listen-twice:{address}` mode; returns each worker's
+/// three reports (kind and data), in order, by worker id.
+async fn listen_twice(address: &str, workers: usize) -> Vec<Vec<(String, String)>> {
+    let settings = worker_settings(&format!("listen-twice:{address}"));
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    for _ in 0..workers {
+        cluster.fork(&[]).expect("fork");
+    }
+    let mut reports = vec![Vec::new(); workers];
+    while reports.iter().any(|r| r.len() < 3) {
+        let (id, message) = next_message(&mut events, 10).await;
+        if message.kind != "hello" {
+            reports[id as usize - 1].push((message.kind, message.data));
+        }
+    }
+    cluster.stop(cluster_core::StopMode::Graceful).await;
+    reports
+}
+
+#[tokio::test]
+async fn test_cluster_child_index_net_each_listen_zero_gets_a_port_of_its_own() {
+    // Node's rule: a worker's second listen(0) while its first is open is another server
+    // on another port; the other workers' first and second listen(0) share those two
+    // ports; after closing the first, listening again gets its port back.
+    let reports = listen_twice("127.0.0.1:0", 2).await;
+    for worker in &reports {
+        let kinds: Vec<&str> = worker.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["first", "second", "third"], "{worker:?}");
+        assert_ne!(worker[0].1, worker[1].1, "two listen(0), two ports");
+        assert_eq!(
+            worker[2].1, worker[0].1,
+            "re-listening takes the first port back"
+        );
+    }
+    assert_eq!(
+        reports[0], reports[1],
+        "the workers share each index's socket"
+    );
+}
+
+#[tokio::test]
+async fn test_cluster_eaddrinuse_a_second_listen_on_a_fixed_address_in_one_worker() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    let address = probe.local_addr().expect("address").to_string();
+    drop(probe);
+    let reports = listen_twice(&address, 1).await;
+    let worker = &reports[0];
+    assert_eq!(worker[0], ("first".to_string(), address.clone()));
+    assert_eq!(worker[1].0, "listen-error", "{worker:?}");
+    assert!(worker[1].1.starts_with("AddrInUse: "), "{}", worker[1].1);
+    assert!(worker[1].1.contains(&address), "{}", worker[1].1);
+    // Closed, then asked for again: granted.
+    assert_eq!(worker[2], ("third".to_string(), address));
+}

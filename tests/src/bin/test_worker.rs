@@ -19,7 +19,11 @@
 //! - `bad-user-frame`: write a binary user frame whose `TestMsg` claims 3·10¹⁸ bytes of
 //!   `data`, then serve.
 //! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
-//!   each result (`listened` or `listen-error`), ask for the first again, then serve.
+//!   each result (`listened` or `listen-error`), close the first and ask for it again, then
+//!   serve.
+//! - `listen-twice:ADDRESS`: `listen()` on ADDRESS, then again while the first is open,
+//!   then close the first and listen again; reports `first`, `second`, `third` with the
+//!   bound address (or `listen-error`), then serves.
 //!
 //! A `listen-error` report reads `KIND: MESSAGE`, `KIND` being the `io::ErrorKind` (Debug).
 
@@ -86,7 +90,10 @@ async fn main() {
                 .expect("report");
             listeners
         }
-        None => Vec::new(),
+        None => match mode.strip_prefix("listen-twice:") {
+            Some(address) => listen_twice(&worker, address.parse().expect("address")).await,
+            None => Vec::new(),
+        },
     };
 
     let server = match std::env::var("TEST_LISTEN") {
@@ -162,6 +169,30 @@ async fn main() {
         server.await.expect("server task");
     }
     worker.drained().await;
+}
+
+/// `listen-twice`: two listens on `address` while the first is open, then one after closing
+/// the first; each reported with the bound address. Returns what stays open.
+async fn listen_twice(
+    worker: &Worker,
+    address: std::net::SocketAddr,
+) -> Vec<tokio::net::TcpListener> {
+    let mut open = Vec::new();
+    for (step, close_first) in [("first", false), ("second", false), ("third", true)] {
+        if close_first && !open.is_empty() {
+            drop(open.remove(0));
+        }
+        let report = match cluster_worker::listen(address).await {
+            Ok(listener) => {
+                let local = listener.local_addr().expect("address").to_string();
+                open.push(listener);
+                TestMsg::new(step, local)
+            }
+            Err(e) => listen_error(&e),
+        };
+        worker.send(&report).await.expect("report");
+    }
+    open
 }
 
 /// The report of a failed listen: `KIND: MESSAGE`.
@@ -269,6 +300,11 @@ async fn listen_many(worker: &Worker, count: usize) -> Vec<tokio::net::TcpListen
             Err(e) => listen_error(&e),
         };
         worker.send(&report).await.expect("report");
+    }
+    // Closed and asked for again: the same socket of the master (index 0 again), which the
+    // cap does not count twice.
+    if !listeners.is_empty() {
+        drop(listeners.remove(0));
     }
     let again = match cluster_worker::listen("127.0.0.1:0".parse().expect("address")).await {
         Ok(listener) => {
