@@ -418,7 +418,13 @@ impl Cluster {
         let listener = self
             .shared
             .listeners
-            .get_or_bind(&address.to_string(), 0, backlog, grant == Grant::ReusePort)
+            .get_or_bind(
+                &address.to_string(),
+                0,
+                backlog,
+                cluster_ipc::ListenOptions::new(),
+                grant == Grant::ReusePort,
+            )
             .map_err(cluster_ipc::ListenFailure::into_io_error)?;
         listener.local_addr()
     }

@@ -39,13 +39,14 @@ fn already_held(address: &str) -> ListenFailure {
 }
 
 impl Listeners {
-    /// The socket for `address` and `index`, bound now if no worker asked for it before.
-    /// The error says what failed, naming the address.
+    /// The socket for `address` and `index`, bound now (with `options`, else `backlog`) if
+    /// no worker asked for it before. The error says what failed, naming the address.
     pub(crate) fn get_or_bind(
         &self,
         address: &str,
         index: u32,
         backlog: i32,
+        options: cluster_ipc::ListenOptions,
         reuse_port: bool,
     ) -> Result<Arc<TcpListener>, ListenFailure> {
         let requested: SocketAddr = address.parse().map_err(|_| {
@@ -77,7 +78,7 @@ impl Listeners {
                 let bound = if reuse_port {
                     cluster_ipc::reserve_tcp(requested)
                 } else {
-                    cluster_ipc::bind_tcp(requested, backlog)
+                    cluster_ipc::bind_tcp_with(requested, backlog, options, false)
                 };
                 Arc::new(bound.map_err(|e| ListenFailure::from_io(&e))?)
             }

@@ -199,7 +199,8 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             seq,
             address,
             index,
-        } => answer_listen(shared, worker, seq, address, index).await,
+            options,
+        } => answer_listen(shared, worker, seq, address, index, options).await,
         Control::Listening { address } if cluster_ipc::udp_address(&address).is_some() => {
             let Some(Ok(bound)) = cluster_ipc::udp_address(&address) else {
                 return Err(format!("reported bound to {address:?}, not an address"));
@@ -320,7 +321,14 @@ fn hand_over(shared: &Shared, worker: &Worker) {
 /// Answers a worker's `listen()`: the shared socket, a reserved port (ReusePort), or a
 /// round-robin registration. A refusal or bind error goes back to the worker, naming the
 /// address, with its error number so the worker's `io::Error` keeps its kind.
-async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: String, index: u32) {
+async fn answer_listen(
+    shared: &Shared,
+    worker: &Worker,
+    seq: u64,
+    address: String,
+    index: u32,
+    options: cluster_ipc::ListenOptions,
+) {
     let (backlog, grant) = shared.listen_settings();
     let Some(sender) = worker.sender() else {
         return;
@@ -334,7 +342,7 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
         }
         return;
     }
-    if let Some(obtained) = always_shared(shared, &address, index, backlog) {
+    if let Some(obtained) = always_shared(shared, &address, index, backlog, options) {
         let (result, fds) = match obtained {
             Ok((local, fd)) => {
                 worker.listen_quota().record(quota_key);
@@ -354,9 +362,10 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
         }
         return;
     }
-    let bound = shared
-        .listeners
-        .get_or_bind(&address, index, backlog, grant == Grant::ReusePort);
+    let bound =
+        shared
+            .listeners
+            .get_or_bind(&address, index, backlog, options, grant == Grant::ReusePort);
     let (result, fds) = match &bound {
         Ok(listener) => match listener.local_addr() {
             Ok(local) => {
@@ -397,6 +406,7 @@ fn always_shared(
     address: &str,
     index: u32,
     backlog: i32,
+    options: cluster_ipc::ListenOptions,
 ) -> Option<Result<(String, OwnedFd), ListenFailure>> {
     let owned = |fd: std::os::fd::BorrowedFd<'_>| {
         fd.try_clone_to_owned()
@@ -422,9 +432,10 @@ fn always_shared(
     }
     let path = cluster_ipc::unix_path(address)?;
     Some(
-        shared
-            .listeners
-            .get_or_bind_unix(path, index, backlog)
+        options
+            .backlog_or(backlog)
+            .map_err(|e| ListenFailure::from_io(&e))
+            .and_then(|backlog| shared.listeners.get_or_bind_unix(path, index, backlog))
             .and_then(|listener| Ok((address.to_string(), owned(listener.as_fd())?))),
     )
 }

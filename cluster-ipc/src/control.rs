@@ -124,6 +124,9 @@ pub enum Control {
         /// `EADDRINUSE`, as a second bind of it in one process would be.
         #[serde(default)]
         index: u32,
+        /// Backlog and `IPV6_V6ONLY` for the socket, if this request binds it.
+        #[serde(default)]
+        options: crate::ListenOptions,
     },
     /// Master → worker: the answer to a [`Control::ListenRequest`]. On success the
     /// socket's descriptor travels with this message and `result` holds its local address.

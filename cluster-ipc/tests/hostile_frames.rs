@@ -276,6 +276,10 @@ impl Frames {
                 seq,
                 address: string(u),
                 index: u.arbitrary::<u32>().unwrap_or(0),
+                options: cluster_ipc::ListenOptions {
+                    backlog: u.arbitrary().unwrap_or(None),
+                    ipv6_only: u.arbitrary().unwrap_or(None),
+                },
             },
             2 => Control::ListenReply {
                 seq,

@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 
+use cluster_ipc::{DEFAULT_BACKLOG, ListenOptions};
 use tokio::net::TcpListener;
 
 use crate::acceptor::Acceptor;
@@ -34,7 +35,22 @@ enum Obtained {
 /// # }
 /// ```
 pub async fn listen(address: SocketAddr) -> io::Result<TcpListener> {
-    match obtain(address).await? {
+    listen_with(address, ListenOptions::new()).await
+}
+
+/// [`listen`] with the options of Node's `server.listen({ backlog, ipv6Only })`: they apply
+/// when this request binds the socket (the first for this address and index in the
+/// cluster), as in Node; a socket bound already is shared as it is.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use cluster_worker::ListenOptions;
+/// let options = ListenOptions::new().backlog(4096).ipv6_only(true);
+/// let listener = cluster_worker::listen_with("[::]:8080".parse().unwrap(), options).await?;
+/// # drop(listener); Ok(()) }
+/// ```
+pub async fn listen_with(address: SocketAddr, options: ListenOptions) -> io::Result<TcpListener> {
+    match obtain(address, options).await? {
         Obtained::Listener(listener) => Ok(listener),
         Obtained::FromMaster(_) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -60,22 +76,27 @@ pub async fn listen(address: SocketAddr) -> io::Result<TcpListener> {
 /// # Ok(()) }
 /// ```
 pub async fn incoming(address: SocketAddr) -> io::Result<Acceptor> {
-    match obtain(address).await? {
+    incoming_with(address, ListenOptions::new()).await
+}
+
+/// [`incoming`] with listen options (see [`listen_with`]).
+pub async fn incoming_with(address: SocketAddr, options: ListenOptions) -> io::Result<Acceptor> {
+    match obtain(address, options).await? {
         Obtained::Listener(listener) => Acceptor::new(listener),
         Obtained::FromMaster(acceptor) => Ok(acceptor),
     }
 }
 
-async fn obtain(address: SocketAddr) -> io::Result<Obtained> {
+async fn obtain(address: SocketAddr, options: ListenOptions) -> io::Result<Obtained> {
     let worker = Worker::try_current().map_err(io::Error::other)?;
     let Some(worker) = worker else {
-        let own = cluster_ipc::bind_tcp(address, cluster_ipc::DEFAULT_BACKLOG)?;
+        let own = cluster_ipc::bind_tcp_with(address, DEFAULT_BACKLOG, options, false)?;
         return Ok(Obtained::Listener(TcpListener::from_std(own)?));
     };
     let requested = address.to_string();
     let indexes = worker.listen_indexes();
     let index = indexes.reserve(&requested);
-    let obtained = obtain_from(&worker, &requested, index).await;
+    let obtained = obtain_from(&worker, &requested, index, options).await;
     match &obtained {
         Ok((Obtained::Listener(listener), _)) => indexes.granted(&requested, index, listener),
         // Round-robin: no descriptor here to tell when the server is gone.
@@ -92,9 +113,10 @@ async fn obtain_from(
     worker: &Worker,
     requested: &str,
     index: u32,
+    options: ListenOptions,
 ) -> io::Result<(Obtained, String)> {
     let (local, granted) = worker
-        .request_listener(requested, index)
+        .request_listener(requested, index, options)
         .await
         .map_err(cluster_ipc::ListenFailure::into_io_error)?;
     let obtained = match granted {
@@ -107,7 +129,7 @@ async fn obtain_from(
         }
         // ReusePort scheduling: a socket of our own in the address's SO_REUSEPORT group.
         Granted::BindOwn(own) => Obtained::Listener(TcpListener::from_std(
-            cluster_ipc::bind_tcp_reuse_port(own, cluster_ipc::DEFAULT_BACKLOG)?,
+            cluster_ipc::bind_tcp_with(own, DEFAULT_BACKLOG, options, true)?,
         )?),
         // The feed must exist before the master hears we listen and starts handing over.
         Granted::RoundRobin(local) => Obtained::FromMaster(Acceptor::from_master(worker, local)),
@@ -177,7 +199,9 @@ async fn shared_socket(
 ) -> io::Result<(std::os::fd::OwnedFd, String)> {
     let indexes = worker.listen_indexes();
     let index = indexes.reserve(requested);
-    let reply = worker.request_listener(requested, index).await;
+    let reply = worker
+        .request_listener(requested, index, ListenOptions::new())
+        .await;
     match reply {
         Ok((local, Granted::Shared(fd))) => {
             indexes.granted(requested, index, &fd);

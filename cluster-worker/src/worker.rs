@@ -350,8 +350,13 @@ impl Worker {
     }
 
     /// Asks the master for its listening socket on `address`, the `index`th this worker
-    /// holds for it.
-    pub(crate) async fn request_listener(&self, address: &str, index: u32) -> ListenReply {
+    /// holds for it, bound with `options` if this request binds it.
+    pub(crate) async fn request_listener(
+        &self,
+        address: &str,
+        index: u32,
+        options: cluster_ipc::ListenOptions,
+    ) -> ListenReply {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending_listens).insert(seq, tx);
@@ -359,6 +364,7 @@ impl Worker {
             seq,
             address: address.to_string(),
             index,
+            options,
         };
         if let Err(e) = self.inner.sender.send_control(&request, &[]).await {
             lock(&self.inner.pending_listens).remove(&seq);

@@ -246,3 +246,61 @@ async fn test_cluster_eaddrinuse_a_second_listen_on_a_fixed_address_in_one_worke
     // Closed, then asked for again: granted.
     assert_eq!(worker[2], ("third".to_string(), address));
 }
+
+#[tokio::test]
+async fn test_cluster_net_listen_backlog_the_workers_backlog_is_the_sockets() {
+    // Node: the backlog a worker gives listen() is the one the primary's socket gets.
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .env("TEST_BACKLOG", "7");
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    cluster.fork(&[]).expect("fork");
+    let address = cluster_tests::wait_listening(&mut events, 1).await;
+    // `ss` shows a listening socket's backlog as its Send-Q.
+    let Ok(output) = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", address.port())])
+        .output()
+    else {
+        eprintln!("skipped: no `ss` (iproute2) on this machine");
+        return;
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let send_q: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(send_q, ["7"], "{text}");
+    cluster.stop(cluster_core::StopMode::Graceful).await;
+}
+
+#[tokio::test]
+async fn test_cluster_net_listen_ipv6only_false_dual_stack_unless_ipv6_only() {
+    // Node's test-cluster-net-listen-ipv6only-false: workers on `[::]` take IPv4 clients
+    // too; with ipv6_only they do not.
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("skipped: no IPv6 on this machine");
+        return;
+    }
+    for (ipv6_only, ipv4_served) in [("0", true), ("1", false)] {
+        let settings = worker_settings("serve")
+            .env("TEST_LISTEN", "[::]:0")
+            .env("TEST_IPV6_ONLY", ipv6_only);
+        let cluster = setup_master(settings).expect("setup");
+        let mut events = cluster.events();
+        for _ in 0..3 {
+            cluster.fork(&[]).expect("fork");
+        }
+        let address = cluster_tests::wait_listening(&mut events, 3).await;
+        let ipv4 = std::net::SocketAddr::from(([127, 0, 0, 1], address.port()));
+        let answer = http_get(ipv4, "/").await;
+        assert_eq!(
+            answer.is_ok(),
+            ipv4_served,
+            "ipv6_only={ipv6_only}: {answer:?}"
+        );
+        let ipv6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()));
+        assert_eq!(http_get(ipv6, "/").await.expect("IPv6 client").0, 200);
+        cluster.stop(cluster_core::StopMode::Graceful).await;
+    }
+}

@@ -11,6 +11,9 @@
 //! - `garbage`: write bytes that are no frame on the channel, then wait.
 //! - `big`: send an 8 MiB message, then try one over the limit and report the error.
 //!
+//! `TEST_BACKLOG` and `TEST_IPV6_ONLY` (`1` or `0`) are the listen options of the server
+//! on `TEST_LISTEN`.
+//!
 //! With `TEST_CHATTY_LINES=N` it also writes N lines to stdout from its (single-threaded)
 //! runtime once it serves: a write that blocked would stop its server too.
 //! - `bad-control-frame`: the first worker (id 1) writes issue 16's 19-byte binary control
@@ -126,7 +129,18 @@ async fn main() {
             None
         }
         Ok(address) => {
-            match cluster_worker::incoming(address.parse().expect("TEST_LISTEN")).await {
+            let mut options = cluster_worker::ListenOptions::new();
+            if let Some(backlog) = std::env::var("TEST_BACKLOG")
+                .ok()
+                .and_then(|b| b.parse().ok())
+            {
+                options = options.backlog(backlog);
+            }
+            if let Ok(only) = std::env::var("TEST_IPV6_ONLY") {
+                options = options.ipv6_only(only == "1");
+            }
+            let address = address.parse().expect("TEST_LISTEN");
+            match cluster_worker::incoming_with(address, options).await {
                 Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
                 Err(e) => {
                     worker.send(&listen_error(&e)).await.expect("report");
