@@ -86,6 +86,7 @@ mod error;
 mod events;
 mod exit_reason;
 mod handover;
+mod init;
 mod listen_policy;
 mod listen_quota;
 mod listeners;

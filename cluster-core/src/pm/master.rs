@@ -92,6 +92,7 @@ impl Master {
     pub fn new(pidfile: Option<PathBuf>) -> Master {
         crate::upgrade::start();
         crate::activation::adopt_from_env();
+        crate::init::start();
         let signals = MasterSignals::install()
             .inspect_err(|e| tracing::error!("could not install the signal handlers: {e}"))
             .ok();

@@ -49,6 +49,13 @@ pub enum UpgradeError {
     /// The master is stopping.
     #[error("the master is stopping")]
     Stopping,
+    /// This master is PID 1 of its PID namespace (a container's init): when it exits the
+    /// kernel kills every process in the namespace, the new master with them.
+    #[error(
+        "this master is PID 1 (a container's init): its exit would kill the new master; \
+         replace the container instead"
+    )]
+    PidOne,
     /// The new master could not be started.
     #[error("could not start the new master: {0}")]
     Start(String),
@@ -128,6 +135,9 @@ pub(crate) async fn hand_over(
     timeout: Duration,
     pidfile: Option<&Path>,
 ) -> Result<u32, UpgradeError> {
+    if crate::init::is_pid_one() {
+        return Err(UpgradeError::PidOne);
+    }
     if UPGRADING.swap(true, Ordering::AcqRel) {
         return Err(UpgradeError::AlreadyUpgrading);
     }
