@@ -487,6 +487,7 @@ impl Master {
         let mut snapshot = crate::systemd::Snapshot {
             all_ready: !state.groups.is_empty(),
             stopping: *self.inner.phase.borrow() != Phase::Running,
+            handed_over: crate::upgrade::handed_over(),
             ..Default::default()
         };
         for group in state.groups.values() {

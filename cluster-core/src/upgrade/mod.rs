@@ -144,13 +144,15 @@ pub(crate) async fn hand_over(
     let mut sockets = sockets;
     sockets.extend(extra::sockets());
     let moved = pidfile.map(pidfile::move_to_oldbin);
+    crate::systemd::tell_upgrade_starting();
     let outcome = start_and_wait(&sockets, timeout).await;
     match &outcome {
         Ok(_) => HANDED_OVER.store(true, Ordering::Release),
-        Err(_) => {
+        Err(e) => {
             if let (Some(path), Some(true)) = (pidfile, moved) {
                 pidfile::move_back(path);
             }
+            crate::systemd::tell_upgrade_failed(&e.to_string());
         }
     }
     UPGRADING.store(false, Ordering::Release);
