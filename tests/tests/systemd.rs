@@ -239,7 +239,7 @@ impl Drop for KillOnDrop {
 /// master, before it starts the new one), then `MAINPID=<new pid>` and `READY=1` (the new
 /// master, once ready, before the old one exits). The old master then retires without a
 /// `STOPPING=1` (systemd would take it for the whole service stopping); the new master's
-/// `STOPPING=1` comes at its own SIGTERM.
+/// `STOPPING=1` comes at its own SIGTERM. The new master pets systemd's watchdog.
 #[tokio::test]
 async fn an_upgrade_sends_reloading_then_mainpid_and_ready_and_no_stopping_from_the_old_master()
 {
@@ -248,7 +248,11 @@ async fn an_upgrade_sends_reloading_then_mainpid_and_ready_and_no_stopping_from_
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         probe.local_addr().expect("address").to_string()
     };
-    let mut old_master = Command::new(master_exe())
+    // As systemd starts it: WATCHDOG_PID names the main process (the shell execs the master).
+    let mut old_master = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$MASTER\""])
+        .env("MASTER", master_exe())
+        .env("WATCHDOG_USEC", "300000")
         .env("TEST_LISTEN", &address)
         .env("TEST_LOG", "1")
         .env("NOTIFY_SOCKET", &notify.path)
@@ -297,6 +301,17 @@ async fn an_upgrade_sends_reloading_then_mainpid_and_ready_and_no_stopping_from_
             "after the hand-over: {text:?}"
         );
     }
+
+    // The new master, now the main process, pets the watchdog.
+    within(5, "WATCHDOG=1 from the new master", async {
+        loop {
+            let n = notify.socket().recv(&mut buffer).await.expect("recv");
+            if String::from_utf8_lossy(&buffer[..n]).lines().any(|l| l == "WATCHDOG=1") {
+                break;
+            }
+        }
+    })
+    .await;
 
     signal(new_pid, Signal::SIGTERM);
     let (state, _) = notify.next_state(10).await;

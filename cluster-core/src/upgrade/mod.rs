@@ -184,6 +184,10 @@ async fn start_and_wait(
         .args(&command.args)
         .env(ENV_INHERITED, &inherited)
         .env(ENV_READY_FD, theirs.as_raw_fd().to_string())
+        // systemd's WATCHDOG_PID names the main process, this one: left as it is, the new
+        // master (the main process once ready, `MAINPID=`) would think the watchdog is
+        // not its own and stop petting it.
+        .env_remove("WATCHDOG_PID")
         .kill_on_drop(false);
     sys::prepare_new_master(&mut new_master, keep);
     let mut child = new_master
