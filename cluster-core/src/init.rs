@@ -137,13 +137,15 @@ fn reap_orphans() -> bool {
         match verdict(peeked, &tracked) {
             Verdict::Nothing => return false,
             Verdict::LeaveToOwner(_) => return true,
-            Verdict::Reap(pid) => match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
-                Ok(status) => log_reaped(pid, status),
-                Err(e) => {
-                    tracing::warn!(pid, "PID 1: could not reap an orphan: {e}");
-                    return false;
+            Verdict::Reap(pid) => {
+                match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(status) => log_reaped(pid, status),
+                    Err(e) => {
+                        tracing::warn!(pid, "PID 1: could not reap an orphan: {e}");
+                        return false;
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -184,7 +186,10 @@ mod tests {
     #[test]
     fn a_spawn_is_tracked_until_untracked() {
         let child = spawn_tracked(|| Ok::<_, ()>(4_000_000), |pid| Some(*pid)).expect("spawn");
-        assert_eq!(verdict(Some(child), &tracked()), Verdict::LeaveToOwner(child));
+        assert_eq!(
+            verdict(Some(child), &tracked()),
+            Verdict::LeaveToOwner(child)
+        );
         untrack(child);
         assert_eq!(verdict(Some(child), &tracked()), Verdict::Reap(child));
     }

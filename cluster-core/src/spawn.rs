@@ -33,8 +33,7 @@ impl Spawner {
                 for mut request in incoming {
                     // Recorded under the reaper's lock: as PID 1 it must not take a worker
                     // that dies at once for an orphan (`init.rs`).
-                    let result =
-                        crate::init::spawn_tracked(|| request.command.spawn(), Child::id);
+                    let result = crate::init::spawn_tracked(|| request.command.spawn(), Child::id);
                     // The requester may have given up; nothing to do then.
                     let _ = request.reply.send(result);
                 }

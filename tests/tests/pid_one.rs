@@ -50,7 +50,10 @@ async fn as_pid_1_the_master_reaps_orphans_keeps_exit_codes_and_drains_on_sigter
         .expect("start unshare");
     let mut lines = cluster_tests::Lines::new(unshare.stdout.take().expect("stdout"));
     let first = lines.wait_for(10, "master ").await;
-    assert_eq!(first, "master 1", "the master runs as PID 1 of its namespace");
+    assert_eq!(
+        first, "master 1",
+        "the master runs as PID 1 of its namespace"
+    );
 
     // Its pid as seen from here: unshare's only child.
     let unshare_pid = unshare.id().expect("pid");
@@ -105,7 +108,11 @@ async fn as_pid_1_the_master_reaps_orphans_keeps_exit_codes_and_drains_on_sigter
         .expect("GET");
     assert_eq!(status, 200);
     let children = children_of(master);
-    assert_eq!(children.len(), 2, "only the two serving workers: {children:?}");
+    assert_eq!(
+        children.len(),
+        2,
+        "only the two serving workers: {children:?}"
+    );
     for child in &children {
         assert!(!process_gone(*child), "child {child} of PID 1 is a zombie");
     }

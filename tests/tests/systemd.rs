@@ -241,8 +241,7 @@ impl Drop for KillOnDrop {
 /// `STOPPING=1` (systemd would take it for the whole service stopping); the new master's
 /// `STOPPING=1` comes at its own SIGTERM. The new master pets systemd's watchdog.
 #[tokio::test]
-async fn an_upgrade_sends_reloading_then_mainpid_and_ready_and_no_stopping_from_the_old_master()
-{
+async fn an_upgrade_sends_reloading_then_mainpid_and_ready_and_no_stopping_from_the_old_master() {
     let notify = NotifySocket::bind("upgrade");
     let address = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -306,7 +305,10 @@ async fn an_upgrade_sends_reloading_then_mainpid_and_ready_and_no_stopping_from_
     within(5, "WATCHDOG=1 from the new master", async {
         loop {
             let n = notify.socket().recv(&mut buffer).await.expect("recv");
-            if String::from_utf8_lossy(&buffer[..n]).lines().any(|l| l == "WATCHDOG=1") {
+            if String::from_utf8_lossy(&buffer[..n])
+                .lines()
+                .any(|l| l == "WATCHDOG=1")
+            {
                 break;
             }
         }

@@ -188,7 +188,9 @@ async fn make_an_orphan() -> (u32, &'static str) {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
         let zombie = match &status {
             Err(_) => return (pid, "reaped"),
-            Ok(status) => status.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+            Ok(status) => status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z')),
         };
         if zombie && std::time::Instant::now() > deadline {
             return (pid, "zombie");
