@@ -242,6 +242,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         setting: "runtime",
         reason: "setup_master must be called inside a tokio runtime".into(),
     })?;
+    crate::init::start();
     let spawner = Spawner::start(runtime.clone()).map_err(|e| SettingsError {
         setting: "runtime",
         reason: format!("could not start the spawner thread: {e}"),

@@ -64,7 +64,15 @@
 //!
 //! Sockets passed by socket activation (`LISTEN_FDS`) are adopted for the addresses they are
 //! bound to, and with `NOTIFY_SOCKET` the master sends `READY=1`, `RELOADING=1`,
-//! `STOPPING=1`, `STATUS=` and `WATCHDOG=1` (`docs/ARCHITECTURE.md`, "Under systemd").
+//! `STOPPING=1`, `STATUS=` and `WATCHDOG=1` (`docs/ARCHITECTURE.md`, "Under systemd"); after
+//! a hot upgrade the new master sends `MAINPID=` and `READY=1`.
+//!
+//! # In a container
+//!
+//! As PID 1 the master also reaps orphaned grandchildren, never its own workers (whose exit
+//! statuses tokio collects), and SIGTERM still drains: no init is needed
+//! (`docs/CONTAINERS.md`). As PID 1 any other child of the master process counts as an
+//! orphan, and the hot upgrade is refused.
 //!
 //! # Caveats
 //!
@@ -86,6 +94,7 @@ mod error;
 mod events;
 mod exit_reason;
 mod handover;
+mod init;
 mod listen_policy;
 mod listen_quota;
 mod listeners;

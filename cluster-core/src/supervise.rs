@@ -60,6 +60,7 @@ pub(crate) async fn supervise(
         let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await;
         disconnected(&shared, &worker);
     }
+    crate::init::untrack(worker.pid());
     let exit = match status {
         Ok(status) => Exit {
             code: status.code(),

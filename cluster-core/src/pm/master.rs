@@ -92,6 +92,7 @@ impl Master {
     pub fn new(pidfile: Option<PathBuf>) -> Master {
         crate::upgrade::start();
         crate::activation::adopt_from_env();
+        crate::init::start();
         let signals = MasterSignals::install()
             .inspect_err(|e| tracing::error!("could not install the signal handlers: {e}"))
             .ok();
@@ -486,6 +487,7 @@ impl Master {
         let mut snapshot = crate::systemd::Snapshot {
             all_ready: !state.groups.is_empty(),
             stopping: *self.inner.phase.borrow() != Phase::Running,
+            handed_over: crate::upgrade::handed_over(),
             ..Default::default()
         };
         for group in state.groups.values() {

@@ -49,6 +49,13 @@ pub enum UpgradeError {
     /// The master is stopping.
     #[error("the master is stopping")]
     Stopping,
+    /// This master is PID 1 of its PID namespace (a container's init): when it exits the
+    /// kernel kills every process in the namespace, the new master with them.
+    #[error(
+        "this master is PID 1 (a container's init): its exit would kill the new master; \
+         replace the container instead"
+    )]
+    PidOne,
     /// The new master could not be started.
     #[error("could not start the new master: {0}")]
     Start(String),
@@ -128,19 +135,24 @@ pub(crate) async fn hand_over(
     timeout: Duration,
     pidfile: Option<&Path>,
 ) -> Result<u32, UpgradeError> {
+    if crate::init::is_pid_one() {
+        return Err(UpgradeError::PidOne);
+    }
     if UPGRADING.swap(true, Ordering::AcqRel) {
         return Err(UpgradeError::AlreadyUpgrading);
     }
     let mut sockets = sockets;
     sockets.extend(extra::sockets());
     let moved = pidfile.map(pidfile::move_to_oldbin);
+    crate::systemd::tell_upgrade_starting();
     let outcome = start_and_wait(&sockets, timeout).await;
     match &outcome {
         Ok(_) => HANDED_OVER.store(true, Ordering::Release),
-        Err(_) => {
+        Err(e) => {
             if let (Some(path), Some(true)) = (pidfile, moved) {
                 pidfile::move_back(path);
             }
+            crate::systemd::tell_upgrade_failed(&e.to_string());
         }
     }
     UPGRADING.store(false, Ordering::Release);
@@ -172,6 +184,10 @@ async fn start_and_wait(
         .args(&command.args)
         .env(ENV_INHERITED, &inherited)
         .env(ENV_READY_FD, theirs.as_raw_fd().to_string())
+        // systemd's WATCHDOG_PID names the main process, this one: left as it is, the new
+        // master (the main process once ready, `MAINPID=`) would think the watchdog is
+        // not its own and stop petting it.
+        .env_remove("WATCHDOG_PID")
         .kill_on_drop(false);
     sys::prepare_new_master(&mut new_master, keep);
     let mut child = new_master

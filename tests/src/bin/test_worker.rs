@@ -21,6 +21,13 @@
 //!   serve.
 //! - `bad-user-frame`: write a binary user frame whose `TestMsg` claims 3·10¹⁸ bytes of
 //!   `data`, then serve.
+//!
+//! With `TEST_ORPHAN=1` (the PID 1 test), once it serves it starts a grandchild that
+//! orphans itself (`sh -c 'sleep 0.3 & echo $!'`: the shell exits at once, the `sleep` is
+//! re-parented to PID 1), then watches `/proc/PID/status` until the `sleep` is gone
+//! (reaped) or still a zombie 10 s later, and reports `orphan reaped PID` or
+//! `orphan zombie PID`. With `TEST_ORPHAN_EXIT=N` as well, the first generation (ids up to
+//! `TEST_WORKERS`, default 2) then exits with code N.
 //! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
 //!   each result (`listened` or `listen-error`), close the first and ask for it again, then
 //!   serve.
@@ -158,6 +165,27 @@ async fn main() {
         tokio::spawn(chatter(lines));
     }
 
+    if std::env::var_os("TEST_ORPHAN").is_some() {
+        let (pid, fate) = make_an_orphan().await;
+        worker
+            .send(&TestMsg::new("orphan", format!("{fate} {pid}")))
+            .await
+            .expect("report the orphan");
+        let first_generation = std::env::var("TEST_WORKERS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2u32);
+        let id = worker.id();
+        if let Some(code) = std::env::var("TEST_ORPHAN_EXIT")
+            .ok()
+            .and_then(|c| c.parse().ok())
+        {
+            if id <= first_generation {
+                std::process::exit(code);
+            }
+        }
+    }
+
     let echo = worker.clone();
     tokio::spawn(async move {
         while let Some(message) = echo.recv().await {
@@ -228,6 +256,34 @@ async fn answer_datagrams(worker: Worker, socket: tokio::net::UdpSocket) {
             }
             _ = worker.closing() => return,
         }
+    }
+}
+
+/// Starts a `sleep` whose parent shell exits at once, then waits until the `sleep` is gone
+/// from `/proc` ("reaped") or is still a zombie 10 s later ("zombie").
+async fn make_an_orphan() -> (u32, &'static str) {
+    let output = tokio::process::Command::new("sh")
+        .args(["-c", "sleep 0.3 >/dev/null 2>&1 </dev/null & echo $!"])
+        .output()
+        .await
+        .expect("start the orphan");
+    let pid: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("the orphan's pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+        let zombie = match &status {
+            Err(_) => return (pid, "reaped"),
+            Ok(status) => status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z')),
+        };
+        if zombie && std::time::Instant::now() > deadline {
+            return (pid, "zombie");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
