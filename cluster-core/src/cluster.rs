@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cluster_ipc::handoff::{CHANNEL_FD, WorkerHandoff};
 use cluster_ipc::{ChannelOptions, Grant, Message};
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     nofile_limit: std::sync::atomic::AtomicU64,
     /// Workers that died before they were ready (see `boot_failures.rs`).
     pub(crate) boot_guard: crate::boot_failures::BootGuard,
+    /// The default replacement recipe's memory (see `respawn.rs`).
+    pub(crate) respawner: Mutex<crate::respawn::Respawner>,
 }
 
 impl Shared {
@@ -275,7 +277,12 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         dispatching_for: Mutex::new(None),
         nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
         boot_guard: Default::default(),
+        respawner: Default::default(),
     });
+    if shared.settings().respawn != crate::Respawn::Manual {
+        // `run` replaces workers from the events it reads.
+        shared.events.callbacks_registered();
+    }
     shared.events.emit(Event::Setup);
     if let Some(notifier) = crate::systemd::Notifier::claim() {
         tokio::spawn(crate::systemd::follow_cluster(
@@ -341,6 +348,9 @@ impl Cluster {
         let settings = settings.validate()?;
         let limit = crate::nofile::apply(settings.nofile_limit)?;
         self.shared.nofile_limit.store(limit, Ordering::Relaxed);
+        if settings.respawn != crate::Respawn::Manual {
+            self.shared.events.callbacks_registered();
+        }
         *self.shared.settings() = settings;
         self.shared.events.emit(Event::Setup);
         Ok(())
@@ -356,13 +366,24 @@ impl Cluster {
             return Err(ForkError::Stopping);
         }
         let shared = &self.shared;
-        if let Some(old) = *lock(&shared.dispatching_for) {
+        let replacing = *lock(&shared.dispatching_for);
+        if let Some(old) = replacing {
             if let Some(replacement) = lock(&shared.replacements).remove(&old) {
                 if !replacement.is_dead() {
                     return Ok(replacement);
                 }
             }
         }
+        let worker = self.fork_new(env)?;
+        if let Some(old) = replacing {
+            // A callback replaced `old`: the default respawn forks nothing more for it.
+            lock(&shared.respawner).replaced_by_callback(old);
+        }
+        Ok(worker)
+    }
+
+    fn fork_new(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
+        let shared = &self.shared;
         let _runtime = shared.runtime.enter();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let settings = shared.settings().clone();
@@ -631,18 +652,21 @@ impl Cluster {
         let mut live = self.shared.live.subscribe();
         let mut phase = self.shared.phase.subscribe();
         loop {
+            let due = self.next_replacement_due();
             tokio::select! {
                 // Signals first: a stop must be known before callbacks that would fork.
                 biased;
                 request = signals.recv() => self.handle_signal(request),
                 Some(event) = queue.recv() => self.dispatch(&event),
+                _ = sleep_until(due), if due.is_some() => self.fork_due_replacements(),
                 _ = live.changed() => {}
                 _ = phase.changed() => {}
             }
             // Done when stopped, or when nothing is left to supervise and no event is
             // waiting that could fork again.
             let stopped = *phase.borrow() == Phase::Stopped;
-            if (stopped || *live.borrow() == 0) && queue.is_empty() {
+            let idle = *live.borrow() == 0 && self.next_replacement_due().is_none();
+            if (stopped || idle) && queue.is_empty() {
                 return match self.shared.boot_guard.gave_up() {
                     Some(reason) => Err(RunError::BootFailures(reason)),
                     None => Ok(()),
@@ -698,6 +722,7 @@ impl Cluster {
         *lock(&self.shared.dispatching_for) = retiring;
         self.shared.callbacks.run(self, event);
         *lock(&self.shared.dispatching_for) = None;
+        self.respawn_after(event);
         if let Event::Exit(w, _) = event {
             lock(&self.shared.replacements).remove(&w.id());
         }
@@ -714,7 +739,7 @@ async fn run_stop(shared: Arc<Shared>) {
     let kill_all = |shared: &Shared| {
         for worker in lock(&shared.workers).values() {
             worker.set_exit_reason(crate::ExitReason::Stop);
-            worker.kill(Signal::SIGKILL);
+            worker.signal(Signal::SIGKILL);
         }
     };
     let mut killing = false;
@@ -726,7 +751,7 @@ async fn run_stop(shared: Arc<Shared>) {
         } else if !killing {
             for worker in lock(&shared.workers).values() {
                 worker.set_exit_reason(crate::ExitReason::Stop);
-                worker.disconnect();
+                worker.request_disconnect();
             }
         }
         if *live.borrow_and_update() == 0 {
@@ -743,6 +768,14 @@ async fn run_stop(shared: Arc<Shared>) {
         }
     }
     shared.phase.send_replace(Phase::Stopped);
+}
+
+/// Sleeps until `at` (for ever if `None`: the branch is disabled then).
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Random bits for one worker (the jitter of its request limit).

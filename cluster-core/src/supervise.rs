@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_ipc::{Control, Grant, Incoming, Receiver, RecvError};
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 use tokio::process::Child;
 
 use crate::boot_failures::{Verdict, booting, died_booting};
@@ -63,7 +63,7 @@ pub(crate) async fn supervise(
     let exit = match status {
         Ok(status) => Exit {
             code: status.code(),
-            signal: status.signal().and_then(|s| Signal::try_from(s).ok()),
+            signal: status.signal().map(Signal::from_raw),
         },
         Err(e) => {
             tracing::error!(
@@ -186,7 +186,7 @@ fn end_worker(worker: &Worker, reason: &str) {
         worker.id(),
         worker.pid()
     );
-    worker.kill(Signal::SIGKILL);
+    worker.signal(Signal::SIGKILL);
 }
 
 async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> Result<(), String> {

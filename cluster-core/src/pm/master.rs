@@ -144,7 +144,8 @@ impl Master {
         // The group's restart policy (`policy.rs`) judges workers that die at start-up.
         settings = settings
             .env(cluster_ipc::handoff::ENV_GROUP, name)
-            .max_boot_failures(None);
+            .max_boot_failures(None)
+            .respawn(crate::Respawn::Manual);
         let mut state = lock(&self.inner.state);
         if let Some(group) = state.groups.get_mut(name) {
             let bound = bind_all(&group.cluster, &options)?;
