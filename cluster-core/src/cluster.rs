@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::signal::Signal;
 use cluster_ipc::handoff::{CHANNEL_FD, WorkerHandoff};
 use cluster_ipc::{ChannelOptions, Grant, Message};
-use crate::signal::Signal;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 use crate::callbacks::Callbacks;
-use crate::error::{ForkError, RunError};
+use crate::error::{ForkError, RunError, SetupError};
 use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
 use crate::listeners::Listeners;
@@ -234,24 +234,17 @@ pub struct Cluster {
 /// [`cluster_ipc::handoff::started_by_master`]) it is an error: a binary that runs as both
 /// master and worker must branch on `cluster_worker::is_worker()` first, or every worker
 /// would start workers of its own (see the crate example).
-pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
+pub fn setup_master(settings: Settings) -> Result<Cluster, SetupError> {
     refuse_in_a_worker()?;
     let settings = settings.validate()?;
     crate::upgrade::start();
     crate::activation::adopt_from_env();
     let nofile_limit = crate::nofile::apply(settings.nofile_limit)?;
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
-        setting: "runtime",
-        reason: "setup_master must be called inside a tokio runtime".into(),
-    })?;
-    let spawner = Spawner::start(runtime.clone()).map_err(|e| SettingsError {
-        setting: "runtime",
-        reason: format!("could not start the spawner thread: {e}"),
-    })?;
-    let signals = MasterSignals::install().map_err(|e| SettingsError {
-        setting: "runtime",
-        reason: format!("could not install the master's signal handlers: {e}"),
-    })?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
+    let spawner =
+        Spawner::start(runtime.clone()).map_err(SetupError::io("start the spawner thread"))?;
+    let signals =
+        MasterSignals::install().map_err(SetupError::io("install the master's signal handlers"))?;
     let (events, callback_queue) = EventBus::new();
     let shared = Arc::new(Shared {
         settings: Mutex::new(settings),
@@ -327,17 +320,12 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
 }
 
 /// The error [`setup_master`] returns in a worker, naming what happened.
-fn refuse_in_a_worker() -> Result<(), SettingsError> {
+fn refuse_in_a_worker() -> Result<(), SetupError> {
     match cluster_ipc::handoff::started_by_master() {
         None => Ok(()),
-        Some(master) => Err(SettingsError {
-            setting: "runtime",
-            reason: format!(
-                "setup_master was called in worker process {} that master {master} started; \
-                 a worker must not start workers of its own (each would fork again): branch \
-                 on cluster_worker::is_worker() before calling setup_master",
-                std::process::id()
-            ),
+        Some(master) => Err(SetupError::InWorker {
+            worker: std::process::id(),
+            master,
         }),
     }
 }
@@ -433,14 +421,15 @@ impl Cluster {
     }
 
     /// Binds the shared socket for `address` now (workers asking for it later get this
-    /// socket), so a bind error shows at start-up. Returns the bound address.
+    /// socket), so a bind error shows at start-up. Returns the bound address. The error
+    /// names the address and keeps the OS's kind (`AddrInUse`, `PermissionDenied`…).
     pub fn listen(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
         let (backlog, grant) = self.shared.listen_settings();
-        let listener = self
-            .shared
-            .listeners
-            .get_or_bind(&address.to_string(), backlog, grant == Grant::ReusePort)
-            .map_err(std::io::Error::other)?;
+        let listener = self.shared.listeners.get_or_bind(
+            &address.to_string(),
+            backlog,
+            grant == Grant::ReusePort,
+        )?;
         listener.local_addr()
     }
 
@@ -452,7 +441,6 @@ impl Cluster {
             .listeners
             .get_or_bind_unix(path, backlog)
             .map(drop)
-            .map_err(std::io::Error::other)
     }
 
     /// The soft `RLIMIT_NOFILE` (open descriptors) the master set at start-up and its

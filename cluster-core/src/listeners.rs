@@ -29,10 +29,13 @@ impl Listeners {
         address: &str,
         backlog: i32,
         reuse_port: bool,
-    ) -> Result<Arc<TcpListener>, String> {
-        let requested: SocketAddr = address
-            .parse()
-            .map_err(|_| format!("listen on {address}: not an IP address with a port"))?;
+    ) -> std::io::Result<Arc<TcpListener>> {
+        let requested: SocketAddr = address.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("listen on {address}: not an IP address with a port"),
+            )
+        })?;
         let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(listener) = table.get(&requested) {
             return Ok(listener.clone());
@@ -53,7 +56,7 @@ impl Listeners {
                 } else {
                     cluster_ipc::bind_tcp(requested, backlog)
                 };
-                Arc::new(bound.map_err(|e| e.to_string())?)
+                Arc::new(bound?)
             }
         };
         // Known by its bound address too: a worker told the real port of a `:0` request must
@@ -102,7 +105,7 @@ impl Listeners {
         &self,
         path: &Path,
         backlog: i32,
-    ) -> Result<Arc<UnixListener>, String> {
+    ) -> std::io::Result<Arc<UnixListener>> {
         let mut table = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(listener) = table.get(path) {
             return Ok(listener.clone());
@@ -111,7 +114,7 @@ impl Listeners {
             Some(inherited) => Arc::new(inherited),
             None => match crate::activation::unix(path) {
                 Some(listener) => listener,
-                None => Arc::new(cluster_ipc::bind_unix(path, backlog).map_err(|e| e.to_string())?),
+                None => Arc::new(cluster_ipc::bind_unix(path, backlog)?),
             },
         };
         table.insert(path.to_path_buf(), listener.clone());

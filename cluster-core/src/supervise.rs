@@ -6,8 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_ipc::{Control, Grant, Incoming, Receiver, RecvError};
 use crate::signal::Signal;
+use cluster_ipc::{Control, Grant, Incoming, Receiver, RecvError};
 use tokio::process::Child;
 
 use crate::boot_failures::{Verdict, booting, died_booting};
@@ -333,7 +333,11 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
         let Some(sender) = worker.sender() else {
             return;
         };
-        let (result, fds) = match shared.listeners.get_or_bind_unix(path, backlog) {
+        let bound = shared
+            .listeners
+            .get_or_bind_unix(path, backlog)
+            .map_err(|e| e.to_string());
+        let (result, fds) = match bound {
             Ok(listener) => {
                 worker.listen_quota().record(quota_key);
                 (Ok(address.clone()), vec![listener])
@@ -356,7 +360,8 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
     }
     let bound = shared
         .listeners
-        .get_or_bind(&address, backlog, grant == Grant::ReusePort);
+        .get_or_bind(&address, backlog, grant == Grant::ReusePort)
+        .map_err(|e| e.to_string());
     let Some(sender) = worker.sender() else {
         return;
     };

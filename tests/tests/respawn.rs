@@ -56,7 +56,11 @@ async fn two_panics_under_the_default_recipe_leave_two_workers_serving() {
     }
     // Both replacements listen, and nothing else was forked.
     eventually(10, "two workers", || workers(&master).len() == 2).await;
-    let listening = lines.seen.iter().filter(|l| l.starts_with("listening")).count();
+    let listening = lines
+        .seen
+        .iter()
+        .filter(|l| l.starts_with("listening"))
+        .count();
     let forks = lines.seen.iter().filter(|l| l.starts_with("fork")).count();
     assert_eq!(forks, 4, "{:#?}", lines.seen);
     assert!(listening >= 3, "{:#?}", lines.seen);
@@ -64,7 +68,10 @@ async fn two_panics_under_the_default_recipe_leave_two_workers_serving() {
         let (status, body) = http_get(address, "/").await.expect("GET /");
         assert_eq!(status, 200);
         let pid: u32 = body.trim().parse().expect("pid");
-        assert!(workers(&master).contains(&pid), "{pid} is not a live worker");
+        assert!(
+            workers(&master).contains(&pid),
+            "{pid} is not a live worker"
+        );
     }
     stop(master).await;
 }
