@@ -198,7 +198,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// and they may call [`Cluster::fork`]. [`Cluster::events`]
 /// gives the same events as an async stream, independent of `run`.
 ///
-/// # Example: the seed's `dispatch.js`
+/// [`Cluster::run`] also replaces the workers that fail ([`Settings::respawn`], on by
+/// default), so callbacks are for the dispatch's own logic.
+///
+/// # Example
 ///
 /// ```no_run
 /// use cluster_core::{setup_master, Settings};
@@ -206,15 +209,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     let cluster = setup_master(Settings::new().exec("./worker"))?;
-///     cluster.fork(&[])?;
-///     cluster.fork(&[])?;
-///     cluster.on_disconnect(|cluster, worker| {
-///         if let Ok(new) = cluster.fork(&[]) {
-///             eprintln!("worker:{} disconnect! new worker:{} fork", worker.pid(), new.pid());
-///         }
-///     });
+///     cluster.on_disconnect(|_, worker| eprintln!("worker:{} disconnect!", worker.pid()));
 ///     cluster.on_exit(|_, worker, _| eprintln!("worker:{} exit!", worker.pid()));
-///     cluster.run().await?;
+///     cluster.fork(&[])?;
+///     cluster.fork(&[])?;
+///     cluster.run().await?; // forks a replacement for each worker that fails
 ///     Ok(())
 /// }
 /// ```
@@ -349,6 +348,8 @@ impl Cluster {
     ///
     /// Called from the `disconnect` or `exit` callbacks of a worker that a [`Cluster::reload`]
     /// has already replaced, the first call returns that replacement instead of forking.
+    /// Any other call from those callbacks is that worker's replacement: the master's own
+    /// respawn ([`Settings::respawn`]) then forks nothing more for it.
     pub fn fork(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
         if *self.shared.phase.borrow() != Phase::Running {
             return Err(ForkError::Stopping);
