@@ -6,8 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::signal::Signal;
 use cluster_ipc::{Control, Grant, Incoming, ListenFailure, Receiver, RecvError};
-use nix::sys::signal::Signal;
 use tokio::process::Child;
 
 use crate::boot_failures::{Verdict, booting, died_booting};
@@ -64,7 +64,7 @@ pub(crate) async fn supervise(
     let exit = match status {
         Ok(status) => Exit {
             code: status.code(),
-            signal: status.signal().and_then(|s| Signal::try_from(s).ok()),
+            signal: status.signal().map(Signal::from_raw),
         },
         Err(e) => {
             tracing::error!(
@@ -187,7 +187,7 @@ fn end_worker(worker: &Worker, reason: &str) {
         worker.id(),
         worker.pid()
     );
-    worker.kill(Signal::SIGKILL);
+    worker.signal(Signal::SIGKILL);
 }
 
 async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> Result<(), String> {

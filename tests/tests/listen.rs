@@ -145,8 +145,8 @@ async fn reuse_port_is_refused_without_the_sysctl_unless_the_loss_is_accepted() 
     match setup_master(risky) {
         Err(e) => {
             assert_ne!(migrate.trim(), "1");
-            assert_eq!(e.setting, "scheduling");
-            assert!(e.reason.contains("tcp_migrate_req"), "{e}");
+            assert_eq!(e.setting(), Some("scheduling"));
+            assert!(e.to_string().contains("tcp_migrate_req"), "{e}");
         }
         Ok(_) => assert_eq!(migrate.trim(), "1", "accepted only when requests migrate"),
     }

@@ -151,9 +151,9 @@ async fn a_master_stopped_longer_than_the_timeout_kills_nobody_when_it_wakes() {
         .expect("address");
     // The scenario itself: the master does not run for three timeouts (a SIGSTOP, a VM
     // pause), while its workers keep beating into their channels.
-    kill(master_pid, Signal::SIGSTOP).expect("SIGSTOP");
+    kill(master_pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
     tokio::time::sleep(TIMEOUT * 3).await;
-    kill(master_pid, Signal::SIGCONT).expect("SIGCONT");
+    kill(master_pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
     let late = lines.wait_for(10, "late").await;
     assert!(late.contains("the master ran"), "{late}");
     // Watch three more timeouts: both workers keep answering.
@@ -166,7 +166,7 @@ async fn a_master_stopped_longer_than_the_timeout_kills_nobody_when_it_wakes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(answered > 10);
-    kill(master_pid, Signal::SIGTERM).expect("SIGTERM");
+    kill(master_pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     lines.wait_for(15, "master stopped").await;
     let seen = lines.seen.join("\n");
     assert!(!seen.contains("replacing"), "{seen}");

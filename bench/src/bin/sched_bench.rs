@@ -147,19 +147,19 @@ async fn master() {
         ),
         ("RoundRobin", Scheduling::RoundRobin),
     ] {
-        let master = Master::new(None);
+        let master = Master::new();
         let mut events = master.events();
         let looping = master.clone();
         tokio::spawn(async move { looping.run().await });
         master
             .register(
                 "web",
-                &exe,
                 GroupOptions::new()
                     .listen("127.0.0.1:0".parse().expect("addr"))
                     .children(2)
                     .reload_stable(Duration::from_millis(100))
-                    .settings(Settings::new().scheduling(scheduling)),
+                    .settings(Settings::new().scheduling(scheduling))
+                    .exec(&exe),
             )
             .expect("register");
         master.dispatch();

@@ -226,7 +226,7 @@ impl Group {
         self.end_on_purpose(id, Purpose::Retired);
         if let Some(member) = self.members.get_mut(&id) {
             member.worker.set_exit_reason(reason);
-            member.worker.disconnect();
+            member.worker.request_disconnect();
         }
     }
 

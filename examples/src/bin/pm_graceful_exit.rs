@@ -7,7 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use cluster_core::pm::{GroupEvent, GroupOptions, Master};
+use cluster_core::pm::{GroupEvent, GroupOptions, Master, MasterOptions};
 use examples::js_date;
 
 #[tokio::main]
@@ -18,7 +18,11 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let pid = std::process::id();
-    let master = Master::new(std::env::var_os("PIDFILE").map(Into::into));
+    let mut options = MasterOptions::new();
+    if let Some(path) = std::env::var_os("PIDFILE") {
+        options = options.pidfile(path);
+    }
+    let master = Master::with_options(options);
 
     master.on(move |master, event| match event {
         GroupEvent::GiveUp { group, fatals, pause } => examples::outln!(
@@ -65,10 +69,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     worker.set_file_name("pm_graceful_exit_worker");
     master.register(
         "web",
-        worker,
         GroupOptions::new()
             .listen(SocketAddr::from((host, port)))
-            .children(2),
+            .children(2)
+            .exec(worker),
     )?;
 
     // `CONTROL_SOCKET=PATH`: serve `clusterctl --socket PATH` (docs/CONTROL.md).

@@ -5,7 +5,8 @@
 //!
 //! Options for the tests of hostile workers: `TEST_SERIALIZATION` (`json`, `binary`),
 //! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_REFORK=1` (fork a replacement for
-//! every worker that exits), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
+//! every worker that exits, in the `exit` callback), `TEST_RESPAWN=manual`
+//! (`Respawn::Manual`: no replacement unless `TEST_REFORK`; default: the master's own), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
 //! `TestMsg`), `TEST_LOG=1` (the master's log lines on stdout too), `TEST_NOFILE`
 //! (`Settings::nofile_limit`), `TEST_HEARTBEAT_MS` (the heartbeat timeout).
 //!
@@ -15,7 +16,7 @@
 //! an upgrade only: `TEST_FAIL_AS_UPGRADE=1` (exit 1 at once), `TEST_HANG_AS_UPGRADE=1`
 //! (fork workers with `READY_DELAY_MS=600000`: with `TEST_WAIT_READY` they never get ready).
 
-use cluster_core::{Event, Settings, Stdio, setup_master};
+use cluster_core::{Event, Respawn, Settings, Stdio, setup_master};
 use cluster_tests::TestMsg;
 
 #[tokio::main]
@@ -64,6 +65,9 @@ async fn main() -> std::process::ExitCode {
         .and_then(|v| v.parse().ok())
     {
         settings = settings.heartbeat_timeout(Some(std::time::Duration::from_millis(ms)));
+    }
+    if std::env::var("TEST_RESPAWN").as_deref() == Ok("manual") {
+        settings = settings.respawn(Respawn::Manual);
     }
     if std::env::var_os("TEST_WAIT_READY").is_some() {
         settings = settings.wait_ready(true);
