@@ -301,6 +301,38 @@ async fn test_cluster_net_listen_ipv6only_false_dual_stack_unless_ipv6_only() {
         );
         let ipv6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()));
         assert_eq!(http_get(ipv6, "/").await.expect("IPv6 client").0, 200);
+        // Node's sequential/test-cluster-net-listen-ipv6only-none: an IPv6-only socket
+        // leaves the IPv4 port free for another program.
+        let ipv4_free = std::net::TcpListener::bind(ipv4).is_ok();
+        assert_eq!(ipv4_free, !ipv4_served, "ipv6_only={ipv6_only}");
         cluster.stop(cluster_core::StopMode::Graceful).await;
     }
+}
+
+#[tokio::test]
+async fn test_cluster_eaddrinuse_a_retry_binds_once_the_port_is_free() {
+    // Node's test-cluster-eaddrinuse: a listen fails with EADDRINUSE while another program
+    // holds the port; once it is freed, a retry works (the master keeps no failed bind).
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = holder.local_addr().expect("address").to_string();
+    let cluster = setup_master(worker_settings(&format!("listen-retry:{address}"))).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    next_message(&mut events, 10).await; // hello
+    let (_, first) = next_message(&mut events, 10).await;
+    assert_eq!(first.kind, "listen-error");
+    assert!(first.data.starts_with("AddrInUse: "), "{}", first.data);
+    drop(holder);
+    worker
+        .send(&cluster_tests::TestMsg::new("retry", ""))
+        .await
+        .expect("send");
+    let (_, retry) = next_message(&mut events, 10).await;
+    assert_eq!(
+        (retry.kind.as_str(), retry.data.as_str()),
+        ("retry", address.as_str())
+    );
+    // The master's socket now: a client is accepted on it.
+    std::net::TcpStream::connect(&address).expect("connect");
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }

@@ -31,6 +31,8 @@
 //! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
 //!   each result (`listened` or `listen-error`), close the first and ask for it again, then
 //!   serve.
+//! - `listen-retry:ADDRESS`: `listen()` on ADDRESS and report it (`first` or
+//!   `listen-error`), wait for a `retry` message, then listen again and report (`retry`).
 //! - `listen-twice:ADDRESS`: `listen()` on ADDRESS, then again while the first is open,
 //!   then close the first and listen again; reports `first`, `second`, `third` with the
 //!   bound address (or `listen-error`), then serves.
@@ -100,9 +102,13 @@ async fn main() {
                 .expect("report");
             listeners
         }
-        None => match mode.strip_prefix("listen-twice:") {
-            Some(address) => listen_twice(&worker, address.parse().expect("address")).await,
-            None => Vec::new(),
+        None => match (
+            mode.strip_prefix("listen-twice:"),
+            mode.strip_prefix("listen-retry:"),
+        ) {
+            (Some(address), _) => listen_twice(&worker, address.parse().expect("address")).await,
+            (_, Some(address)) => listen_retry(&worker, address.parse().expect("address")).await,
+            _ => Vec::new(),
         },
     };
 
@@ -229,6 +235,32 @@ async fn listen_twice(
                 let local = listener.local_addr().expect("address").to_string();
                 open.push(listener);
                 TestMsg::new(step, local)
+            }
+            Err(e) => listen_error(&e),
+        };
+        worker.send(&report).await.expect("report");
+    }
+    open
+}
+
+/// `listen-retry`: a listen, then another once the master says `retry`.
+async fn listen_retry(
+    worker: &Worker,
+    address: std::net::SocketAddr,
+) -> Vec<tokio::net::TcpListener> {
+    let mut open = Vec::new();
+    for step in ["first", "retry"] {
+        if step == "retry" {
+            while let Some(message) = worker.recv().await {
+                if message.decode::<TestMsg>().is_ok_and(|m| m.kind == "retry") {
+                    break;
+                }
+            }
+        }
+        let report = match cluster_worker::listen(address).await {
+            Ok(listener) => {
+                open.push(listener);
+                TestMsg::new(step, address.to_string())
             }
             Err(e) => listen_error(&e),
         };
