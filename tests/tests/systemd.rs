@@ -285,7 +285,9 @@ async fn an_upgrade_sends_reloading_then_mainpid_and_ready_and_no_stopping_from_
     assert_ne!(new_pid, old_pid);
     let _cleanup = KillOnDrop(new_pid);
     // The pid is the new master's: it printed it itself.
-    lines.wait_for(10, &format!("master {new_pid}")).await;
+    lines
+        .seen_or_wait_for(10, &format!("master {new_pid}"))
+        .await;
 
     let status = within(30, "the old master to exit", old_master.wait())
         .await

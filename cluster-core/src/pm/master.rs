@@ -575,6 +575,11 @@ impl Master {
             .unwrap_or(Duration::from_secs(60));
         let pid =
             crate::upgrade::hand_over(sockets, timeout, self.inner.pidfile.as_deref()).await?;
+        let dispatchers: Vec<_> = clusters
+            .iter()
+            .flat_map(|c| c.shared.dispatchers())
+            .collect();
+        crate::round_robin::hand_off(&dispatchers, crate::upgrade::HAND_OFF_WITHIN).await;
         tracing::info!(
             pid,
             "upgrade: the new master is ready; this one retires its workers"

@@ -96,6 +96,10 @@ static START: OnceLock<Result<StartCommand, String>> = OnceLock::new();
 static UPGRADING: AtomicBool = AtomicBool::new(false);
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 
+/// How long the old master waits, after the hand-over, for its round-robin dispatchers to
+/// place the connections they accepted (`round_robin::hand_off`).
+pub(crate) const HAND_OFF_WITHIN: Duration = Duration::from_secs(2);
+
 /// Called when a master is made, before its first fork: remembers how this process was
 /// started, and adopts what an old master handed over (its sockets and the readiness
 /// socket). Runs once per process.

@@ -4,7 +4,7 @@
 //! output and forwards it.
 //!
 //! Options for the tests of hostile workers: `TEST_SERIALIZATION` (`json`, `binary`),
-//! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_REFORK=1` (fork a replacement for
+//! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_SCHEDULING=rr` (round-robin), `TEST_REFORK=1` (fork a replacement for
 //! every worker that exits, in the `exit` callback), `TEST_RESPAWN=manual`
 //! (`Respawn::Manual`: no replacement unless `TEST_REFORK`; default: the master's own), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
 //! `TestMsg`), `TEST_LOG=1` (the master's log lines on stdout too), `TEST_NOFILE`
@@ -48,6 +48,9 @@ async fn main() -> std::process::ExitCode {
         .stop_timeout(std::time::Duration::from_millis(stop_ms));
     if let Some(serialization) = env_parsed("TEST_SERIALIZATION") {
         settings = settings.serialization(serialization);
+    }
+    if std::env::var("TEST_SCHEDULING").as_deref() == Ok("rr") {
+        settings = settings.scheduling(cluster_core::Scheduling::RoundRobin);
     }
     if let Some(max) = env_parsed("TEST_MAX_LISTENS") {
         settings = settings.max_listens_per_worker(max);
