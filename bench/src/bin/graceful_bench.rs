@@ -38,7 +38,7 @@ async fn worker() {
         .await
         .expect("listen");
     let service =
-        hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+        graceful::service_fn(|request: Request<hyper::body::Incoming>| async move {
             if request.uri().path() == "/panic" {
                 panic!("benchmark panic");
             }
@@ -46,7 +46,7 @@ async fn worker() {
                 std::process::id().to_string(),
             ))))
         });
-    graceful::serve(listener, service).await;
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 fn percentile(samples: &mut [Duration], p: usize) -> Duration {

@@ -45,7 +45,7 @@ async fn worker() {
         .await
         .expect("incoming");
     let service =
-        hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+        graceful::service_fn(|request: Request<hyper::body::Incoming>| async move {
             if request.uri().path() == "/block" {
                 std::thread::sleep(Duration::from_secs(60));
             }
@@ -53,7 +53,7 @@ async fn worker() {
                 std::process::id().to_string(),
             ))))
         });
-    graceful::serve(listener, service).await;
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 fn arg(n: usize, default: u64) -> u64 {
