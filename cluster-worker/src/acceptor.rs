@@ -209,7 +209,9 @@ impl Acceptor {
     /// descriptors short) never end the accept thread; they are logged and retried.
     pub fn take_error(&mut self) -> Option<io::Error> {
         match &self.source {
-            Source::Thread { failed, .. } => failed.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            Source::Thread { failed, .. } => {
+                failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+            }
             Source::Master { .. } => None,
         }
     }

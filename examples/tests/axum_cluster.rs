@@ -74,7 +74,7 @@ async fn json_both_panics_answer_500_each_worker_is_replaced_and_no_request_fail
     load.answers(200).await; // load under way
     let mut gone = Vec::new();
     for (round, (path, message)) in [
-        ("/panic", "the handler's value is missing"),
+        ("/panic", "note 0 exists"),
         ("/panic-in-task", "the report task failed"),
     ]
     .into_iter()
@@ -96,7 +96,10 @@ async fn json_both_panics_answer_500_each_worker_is_replaced_and_no_request_fail
         let exited = system.wait_for("exited").await;
         let failed = pid_in(&exited);
         assert!(before.contains(&failed), "{exited}: one of {before:?}");
-        assert!(exited.ends_with("(code 0)"), "drained, not killed: {exited}");
+        assert!(
+            exited.ends_with("(code 0)"),
+            "drained, not killed: {exited}"
+        );
         system.wait_for_count("listening on", 3 + round).await;
         eventually(10, "the old worker is gone", || process_gone(failed)).await;
         gone.push(failed);

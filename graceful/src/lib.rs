@@ -73,6 +73,10 @@
 //! With `panic = "abort"` only the hook's synchronous part runs (on_error, the hand-over
 //! message to the master); the process then dies and its accepted connections with it.
 //!
+//! The exit after a panic waits for the servers of [`serve`] only: a server loop of its own
+//! (e.g. `axum::serve`) is not counted, and its connections end with the process as soon
+//! as the worker has disconnected. Serve with [`serve`] when you [`install`].
+//!
 //! Linux only, as cluster-worker which it builds on.
 
 #![forbid(unsafe_code)]

@@ -60,10 +60,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 pub async fn serve<L, S, B>(listener: L, service: S) -> io::Result<()>
 where
     L: IntoConnections,
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
     B: Body + From<Bytes> + Send + 'static,

@@ -43,7 +43,9 @@ fn panicking_service(
                     panic!("awaited failure");
                 });
                 let outcome: Option<()> = task.await.expect("the task's panic is caught");
-                Ok(Response::new(Full::new(Bytes::from(format!("handled {outcome:?}")))))
+                Ok(Response::new(Full::new(Bytes::from(format!(
+                    "handled {outcome:?}"
+                )))))
             }
             _ => Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))),
         }

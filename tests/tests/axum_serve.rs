@@ -18,7 +18,10 @@ async fn an_axum_serve_worker_shares_the_socket_and_drains_its_request_on_discon
     )
     .expect("setup");
     let mut events = cluster.events();
-    let workers = [cluster.fork(&[]).expect("fork"), cluster.fork(&[]).expect("fork")];
+    let workers = [
+        cluster.fork(&[]).expect("fork"),
+        cluster.fork(&[]).expect("fork"),
+    ];
     let address = wait_listening(&mut events, 2).await;
     let pids: Vec<u32> = workers.iter().map(|w| w.pid()).collect();
 
@@ -53,7 +56,11 @@ async fn an_axum_serve_worker_shares_the_socket_and_drains_its_request_on_discon
     assert!(busy.exited_after_disconnect());
 
     // The shared socket stays with the master: the other worker answers every new connection.
-    let other = pids.iter().copied().find(|p| *p != busy.pid()).expect("other");
+    let other = pids
+        .iter()
+        .copied()
+        .find(|p| *p != busy.pid())
+        .expect("other");
     for _ in 0..20 {
         let (status, body) = http_get(address, "/").await.expect("GET /");
         assert_eq!((status, body.trim()), (200, other.to_string().as_str()));

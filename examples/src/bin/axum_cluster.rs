@@ -125,13 +125,26 @@ async fn add_note(
 }
 
 async fn list_notes(State(state): State<AppState>) -> Json<Vec<Note>> {
-    Json(state.notes.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    Json(
+        state
+            .notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    )
 }
 
 /// A bug in a handler: this request gets a 500 (without the message), the worker hands over.
-async fn panic_in_handler() -> &'static str {
-    let missing: Option<&str> = None;
-    missing.expect("the handler's value is missing")
+async fn panic_in_handler(State(state): State<AppState>) -> String {
+    // Note ids start at 1: note 0 never exists.
+    let note = state
+        .notes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|note| note.id == 0)
+        .cloned();
+    note.expect("note 0 exists").text
 }
 
 /// A bug in a task the handler spawned with `graceful::spawn`: the request that spawned it
