@@ -62,7 +62,9 @@ enum Obtained {
 /// panicking request answered 500 (with axum's loop, add `graceful::CatchPanicLayer`), the
 /// hand-over to a replacement after a panic, `Connection: close` on the last responses
 /// rather than closing idle keep-alive connections at once (a client sending on one at
-/// that moment sees it reset), and the master's `max_requests` counted in requests.
+/// that moment loses its request: measured with 6 keep-alive clients, 6, 0 and 3 failed
+/// requests in 3 disconnects under way; none with `graceful::serve`), and the master's
+/// `max_requests` counted in requests.
 pub async fn listen(address: SocketAddr) -> io::Result<TcpListener> {
     match obtain(address).await? {
         Obtained::Listener(listener) => Ok(listener),
