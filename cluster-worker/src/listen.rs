@@ -34,6 +34,38 @@ enum Obtained {
 /// }
 /// # }
 /// ```
+///
+/// # With axum's own server loop
+///
+/// The listener is a plain `tokio::net::TcpListener`, so `axum::serve` takes it as it is.
+/// To drain when the worker disconnects (the master's request, a reload, SIGTERM, the
+/// master's death), end axum's loop with the worker's [`Worker::closing`]: axum then stops
+/// accepting, finishes the requests in flight and returns, and the worker exits.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello\n" }));
+/// let listener = cluster_worker::listen("127.0.0.1:3000".parse().unwrap()).await?;
+/// let worker = cluster_worker::Worker::current(); // None when run alone
+/// let _serving = worker.as_ref().map(|w| w.register_server());
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(async move {
+///         match worker {
+///             Some(worker) => worker.closing().await,
+///             None => std::future::pending().await,
+///         }
+///     })
+///     .await
+/// # }
+/// ```
+///
+/// What axum's loop does not do, `graceful::serve` does (it takes the same `Router`): a
+/// panicking request answered 500 (with axum's loop, add `graceful::CatchPanicLayer`), the
+/// hand-over to a replacement after a panic, `Connection: close` on the last responses
+/// rather than closing idle keep-alive connections at once (a client sending on one at
+/// that moment loses its request: measured with 6 keep-alive clients, 6, 0 and 3 failed
+/// requests in 3 disconnects under way; none with `graceful::serve`), and the master's
+/// `max_requests` counted in requests.
 pub async fn listen(address: SocketAddr) -> io::Result<TcpListener> {
     listen_with(address, ListenOptions::new()).await
 }

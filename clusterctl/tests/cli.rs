@@ -155,7 +155,7 @@ mod roles {
                 let _ = worker.ready().await;
             }
             let service =
-                hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+                graceful::service_fn(|request: Request<hyper::body::Incoming>| async move {
                     if request.uri().path() == "/panic" {
                         panic!("boom on purpose");
                     }
@@ -165,7 +165,7 @@ mod roles {
                     }
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
                 });
-            graceful::serve(listener, service).await;
+            graceful::serve(listener, service).await.expect("serve");
         });
     }
 }

@@ -33,10 +33,10 @@ async fn worker() {
     if let Some(worker) = cluster_worker::Worker::current() {
         let _ = worker.ready().await;
     }
-    let service = hyper::service::service_fn(|_| async {
+    let service = graceful::service_fn(|_| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     });
-    graceful::serve(listener, service).await;
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 /// One round's requests per second.

@@ -37,11 +37,11 @@ async fn worker() {
         let _ = worker.ready().await;
     }
     let pid = Bytes::from(std::process::id().to_string());
-    let service = hyper::service::service_fn(move |_| {
+    let service = graceful::service_fn(move |_| {
         let pid = pid.clone();
         async move { Ok::<_, Infallible>(Response::new(Full::new(pid))) }
     });
-    graceful::serve(listener, service).await;
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 struct Load {
