@@ -1,6 +1,7 @@
-//! An axum 0.8 app as a cluster: one binary that is the master (forks 2 workers running
-//! this same binary, replaces each one that hands over or dies) or a worker (the app, served
-//! by `graceful::serve` on the master's shared socket).
+//! An axum 0.8 app as a cluster: one binary (`cluster_core::run`) that is the master
+//! (binds the socket, forks 2 workers running this same binary; the master replaces each
+//! one that hands over or dies) or a worker (the app, served by `graceful::serve` on the
+//! master's shared socket).
 //!
 //! The app: `GET /` (this worker's pid and request count), `POST /notes` (a JSON note into
 //! an in-memory store), `GET /notes`, `GET /panic` (panics in its handler) and
@@ -34,37 +35,42 @@ fn env_number(name: &str, default: u16) -> u16 {
 
 fn main() -> Result<(), Error> {
     examples::init_logging();
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, env_number("PORT", 3000)));
-    if cluster_worker::is_worker() {
-        // One thread per worker: the workers are the parallelism.
-        return Ok(cluster_worker::runtime()?.block_on(worker(address))?);
-    }
-    tokio::runtime::Runtime::new()?.block_on(master(env_number("WORKERS", 2)))
+    // This binary is the master, and each worker it starts.
+    cluster_core::run(master, worker)
 }
 
-/// The master: forks the workers (this same binary) and replaces each one that hands over
-/// (a panic), disconnects or dies; SIGTERM stops them all gracefully.
-async fn master(workers: u16) -> Result<(), Error> {
+fn address() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, env_number("PORT", 3000)))
+}
+
+/// The master: binds the socket, forks the workers (this same binary); the master replaces
+/// each one that hands over (a panic) or dies by itself; SIGTERM stops them all gracefully.
+async fn master() -> Result<(), Error> {
     let cluster = cluster_core::setup_master(cluster_core::Settings::new())?;
-    cluster.on_disconnect(|cluster, _| drop(cluster.fork(&[])));
+    // A port in use fails here, not in every worker.
+    cluster.listen(address())?;
     cluster.on_fork(|_, worker| examples::outln!("[master] worker {} forked", worker.pid()));
     cluster.on_exit(|_, worker, exit| {
         examples::outln!("[master] worker {} exited ({exit})", worker.pid())
     });
-    for _ in 0..workers {
+    for _ in 0..env_number("WORKERS", 2) {
         cluster.fork(&[])?;
     }
     cluster.run().await?;
     Ok(())
 }
 
-/// A worker: the axum app on the master's socket, with graceful.
-async fn worker(address: SocketAddr) -> std::io::Result<()> {
+/// A worker (on one thread: the workers are the parallelism): the axum app on the master's
+/// socket, with graceful.
+async fn worker() -> Result<(), Error> {
     let app = app(AppState::default());
-    graceful::install(graceful::Options::new()).map_err(std::io::Error::other)?;
-    let listener = cluster_worker::incoming(address).await?;
-    examples::outln!("[worker:{}] listening on {address}", std::process::id());
-    graceful::serve(listener, app).await
+    // where `axum::serve(TcpListener::bind(address).await?, app)` was:
+    graceful::install(graceful::Options::new())?;
+    // The master's shared socket.
+    let listener = cluster_worker::incoming(address()).await?;
+    examples::outln!("[worker:{}] listening on {}", std::process::id(), address());
+    // A panic: 500, hand-over to a new worker, drain.
+    Ok(graceful::serve(listener, app).await?)
 }
 
 /// What the handlers share: an in-memory note store and a request counter.
