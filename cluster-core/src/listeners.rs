@@ -29,6 +29,24 @@ pub(crate) struct Listeners {
     udp: Mutex<HashMap<(SocketAddr, u32), Arc<UdpSocket>>>,
 }
 
+/// Every socket of `table` once (a socket is in it under its requested and its bound
+/// address), with its bound address.
+fn once_each<K, S>(
+    table: &HashMap<K, Arc<S>>,
+    local_addr: fn(&S) -> std::io::Result<SocketAddr>,
+) -> Vec<(SocketAddr, Arc<S>)> {
+    let mut sockets: Vec<(SocketAddr, Arc<S>)> = Vec::new();
+    for socket in table.values() {
+        if sockets.iter().any(|(_, s)| Arc::ptr_eq(s, socket)) {
+            continue;
+        }
+        if let Ok(local) = local_addr(socket) {
+            sockets.push((local, socket.clone()));
+        }
+    }
+    sockets
+}
+
 /// A fixed address asked for again by a worker that holds it already: what a second bind
 /// of it in one process gets.
 fn already_held(address: &str) -> ListenFailure {
@@ -121,16 +139,7 @@ impl Listeners {
     /// Every TCP socket once, by its bound address.
     pub(crate) fn tcp(&self) -> Vec<(SocketAddr, Arc<TcpListener>)> {
         let table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        let mut sockets: Vec<(SocketAddr, Arc<TcpListener>)> = Vec::new();
-        for listener in table.values() {
-            if sockets.iter().any(|(_, l)| Arc::ptr_eq(l, listener)) {
-                continue;
-            }
-            if let Ok(local) = listener.local_addr() {
-                sockets.push((local, listener.clone()));
-            }
-        }
-        sockets
+        once_each(&table, TcpListener::local_addr)
     }
 
     /// The Unix socket at `path`, bound now if no worker asked for it before.
@@ -200,16 +209,7 @@ impl Listeners {
     /// Every UDP socket once, by its bound address.
     pub(crate) fn udp(&self) -> Vec<(SocketAddr, Arc<UdpSocket>)> {
         let table = self.udp.lock().unwrap_or_else(|p| p.into_inner());
-        let mut sockets: Vec<(SocketAddr, Arc<UdpSocket>)> = Vec::new();
-        for socket in table.values() {
-            if sockets.iter().any(|(_, s)| Arc::ptr_eq(s, socket)) {
-                continue;
-            }
-            if let Ok(local) = socket.local_addr() {
-                sockets.push((local, socket.clone()));
-            }
-        }
-        sockets
+        once_each(&table, UdpSocket::local_addr)
     }
 
     /// Every Unix socket, by its path.
