@@ -92,7 +92,8 @@ impl Shared {
         let grant = match settings.scheduling {
             Scheduling::Shared => Grant::Shared,
             Scheduling::ReusePort { .. } => Grant::ReusePort,
-            Scheduling::RoundRobin => Grant::RoundRobin,
+            // Sticky: the master chooses the worker differently, the worker takes it alike.
+            Scheduling::RoundRobin | Scheduling::Sticky => Grant::RoundRobin,
         };
         (settings.backlog, grant)
     }
@@ -107,8 +108,14 @@ impl Shared {
         if let Some(dispatcher) = dispatchers.get(&address) {
             return Some(dispatcher.clone());
         }
-        let timeout = self.settings().dispatch_timeout;
-        let dispatcher = match Dispatcher::start(listener?, timeout) {
+        let (timeout, sticky) = {
+            let settings = self.settings();
+            (
+                settings.dispatch_timeout,
+                settings.scheduling == Scheduling::Sticky,
+            )
+        };
+        let dispatcher = match Dispatcher::start(listener?, timeout, sticky) {
             Ok(dispatcher) => dispatcher,
             Err(e) => {
                 tracing::error!(%address, "cannot start round-robin dispatching: {e}");

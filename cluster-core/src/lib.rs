@@ -102,6 +102,7 @@ mod round_robin;
 mod settings;
 mod signals;
 mod spawn;
+mod sticky;
 mod supervise;
 mod systemd;
 pub mod upgrade;

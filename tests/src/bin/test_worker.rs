@@ -17,11 +17,21 @@
 //!   serve.
 //! - `bad-user-frame`: write a binary user frame whose `TestMsg` claims 3·10¹⁸ bytes of
 //!   `data`, then serve.
+//! - `hand-back`: listen on `TEST_LISTEN` and send every accepted connection to the master
+//!   with a `client` message (its descriptor attached), without reading or answering it.
+//! - `lying-fds`: the first worker (id 1) writes a user frame announcing 2 descriptors with
+//!   only 1 attached, then waits; later ones serve.
+//!
+//! Messages with descriptors, in every mode that echoes: `stream` carries one Unix stream,
+//! on which the worker writes its pid, then answers `took` with the count it received;
+//! `send-too-many` makes it send 17 descriptors and report the error (`too-many`);
+//! `send-fds:N:M` makes it send N `fds` messages with M descriptors (of /dev/null) each,
+//! then `sent`.
 //! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
 //!   each result (`listened` or `listen-error`), ask for the first again, then serve.
 
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 
 use cluster_tests::TestMsg;
 use cluster_worker::Worker;
@@ -37,6 +47,10 @@ async fn main() {
     }
     if mode == "bad-user-frame" {
         write_raw_frame(1, &[0x02, b'h', b'i', 0xfd]);
+    }
+    if mode == "lying-fds" && first {
+        write_lying_fds_frame();
+        std::future::pending::<()>().await;
     }
     if mode == "garbage" {
         // SAFETY: fd 3 is the channel end the master mapped for us; it is used only here and
@@ -87,6 +101,12 @@ async fn main() {
     };
 
     let server = match std::env::var("TEST_LISTEN") {
+        Ok(address) if mode == "hand-back" => {
+            let listener = cluster_worker::listen(address.parse().expect("TEST_LISTEN"))
+                .await
+                .expect("listen");
+            Some(tokio::spawn(hand_back(worker.clone(), listener)))
+        }
         Ok(address) if address.starts_with("unix:") => {
             let path = std::path::PathBuf::from(&address["unix:".len()..]);
             let report = match cluster_worker::listen_unix(&path).await {
@@ -128,6 +148,8 @@ async fn main() {
                     .expect("ack");
                 // Blocks the only runtime thread: the worker is alive and deaf.
                 std::thread::sleep(std::time::Duration::from_secs(3600));
+            } else if msg.kind.starts_with("send") || msg.kind == "stream" {
+                with_fds(&echo, &msg, &message).await;
             } else {
                 echo.send(&TestMsg::new("echo", msg.data))
                     .await
@@ -141,6 +163,85 @@ async fn main() {
         server.await.expect("server task");
     }
     worker.drained().await;
+}
+
+/// Answers the messages that carry descriptors or ask for some.
+async fn with_fds(worker: &Worker, msg: &TestMsg, message: &cluster_worker::Message) {
+    if msg.kind == "stream" {
+        let fds = message.take_fds();
+        let count = fds.len();
+        // The first is the stream; any others are only counted.
+        if let Some(fd) = fds.into_iter().next() {
+            let mut stream = std::os::unix::net::UnixStream::from(fd);
+            stream
+                .write_all(std::process::id().to_string().as_bytes())
+                .expect("write the pid");
+        }
+        worker
+            .send(&TestMsg::new("took", count.to_string()))
+            .await
+            .expect("answer");
+    } else if msg.kind == "send-too-many" {
+        let files: Vec<std::fs::File> = (0..17)
+            .map(|_| std::fs::File::open("/dev/null").expect("open"))
+            .collect();
+        let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+        let err = worker
+            .send_with(&TestMsg::new("fds", "17"), &fds)
+            .await
+            .expect_err("17 descriptors");
+        worker
+            .send(&TestMsg::new("too-many", err.to_string()))
+            .await
+            .expect("report");
+    } else if let Some(counts) = msg.kind.strip_prefix("send-fds:") {
+        let (n, m) = counts.split_once(':').expect("send-fds:N:M");
+        let (n, m): (usize, usize) = (n.parse().expect("N"), m.parse().expect("M"));
+        for i in 0..n {
+            let files: Vec<std::fs::File> = (0..m)
+                .map(|_| std::fs::File::open("/dev/null").expect("open"))
+                .collect();
+            let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+            worker
+                .send_with(&TestMsg::new("fds", i.to_string()), &fds)
+                .await
+                .expect("send with descriptors");
+        }
+        worker
+            .send(&TestMsg::new("sent", n.to_string()))
+            .await
+            .expect("report");
+    }
+}
+
+/// Sends every accepted connection to the master, unread, and closes its own copy.
+async fn hand_back(worker: Worker, listener: tokio::net::TcpListener) {
+    let _guard = worker.register_server();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted.expect("accept"),
+            _ = worker.closing() => return,
+        };
+        worker
+            .send_with(&TestMsg::new("client", peer.to_string()), &[stream.as_fd()])
+            .await
+            .expect("send the connection");
+    }
+}
+
+/// Writes a user frame on the channel (fd 3) that announces 2 descriptors and carries 1.
+fn write_lying_fds_frame() {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let payload = br#"{"kind":"lie","data":""}"#;
+    let mut frame = vec![0xC1, 1, 2, 0];
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(payload);
+    let one = std::fs::File::open("/dev/null").expect("open");
+    let fds = [one.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(&frame)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let sent = sendmsg::<()>(3, &iov, &cmsg, MsgFlags::empty(), None).expect("sendmsg");
+    assert_eq!(sent, frame.len());
 }
 
 /// Writes `lines` numbered lines to stdout, yielding to the server every 100.
