@@ -18,7 +18,8 @@
 //! - `bad-user-frame`: write a binary user frame whose `TestMsg` claims 3·10¹⁸ bytes of
 //!   `data`, then serve.
 //! - `hand-back`: listen on `TEST_LISTEN` and send every accepted connection to the master
-//!   with a `client` message (its descriptor attached), without reading or answering it.
+//!   with a `client` message (its descriptor attached), without reading or answering it;
+//!   `hand-back-twice` sends each one twice.
 //! - `lying-fds`: the first worker (id 1) writes a user frame announcing 2 descriptors with
 //!   only 1 attached, then waits; later ones serve.
 //!
@@ -26,7 +27,9 @@
 //! on which the worker writes its pid, then answers `took` with the count it received;
 //! `send-too-many` makes it send 17 descriptors and report the error (`too-many`);
 //! `send-fds:N:M` makes it send N `fds` messages with M descriptors (of /dev/null) each,
-//! then `sent`.
+//! then `sent`; `reflect` sends its descriptors back in a `reflected` message with the same
+//! data; `listener` carries a listening TCP socket, on which the worker answers one
+//! connection with its pid, then says `served`.
 //! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
 //!   each result (`listened` or `listen-error`), ask for the first again, then serve.
 
@@ -101,11 +104,12 @@ async fn main() {
     };
 
     let server = match std::env::var("TEST_LISTEN") {
-        Ok(address) if mode == "hand-back" => {
+        Ok(address) if mode.starts_with("hand-back") => {
             let listener = cluster_worker::listen(address.parse().expect("TEST_LISTEN"))
                 .await
                 .expect("listen");
-            Some(tokio::spawn(hand_back(worker.clone(), listener)))
+            let times = if mode == "hand-back-twice" { 2 } else { 1 };
+            Some(tokio::spawn(hand_back(worker.clone(), listener, times)))
         }
         Ok(address) if address.starts_with("unix:") => {
             let path = std::path::PathBuf::from(&address["unix:".len()..]);
@@ -148,7 +152,9 @@ async fn main() {
                     .expect("ack");
                 // Blocks the only runtime thread: the worker is alive and deaf.
                 std::thread::sleep(std::time::Duration::from_secs(3600));
-            } else if msg.kind.starts_with("send") || msg.kind == "stream" {
+            } else if msg.kind.starts_with("send")
+                || ["stream", "reflect", "listener"].contains(&msg.kind.as_str())
+            {
                 with_fds(&echo, &msg, &message).await;
             } else {
                 echo.send(&TestMsg::new("echo", msg.data))
@@ -181,6 +187,26 @@ async fn with_fds(worker: &Worker, msg: &TestMsg, message: &cluster_worker::Mess
             .send(&TestMsg::new("took", count.to_string()))
             .await
             .expect("answer");
+    } else if msg.kind == "reflect" {
+        let fds = message.take_fds();
+        let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+        worker
+            .send_with(&TestMsg::new("reflected", msg.data.clone()), &borrowed)
+            .await
+            .expect("send the descriptors back");
+    } else if msg.kind == "listener" {
+        let fd = message.take_fds().pop().expect("a listening socket");
+        let listener = std::net::TcpListener::from(fd);
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        answer(&mut stream, std::process::id())
+            .await
+            .expect("answer");
+        worker
+            .send(&TestMsg::new("served", ""))
+            .await
+            .expect("report");
     } else if msg.kind == "send-too-many" {
         let files: Vec<std::fs::File> = (0..17)
             .map(|_| std::fs::File::open("/dev/null").expect("open"))
@@ -214,18 +240,21 @@ async fn with_fds(worker: &Worker, msg: &TestMsg, message: &cluster_worker::Mess
     }
 }
 
-/// Sends every accepted connection to the master, unread, and closes its own copy.
-async fn hand_back(worker: Worker, listener: tokio::net::TcpListener) {
+/// Sends every accepted connection to the master `times` times, unread, and closes its own
+/// copy.
+async fn hand_back(worker: Worker, listener: tokio::net::TcpListener, times: usize) {
     let _guard = worker.register_server();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted.expect("accept"),
             _ = worker.closing() => return,
         };
-        worker
-            .send_with(&TestMsg::new("client", peer.to_string()), &[stream.as_fd()])
-            .await
-            .expect("send the connection");
+        for _ in 0..times {
+            worker
+                .send_with(&TestMsg::new("client", peer.to_string()), &[stream.as_fd()])
+                .await
+                .expect("send the connection");
+        }
     }
 }
 
