@@ -103,7 +103,11 @@ mod tests {
     fn clients(n: u32) -> Vec<IpAddr> {
         // Spread over 10.0.0.0/8 and a few /24s of loopback, as real clients would be.
         (0..n)
-            .map(|i| IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i.wrapping_mul(2_654_435_761) % 0x00FF_FFFF)))
+            .map(|i| {
+                IpAddr::V4(Ipv4Addr::from(
+                    0x0A00_0000 + i.wrapping_mul(2_654_435_761) % 0x00FF_FFFF,
+                ))
+            })
             .collect()
     }
 

@@ -192,7 +192,10 @@ async fn user_messages_carry_descriptors_handed_out_once() {
         let clone = message.clone();
         let mut fds = clone.take_fds();
         assert_eq!(fds.len(), 2, "in the order sent");
-        assert!(message.take_fds().is_empty(), "the first caller takes them all");
+        assert!(
+            message.take_fds().is_empty(),
+            "the first caller takes them all"
+        );
         assert_eq!(message.fd_count(), 0);
         drop(fds.pop()); // /dev/null
         let mut received = UnixStream::from(fds.pop().expect("stream"));

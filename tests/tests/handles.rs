@@ -105,7 +105,10 @@ async fn too_many_descriptors_or_a_closed_channel_is_an_error_and_nothing_is_sen
         matches!(err, SendError::TooManyFds { count: 17, max: 16 }),
         "{err}"
     );
-    assert_eq!(err.to_string(), "17 descriptors in one message (at most 16)");
+    assert_eq!(
+        err.to_string(),
+        "17 descriptors in one message (at most 16)"
+    );
     // Nothing was sent: the next message is answered first, and the channel is fine.
     worker
         .send(&TestMsg::new("ping", "after"))

@@ -22,7 +22,11 @@ async fn next_raw(events: &mut cluster_core::EventStream, worker: &Worker) -> Me
 
 /// Asks `worker` to disconnect; asserts it exits with code 0 and no signal, as Node's
 /// `worker.on('exit')` checks do.
-async fn disconnect_cleanly(cluster: &Cluster, events: &mut cluster_core::EventStream, worker: &Worker) {
+async fn disconnect_cleanly(
+    cluster: &Cluster,
+    events: &mut cluster_core::EventStream,
+    worker: &Worker,
+) {
     worker
         .send(&TestMsg::new("disconnect", ""))
         .await
@@ -85,11 +89,15 @@ async fn test_cluster_send_deadlock() {
             reply.decode::<TestMsg>().expect("decode"),
             TestMsg::new("reflected", "handle")
         );
-        replies.push(TcpStream::from(reply.take_fds().pop().expect("the handle back")));
+        replies.push(TcpStream::from(
+            reply.take_fds().pop().expect("the handle back"),
+        ));
     }
     // Each handle that came back is one of the two connections.
     for (n, mut reply) in replies.into_iter().enumerate() {
-        reply.write_all(format!("reply {n}").as_bytes()).expect("write");
+        reply
+            .write_all(format!("reply {n}").as_bytes())
+            .expect("write");
     }
     let mut heard: Vec<String> = clients
         .iter_mut()

@@ -204,7 +204,10 @@ async fn a_pm_group_keeps_clients_across_scaling_and_moves_them_all_on_reload() 
     let mut moved = 0;
     for client in clients() {
         if scaled_up[&client] != before[&client] {
-            assert_eq!(scaled_up[&client], added, "{client} moved between old workers");
+            assert_eq!(
+                scaled_up[&client], added,
+                "{client} moved between old workers"
+            );
             moved += 1;
         }
     }
