@@ -194,3 +194,33 @@ async fn test_net_listen_handle_in_cluster_1() {
     }
     disconnect_cleanly(&cluster, &mut events, &worker).await;
 }
+
+/// test-cluster-send-socket-to-worker-http-server: the primary's own server accepts a
+/// connection and sends it to a worker, which serves it with its HTTP server; the worker
+/// exits 0.
+#[tokio::test]
+async fn test_cluster_send_socket_to_worker_http_server() {
+    let cluster = setup_master(worker_settings("serve")).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    next_message(&mut events, 10).await; // hello
+    let server = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = TcpStream::connect(server.local_addr().expect("address")).expect("connect");
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let (socket, _) = server.accept().expect("accept");
+    worker
+        .send_with(&TestMsg::new("connection", ""), &[socket.as_fd()])
+        .await
+        .expect("send the socket");
+    drop(socket);
+    let mut response = String::new();
+    client.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.ends_with(&format!("\r\n\r\n{}", worker.pid())),
+        "{response}"
+    );
+    disconnect_cleanly(&cluster, &mut events, &worker).await;
+}

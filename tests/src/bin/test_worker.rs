@@ -29,7 +29,10 @@
 //! `send-fds:N:M` makes it send N `fds` messages with M descriptors (of /dev/null) each,
 //! then `sent`; `reflect` sends its descriptors back in a `reflected` message with the same
 //! data; `listener` carries a listening TCP socket, on which the worker answers one
-//! connection with its pid, then says `served`.
+//! connection with its pid, then says `served`; `connection` carries an accepted TCP
+//! connection, which the worker answers with its pid, then says `served`. `cwd` is answered
+//! with the worker's working directory, `env` with the value of the variable its data names.
+//! A message that is no `TestMsg` is answered `undecodable`.
 //! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
 //!   each result (`listened` or `listen-error`), ask for the first again, then serve.
 
@@ -143,7 +146,15 @@ async fn main() {
     let echo = worker.clone();
     tokio::spawn(async move {
         while let Some(message) = echo.recv().await {
-            let msg: TestMsg = message.decode().expect("decode");
+            let msg: TestMsg = match message.decode() {
+                Ok(msg) => msg,
+                Err(e) => {
+                    echo.send(&TestMsg::new("undecodable", e.to_string()))
+                        .await
+                        .expect("answer");
+                    continue;
+                }
+            };
             if msg.kind == "disconnect" {
                 echo.disconnect();
             } else if msg.kind == "deaf" {
@@ -152,8 +163,18 @@ async fn main() {
                     .expect("ack");
                 // Blocks the only runtime thread: the worker is alive and deaf.
                 std::thread::sleep(std::time::Duration::from_secs(3600));
+            } else if msg.kind == "cwd" {
+                let cwd = std::env::current_dir().expect("cwd");
+                echo.send(&TestMsg::new("cwd", cwd.display().to_string()))
+                    .await
+                    .expect("answer");
+            } else if msg.kind == "env" {
+                let value = std::env::var(&msg.data).unwrap_or_default();
+                echo.send(&TestMsg::new("env", value))
+                    .await
+                    .expect("answer");
             } else if msg.kind.starts_with("send")
-                || ["stream", "reflect", "listener"].contains(&msg.kind.as_str())
+                || ["stream", "reflect", "listener", "connection"].contains(&msg.kind.as_str())
             {
                 with_fds(&echo, &msg, &message).await;
             } else {
@@ -200,6 +221,18 @@ async fn with_fds(worker: &Worker, msg: &TestMsg, message: &cluster_worker::Mess
         listener.set_nonblocking(true).expect("nonblocking");
         let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
         let (mut stream, _) = listener.accept().await.expect("accept");
+        answer(&mut stream, std::process::id())
+            .await
+            .expect("answer");
+        worker
+            .send(&TestMsg::new("served", ""))
+            .await
+            .expect("report");
+    } else if msg.kind == "connection" {
+        let fd = message.take_fds().pop().expect("a connection");
+        let stream = std::net::TcpStream::from(fd);
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut stream = tokio::net::TcpStream::from_std(stream).expect("tokio stream");
         answer(&mut stream, std::process::id())
             .await
             .expect("answer");
