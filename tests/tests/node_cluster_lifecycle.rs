@@ -128,3 +128,126 @@ async fn test_cluster_invalid_message() {
     assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
     within(10, "the stop", cluster.disconnect()).await;
 }
+
+/// test-cluster-disconnect-before-exit: `cluster.disconnect()` called once a worker has
+/// disconnected (from its `disconnect` event) skips it without error and completes.
+#[tokio::test]
+async fn test_cluster_disconnect_before_exit() {
+    let cluster = setup_master(worker_settings("serve")).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    wait_event(&mut events, 10, "online", |e| {
+        matches!(e, Event::Online(_)).then_some(())
+    })
+    .await;
+    worker.disconnect();
+    wait_event(&mut events, 10, "disconnect", |e| {
+        matches!(e, Event::Disconnect(_)).then_some(())
+    })
+    .await;
+    within(10, "the cluster's disconnect", cluster.disconnect()).await;
+    let exit = worker.exit_status().expect("exited");
+    assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+    assert!(cluster.workers().is_empty());
+}
+
+/// test-cluster-eaddrinuse: a worker's listen on a port another process holds fails with
+/// "address in use"; once the port is free, a new worker listens on it and serves.
+#[tokio::test]
+async fn test_cluster_eaddrinuse() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = holder.local_addr().expect("address");
+    let settings = worker_settings("serve").env("TEST_LISTEN", address.to_string());
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    cluster.fork(&[]).expect("fork");
+    let (_, hello) = next_message(&mut events, 10).await;
+    assert_eq!(hello.kind, "hello");
+    let (_, error) = next_message(&mut events, 10).await;
+    assert_eq!(error.kind, "listen-error");
+    assert!(error.data.contains("in use"), "{}", error.data);
+
+    drop(holder);
+    let retry = cluster.fork(&[]).expect("fork again");
+    let listening = cluster_tests::wait_listening(&mut events, 1).await;
+    assert_eq!(listening, address);
+    let (status, body) = cluster_tests::http_get(address, "/").await.expect("GET");
+    assert_eq!((status, body), (200, retry.pid().to_string()));
+    cluster.disconnect().await;
+}
+
+/// test-cluster-server-restart-none and test-cluster-server-restart-rr: a worker stops its
+/// server and listens again (on the same shared address); it and the worker that kept
+/// listening both exit 0.
+#[tokio::test]
+async fn test_cluster_server_restart_none_and_rr() {
+    for scheduling in [
+        cluster_core::Scheduling::Shared,
+        cluster_core::Scheduling::RoundRobin,
+    ] {
+        let settings = worker_settings("serve")
+            .env("TEST_LISTEN", "127.0.0.1:0")
+            .scheduling(scheduling);
+        let cluster = setup_master(settings.clone()).expect("setup");
+        let mut events = cluster.events();
+        let first = cluster.fork(&[]).expect("fork");
+        let address = cluster_tests::wait_listening(&mut events, 1).await;
+        cluster
+            .setup_master(
+                settings
+                    .env("TEST_MODE", "relisten")
+                    .env("TEST_LISTEN", address.to_string()),
+            )
+            .expect("setup");
+        let second = cluster.fork(&[]).expect("fork");
+        let relistened = loop {
+            let (id, msg) = next_message(&mut events, 10).await;
+            if id == second.id() && msg.kind == "relistened" {
+                break msg.data;
+            }
+        };
+        assert_eq!(relistened, format!("{address} {address}"), "{scheduling:?}");
+        let exit = wait_event(&mut events, 10, "the second worker's exit", |e| match e {
+            Event::Exit(w, exit) if w.id() == second.id() => Some(*exit),
+            _ => None,
+        })
+        .await;
+        assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+        // The first worker still serves, then exits 0 when disconnected.
+        let (status, body) = cluster_tests::http_get(address, "/").await.expect("GET");
+        assert_eq!((status, body), (200, first.pid().to_string()));
+        first.disconnect();
+        let exit = wait_event(&mut events, 10, "the first worker's exit", |e| match e {
+            Event::Exit(w, exit) if w.id() == first.id() => Some(*exit),
+            _ => None,
+        })
+        .await;
+        assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+        cluster.disconnect().await;
+    }
+}
+
+/// test-cluster-net-listen-ipv6only-false: workers listening on `[::]` share one
+/// dual-stack port; an IPv4 client is served.
+#[tokio::test]
+async fn test_cluster_net_listen_ipv6only_false() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 on this machine");
+        return;
+    }
+    let settings = worker_settings("serve").env("TEST_LISTEN", "[::]:0");
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    let workers: Vec<u32> = (0..3)
+        .map(|_| cluster.fork(&[]).expect("fork").pid())
+        .collect();
+    let address = cluster_tests::wait_listening(&mut events, 3).await;
+    assert!(address.is_ipv6(), "{address}");
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], address.port()));
+    let (status, body) = cluster_tests::http_get(v4, "/")
+        .await
+        .expect("GET over IPv4");
+    assert_eq!(status, 200);
+    assert!(workers.contains(&body.parse().expect("pid")), "{body}");
+    cluster.disconnect().await;
+}

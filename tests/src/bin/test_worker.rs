@@ -20,6 +20,9 @@
 //! - `hand-back`: listen on `TEST_LISTEN` and send every accepted connection to the master
 //!   with a `client` message (its descriptor attached), without reading or answering it;
 //!   `hand-back-twice` sends each one twice.
+//! - `relisten`: take connections on `TEST_LISTEN` (`incoming`), stop, take them again,
+//!   report `relistened` with both local addresses, stop again and disconnect (Node's
+//!   server-restart tests).
 //! - `lying-fds`: the first worker (id 1) writes a user frame announcing 2 descriptors with
 //!   only 1 attached, then waits; later ones serve.
 //!
@@ -107,6 +110,23 @@ async fn main() {
     };
 
     let server = match std::env::var("TEST_LISTEN") {
+        Ok(address) if mode == "relisten" => {
+            let address = address.parse().expect("TEST_LISTEN");
+            let first = cluster_worker::incoming(address).await.expect("listen");
+            let a = first.local_addr();
+            drop(first);
+            let second = cluster_worker::incoming(address)
+                .await
+                .expect("listen again");
+            let b = second.local_addr();
+            drop(second);
+            worker
+                .send(&TestMsg::new("relistened", format!("{a} {b}")))
+                .await
+                .expect("report");
+            worker.disconnect();
+            None
+        }
         Ok(address) if mode.starts_with("hand-back") => {
             let listener = cluster_worker::listen(address.parse().expect("TEST_LISTEN"))
                 .await
