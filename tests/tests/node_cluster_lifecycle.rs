@@ -251,3 +251,133 @@ async fn test_cluster_net_listen_ipv6only_false() {
     assert!(workers.contains(&body.parse().expect("pid")), "{body}");
     cluster.disconnect().await;
 }
+
+/// The exit of worker `id`; asserts its `disconnect` came first.
+async fn disconnect_then_exit(events: &mut EventStream, id: u32) -> cluster_core::Exit {
+    let mut disconnected = false;
+    wait_event(events, 10, "disconnect, then exit", |e| match e {
+        Event::Disconnect(w) if w.id() == id => {
+            disconnected = true;
+            None
+        }
+        Event::Exit(w, exit) if w.id() == id => {
+            assert!(disconnected, "exit before disconnect");
+            Some(*exit)
+        }
+        _ => None,
+    })
+    .await
+}
+
+/// test-cluster-disconnect-leak: `cluster.disconnect()` right after a fork, before the worker
+/// listens: its `disconnect` and `exit` still fire, in that order, and the stop completes.
+#[tokio::test]
+async fn test_cluster_disconnect_leak() {
+    let settings = worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0");
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    within(10, "the cluster's disconnect", cluster.disconnect()).await;
+    let exit = disconnect_then_exit(&mut events, worker.id()).await;
+    // It ends by itself, never killed: 0 when the disconnect reached it before its listen
+    // request (its acceptor ends at once), 3 (the test worker's code for a failed listen)
+    // when its listen request met the closed channel.
+    assert!(
+        exit.signal.is_none() && matches!(exit.code, Some(0 | 3)),
+        "{exit}"
+    );
+    assert!(worker.is_dead());
+}
+
+/// test-cluster-disconnect-race: one worker is disconnected while another is forked and
+/// disconnected as soon as it is online; both exit 0.
+#[tokio::test]
+async fn test_cluster_disconnect_race() {
+    let cluster = setup_master(worker_settings("serve")).expect("setup");
+    let mut events = cluster.events();
+    let first = cluster.fork(&[]).expect("fork");
+    wait_event(&mut events, 10, "online", |e| {
+        matches!(e, Event::Online(w) if w.id() == first.id()).then_some(())
+    })
+    .await;
+    first.disconnect();
+    let second = cluster.fork(&[]).expect("fork");
+    let mut exits = Vec::new();
+    while exits.len() < 2 {
+        let event = within(10, "events", events.next())
+            .await
+            .expect("event stream");
+        match event {
+            Event::Online(w) if w.id() == second.id() => w.disconnect(),
+            Event::Exit(w, exit) => {
+                assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+                assert!(w.exited_after_disconnect());
+                exits.push(w.id());
+            }
+            _ => {}
+        }
+    }
+    exits.sort();
+    assert_eq!(exits, [first.id(), second.id()]);
+    cluster.disconnect().await;
+}
+
+/// test-cluster-disconnect-unshared-tcp: a worker that listens and one that does not;
+/// disconnecting the second, then the whole cluster, ends both with code 0 and lets the
+/// primary finish.
+#[tokio::test]
+async fn test_cluster_disconnect_unshared_tcp() {
+    let listening = worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0");
+    let cluster = setup_master(listening).expect("setup");
+    let mut events = cluster.events();
+    let server = cluster.fork(&[]).expect("fork");
+    cluster_tests::wait_listening(&mut events, 1).await;
+    cluster
+        .setup_master(worker_settings("serve"))
+        .expect("setup");
+    let idle = cluster.fork(&[]).expect("fork");
+    wait_event(&mut events, 10, "online", |e| {
+        matches!(e, Event::Online(w) if w.id() == idle.id()).then_some(())
+    })
+    .await;
+    idle.disconnect();
+    let exit = disconnect_then_exit(&mut events, idle.id()).await;
+    assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+    within(10, "the cluster's disconnect", cluster.disconnect()).await;
+    let exit = server.exit_status().expect("exited");
+    assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+    assert_eq!(*cluster.phase().borrow(), Phase::Stopped);
+}
+
+/// test-cluster-ipc-throw: in round-robin mode, a listen error (the port is held by the
+/// primary's own server) reaches the worker's `listen`.
+#[tokio::test]
+async fn test_cluster_ipc_throw() {
+    let primary_server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = primary_server.local_addr().expect("address");
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", address.to_string())
+        .scheduling(cluster_core::Scheduling::RoundRobin);
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    next_message(&mut events, 10).await; // hello
+    let (_, error) = next_message(&mut events, 10).await;
+    assert_eq!(error.kind, "listen-error");
+    assert!(
+        error.data.contains(&address.to_string()) && error.data.contains("in use"),
+        "{}",
+        error.data
+    );
+    let exit = wait_event(&mut events, 10, "exit", |e| match e {
+        Event::Exit(w, exit) if w.id() == worker.id() => Some(*exit),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        exit.code,
+        Some(3),
+        "the test worker exits 3 on a listen error"
+    );
+    cluster.disconnect().await;
+}
