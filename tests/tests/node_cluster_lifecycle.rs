@@ -381,3 +381,51 @@ async fn test_cluster_ipc_throw() {
     );
     cluster.disconnect().await;
 }
+
+/// test-cluster-worker-no-exit: a worker disconnected while a client's connection is open
+/// does not exit until that connection ends: the client, finishing its request after the
+/// `disconnect`, is still answered by it, and only then does it exit 0.
+#[tokio::test]
+async fn test_cluster_worker_no_exit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let settings = worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0");
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    let address = cluster_tests::wait_listening(&mut events, 1).await;
+    let mut client = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    client
+        .write_all(b"GET / HTTP/1.1\r\n")
+        .await
+        .expect("write half a request");
+    // Taken by the worker (out of the accept queue), which now waits for the rest.
+    cluster_tests::eventually(10, "the worker accepting", || {
+        cluster_tests::accept_queue(address.port()) == Some(0)
+    })
+    .await;
+    worker.disconnect();
+    wait_event(&mut events, 10, "disconnect", |e| {
+        matches!(e, Event::Disconnect(_)).then_some(())
+    })
+    .await;
+    assert!(!worker.is_dead());
+    client
+        .write_all(b"Host: x\r\n\r\n")
+        .await
+        .expect("write the rest");
+    let mut response = String::new();
+    within(10, "the answer", client.read_to_string(&mut response))
+        .await
+        .expect("read");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with(&worker.pid().to_string()), "{response}");
+    let exit = wait_event(&mut events, 10, "exit", |e| match e {
+        Event::Exit(_, exit) => Some(*exit),
+        _ => None,
+    })
+    .await;
+    assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+    cluster.disconnect().await;
+}
