@@ -127,6 +127,7 @@ mod settings;
 mod signal;
 mod signals;
 mod spawn;
+mod sticky;
 mod supervise;
 mod systemd;
 pub mod upgrade;
