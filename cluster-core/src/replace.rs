@@ -8,7 +8,7 @@ use crate::signal::Signal;
 
 use crate::cluster::Shared;
 use crate::events::Event;
-use crate::supervise::emit_disconnect;
+use crate::supervise::emit_leaving;
 use crate::worker::{Worker, WorkerState};
 
 /// How long an unresponsive worker has after SIGABRT (time to write a core) before SIGKILL.
@@ -87,7 +87,7 @@ pub(crate) fn abort_unresponsive(shared: &Shared, worker: &Worker, silent: Durat
     }
     worker.mark_exited_after_disconnect();
     shared.events.emit(Event::Replacing(worker.clone(), reason));
-    emit_disconnect(shared, worker);
+    emit_leaving(shared, worker);
     worker.signal(Signal::SIGABRT);
     let doomed = worker.clone();
     tokio::spawn(async move {
@@ -113,7 +113,7 @@ pub(crate) fn start_recycle(shared: &Shared, worker: &Worker, reason: ReplaceRea
     );
     worker.mark_exited_after_disconnect();
     shared.events.emit(Event::Replacing(worker.clone(), reason));
-    emit_disconnect(shared, worker);
+    emit_leaving(shared, worker);
     shared.handovers.start_recycle(worker);
     true
 }
