@@ -609,7 +609,6 @@ impl Cluster {
         });
     }
 
-
     /// Stops the cluster. No worker is forked after this starts. A `Fast` request while a
     /// graceful stop runs turns it fast. Returns when every worker has exited.
     pub async fn stop(&self, mode: StopMode) {

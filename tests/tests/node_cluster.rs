@@ -90,12 +90,19 @@ async fn a_node_style_disconnect_dispatch_and_the_respawn_replace_once() {
         _ => None,
     })
     .await;
-    let new = replacement.lock().expect("lock").expect("the dispatch forked");
+    let new = replacement
+        .lock()
+        .expect("lock")
+        .expect("the dispatch forked");
     assert_eq!(cluster.workers().len(), 1, "replaced once");
     assert_eq!(cluster.workers()[0].id(), new);
     cluster.stop(cluster_core::StopMode::Graceful).await;
     within(10, "run", run).await.expect("join").expect("run");
-    assert_eq!(forks.load(Ordering::SeqCst), 2, "the first worker and one replacement");
+    assert_eq!(
+        forks.load(Ordering::SeqCst),
+        2,
+        "the first worker and one replacement"
+    );
 }
 
 /// test-cluster-setup-primary-cumulative: the settings can be read, and repeated
@@ -185,5 +192,9 @@ async fn test_cluster_setup_primary_multiple() {
         .await;
         seen.push(settings.arguments().len());
     }
-    assert_eq!(seen, [0, 1, 2, 3], "the first, then one per call, cumulative");
+    assert_eq!(
+        seen,
+        [0, 1, 2, 3],
+        "the first, then one per call, cumulative"
+    );
 }

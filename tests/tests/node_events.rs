@@ -62,7 +62,14 @@ async fn per_worker_events_come_in_order_from_fork_to_exit_without_run() {
     let names: Vec<_> = seen.iter().map(name).collect();
     assert_eq!(
         names,
-        ["fork", "online", "listening", "leaving", "disconnect", "exit"]
+        [
+            "fork",
+            "online",
+            "listening",
+            "leaving",
+            "disconnect",
+            "exit"
+        ]
     );
 
     // Nobody consumed this one's events: its early messages are replayed too, in place.
@@ -81,7 +88,14 @@ async fn per_worker_events_come_in_order_from_fork_to_exit_without_run() {
     let lifecycle: Vec<_> = names.iter().filter(|n| **n != "message").copied().collect();
     assert_eq!(
         lifecycle,
-        ["fork", "online", "listening", "leaving", "disconnect", "exit"]
+        [
+            "fork",
+            "online",
+            "listening",
+            "leaving",
+            "disconnect",
+            "exit"
+        ]
     );
 
     let mut callback_order = Vec::new();
@@ -192,8 +206,8 @@ async fn test_cluster_worker_disconnect() {
 /// is still true once its channel closed).
 #[tokio::test]
 async fn test_cluster_worker_isconnected() {
-    let cluster = setup_master(worker_settings("serve").env("TEST_REPORT_CONNECTED", "1"))
-        .expect("setup");
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_REPORT_CONNECTED", "1")).expect("setup");
     let mut events = cluster.events();
     let worker = cluster.fork(&[]).expect("fork");
     assert!(worker.is_connected(), "connected as soon as it is forked");
@@ -321,8 +335,8 @@ async fn node_pattern_disconnect_then_kill_if_no_disconnect_in_time() {
 /// dies of SIGTERM); a healthy worker drains and exits 0.
 #[tokio::test]
 async fn test_cluster_kill_infinite_loop() {
-    let cluster = setup_master(worker_settings("serve").stop_timeout(Duration::from_secs(1)))
-        .expect("setup");
+    let cluster =
+        setup_master(worker_settings("serve").stop_timeout(Duration::from_secs(1))).expect("setup");
     let mut events = cluster.events();
     let stuck = cluster.fork(&[]).expect("fork");
     next_message(&mut events, 10).await;
@@ -335,7 +349,10 @@ async fn test_cluster_kill_infinite_loop() {
     })
     .await;
     assert_eq!((exit.code, exit.signal), (None, Some(Signal::SIGKILL)));
-    assert!(!stuck.exited_after_disconnect(), "a kill is not a disconnect");
+    assert!(
+        !stuck.exited_after_disconnect(),
+        "a kill is not a disconnect"
+    );
 
     let healthy = cluster.fork(&[]).expect("fork");
     next_message(&mut events, 10).await;
@@ -389,14 +406,18 @@ async fn test_cluster_kill_disconnect() {
             }
         });
         worker.send(&TestMsg::new(how, "")).await.expect("send");
-        assert_eq!(within(10, "disconnect", rx.recv()).await, Some(true), "{how}");
+        assert_eq!(
+            within(10, "disconnect", rx.recv()).await,
+            Some(true),
+            "{how}"
+        );
         assert_eq!(within(10, "exit", rx.recv()).await, Some(true), "{how}");
     }
 }
 
-/// test-cluster-worker-wait-server-close: the `disconnect` comes after the worker's server
-/// closed, i.e. after the connection it was serving ended; the early `leaving` comes at
-/// once.
+/// test-cluster-worker-wait-server-close (and test-cluster-worker-no-exit): the
+/// `disconnect` comes after the worker's server closed, i.e. after the connection it was
+/// serving ended, and the worker lives until then; the early `leaving` comes at once.
 #[tokio::test]
 async fn test_cluster_worker_wait_server_close() {
     let cluster =
@@ -432,6 +453,10 @@ async fn test_cluster_worker_wait_server_close() {
         "nothing after leaving while the connection is open: {early:?}"
     );
     assert!(worker.is_connected(), "not disconnected while serving");
+    // test-cluster-worker-no-exit: the disconnected worker does not exit while its client's
+    // connection is open.
+    assert!(cluster_tests::process_exists(worker.pid()));
+    assert!(!worker.is_dead());
     client.write_all(b"\r\n").await.expect("finish");
     let mut response = String::new();
     client
@@ -448,4 +473,86 @@ async fn test_cluster_worker_wait_server_close() {
     })
     .await;
     assert_eq!(rest, ["disconnect", "exit"]);
+}
+
+/// test-cluster-worker-isdead: `is_dead()` is false after fork and true inside `exit`.
+#[tokio::test]
+async fn test_cluster_worker_isdead() {
+    let cluster = setup_master(worker_settings("exit:0")).expect("setup");
+    let worker = cluster.fork(&[]).expect("fork");
+    assert!(!worker.is_dead());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    worker.on_exit(move |w, _| {
+        let _ = tx.send(w.is_dead());
+    });
+    assert_eq!(within(10, "exit", rx.recv()).await, Some(true));
+}
+
+/// test-cluster-concurrent-disconnect: workers told to go all at once, some by the
+/// master's `disconnect()`, some by their own `destroy()`, all exit 0 with no signal.
+#[tokio::test]
+async fn test_cluster_concurrent_disconnect() {
+    let cluster = setup_master(worker_settings("serve")).expect("setup");
+    let mut events = cluster.events();
+    let workers: Vec<_> = (0..4).map(|_| cluster.fork(&[]).expect("fork")).collect();
+    for _ in 0..workers.len() {
+        next_message(&mut events, 10).await;
+    }
+    let exits: Vec<_> = workers.iter().map(|w| w.events()).collect();
+    for (i, worker) in workers.iter().enumerate() {
+        if i % 2 == 0 {
+            worker.disconnect();
+        } else {
+            worker
+                .send(&TestMsg::new("destroy", ""))
+                .await
+                .expect("send");
+        }
+    }
+    for (worker, mut events) in workers.iter().zip(exits) {
+        let exit = within(10, "exit", async {
+            while let Some(event) = events.next().await {
+                if let WorkerEvent::Exit(exit) = event {
+                    return exit;
+                }
+            }
+            panic!("no exit")
+        })
+        .await;
+        assert_eq!(
+            (exit.code, exit.signal),
+            (Some(0), None),
+            "worker {}",
+            worker.id()
+        );
+        assert!(worker.exited_after_disconnect());
+    }
+}
+
+/// test-cluster-disconnect-before-exit: `cluster.disconnect()` started from a worker's
+/// `disconnect` handler passes over the worker already disconnected, without error, and
+/// ends the others.
+#[tokio::test]
+async fn test_cluster_disconnect_before_exit() {
+    let cluster = setup_master(worker_settings("serve")).expect("setup");
+    let mut events = cluster.events();
+    let first = cluster.fork(&[]).expect("fork");
+    let second = cluster.fork(&[]).expect("fork");
+    for _ in 0..2 {
+        next_message(&mut events, 10).await;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let all = cluster.clone();
+    first.on_disconnect(move |_| {
+        let all = all.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            all.disconnect().await;
+            let _ = tx.send(());
+        });
+    });
+    first.disconnect();
+    within(15, "cluster.disconnect()", rx.recv()).await;
+    assert!(first.is_dead() && second.is_dead());
+    assert!(cluster.workers().is_empty());
 }
