@@ -1,5 +1,5 @@
 //! Replacing a worker on purpose: aborting an unresponsive one, and recycling one through
-//! the hand-over path. Both emit `Replacing` with the reason, then `Disconnect` at once so
+//! the hand-over path. Both emit `Replacing` with the reason, then `Leaving` at once so
 //! the dispatch (or the pm group) forks the replacement.
 
 use std::time::Duration;
@@ -96,7 +96,7 @@ pub(crate) fn abort_unresponsive(shared: &Shared, worker: &Worker, silent: Durat
     });
 }
 
-/// Recycles `worker`: the replacement is forked first (the `Disconnect` event), and the
+/// Recycles `worker`: the replacement is forked first (the `Leaving` event), and the
 /// worker is disconnected (drains, exits 0) once the replacement accepts on each of its
 /// addresses. False if it is already leaving.
 pub(crate) fn start_recycle(shared: &Shared, worker: &Worker, reason: ReplaceReason) -> bool {
