@@ -156,4 +156,4 @@ pub use signal::Signal;
 pub use signals::SignalRequest;
 pub use upgrade::UpgradeError;
 pub use worker::{Exit, Worker, WorkerLoad, WorkerState};
-pub use worker_events::{EARLY_MESSAGES, WorkerEvent, WorkerEvents};
+pub use worker_events::{EARLY_MESSAGE_BYTES, EARLY_MESSAGES, WorkerEvent, WorkerEvents};

@@ -6,7 +6,8 @@
 //! order is the cluster's. A consumer that arrives late is not left without the start: its
 //! lifecycle events so far (fork, online, listening, ready, replacing, leaving, disconnect,
 //! exit) are replayed first, and so are the messages the worker sent before anybody
-//! consumed its events (at most [`EARLY_MESSAGES`]), the way Node's listeners registered
+//! consumed its events (at most [`EARLY_MESSAGES`] and [`EARLY_MESSAGE_BYTES`]; later ones
+//! are not kept, with a debug log), the way Node's listeners registered
 //! right after `fork()` miss nothing. Messages sent after the first consumer arrived are
 //! delivered live only. Callbacks run one at a time, in event order, on a task of their own
 //! per worker; the stream and the task end after `Exit`.
@@ -22,8 +23,12 @@ use crate::events::Event;
 use crate::replace::ReplaceReason;
 use crate::worker::{Exit, Worker};
 
-/// How many messages sent before the first consumer are kept for it.
+/// How many messages sent before the first consumer are kept for it (and at most
+/// [`EARLY_MESSAGE_BYTES`] of them).
 pub const EARLY_MESSAGES: usize = 1024;
+
+/// How many payload bytes of messages sent before the first consumer are kept for it.
+pub const EARLY_MESSAGE_BYTES: usize = 1 << 20;
 
 /// One thing that happened to one worker. In order: `Fork`, `Online`, any `Listening*`,
 /// `Ready` and `Message`, `Replacing` (if the master replaces it), `Leaving`, `Disconnect`,
@@ -102,6 +107,7 @@ enum Dispatch {
 struct LogState {
     history: Vec<WorkerEvent>,
     early_messages: usize,
+    early_bytes: usize,
     /// Somebody has asked for the events: messages are no longer kept.
     consumed: bool,
     ended: bool,
@@ -134,11 +140,18 @@ impl WorkerLog {
             return;
         }
         let keep = match event {
-            WorkerEvent::Message(_) => {
-                let keep = !state.consumed && state.early_messages < EARLY_MESSAGES;
-                state.early_messages += usize::from(keep);
+            WorkerEvent::Message(ref message) if !state.consumed => {
+                let bytes = state.early_bytes + message.payload().len();
+                let keep = state.early_messages < EARLY_MESSAGES && bytes <= EARLY_MESSAGE_BYTES;
+                if keep {
+                    state.early_messages += 1;
+                    state.early_bytes = bytes;
+                } else {
+                    tracing::debug!("no consumer of this worker's events yet: message not kept");
+                }
                 keep
             }
+            WorkerEvent::Message(_) => false,
             _ => true,
         };
         if keep {
