@@ -108,10 +108,12 @@ impl EventBus {
 
     pub(crate) fn emit(&self, event: Event) {
         tracing::trace!(?event, "cluster event");
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock too, so a worker's own events are in the cluster's order (lock
+        // order: the bus, then the worker's log).
         if let Some((worker, own)) = crate::worker_events::WorkerEvent::of(&event) {
             worker.record(own);
         }
-        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         if let Event::Setup(_) = event {
             streams.last_setup = Some(event.clone());
         }
