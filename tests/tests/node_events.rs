@@ -560,3 +560,71 @@ async fn test_cluster_disconnect_before_exit() {
     assert!(first.is_dead() && second.is_dead());
     assert!(cluster.workers().is_empty());
 }
+
+/// test-cluster-worker-exit and test-cluster-worker-kill: a listening worker that exits
+/// with 42, or is SIGKILLed: `disconnect` and `exit` once each on the cluster and on the
+/// worker, the code or signal reported, not intended, the process gone, the worker dead.
+#[tokio::test]
+async fn test_cluster_worker_exit() {
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0")).expect("setup");
+    let mut cluster_events = cluster.events();
+    for how in ["exit", "kill"] {
+        let worker = cluster.fork(&[]).expect("fork");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        worker.on(move |_, e| match e {
+            WorkerEvent::Disconnect => {
+                let _ = tx.send(("disconnect", None));
+            }
+            WorkerEvent::Exit(exit) => {
+                let _ = tx.send(("exit", Some(*exit)));
+            }
+            _ => {}
+        });
+        wait_event(&mut cluster_events, 10, "listening", |e| match e {
+            Event::Listening(w, _) if w.id() == worker.id() => Some(()),
+            _ => None,
+        })
+        .await;
+        if how == "exit" {
+            worker
+                .send(&TestMsg::new("exit", "42"))
+                .await
+                .expect("send");
+        } else {
+            worker.kill(Signal::SIGKILL);
+        }
+        let mut cluster_disconnects = 0;
+        let exit = wait_event(&mut cluster_events, 10, "exit", |e| match e {
+            Event::Disconnect(w) if w.id() == worker.id() => {
+                cluster_disconnects += 1;
+                None
+            }
+            Event::Exit(w, exit) if w.id() == worker.id() => Some(*exit),
+            _ => None,
+        })
+        .await;
+        assert_eq!(cluster_disconnects, 1, "{how}");
+        let expected = if how == "exit" {
+            (Some(42), None)
+        } else {
+            (None, Some(Signal::SIGKILL))
+        };
+        assert_eq!((exit.code, exit.signal), expected, "{how}");
+        assert_eq!(
+            within(5, "disconnect", rx.recv()).await,
+            Some(("disconnect", None))
+        );
+        assert_eq!(
+            within(5, "exit", rx.recv()).await,
+            Some(("exit", Some(exit)))
+        );
+        assert!(
+            within(5, "no more", rx.recv()).await.is_none(),
+            "{how}: once each"
+        );
+        assert!(!worker.exited_after_disconnect(), "{how}: not intended");
+        assert!(worker.is_dead());
+        assert!(cluster_tests::process_gone(worker.pid()), "{how}");
+    }
+}

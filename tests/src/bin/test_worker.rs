@@ -5,7 +5,7 @@
 //!   reports `listened` or `listen-error`; for `udp:ADDRESS` it reports `listened` with the
 //!   bound address, then answers every datagram with its pid), echo every message back, and
 //!   disconnect when asked by a `disconnect` message; end itself with `destroy()` on a
-//!   `destroy` message, with `kill()` on `kill`, and on `disconnect-destroy` disconnect,
+//!   `destroy` message, with `kill()` on `kill`, exit with code N on `exit` N, and on `disconnect-destroy` disconnect,
 //!   wait for its channel to close, then `destroy()`. A `deaf` message is answered with
 //!   `deaf`, then the worker's runtime blocks for good (its thread sleeps): nothing reads
 //!   its channel or serves its connections any more, as in a hung worker.
@@ -205,6 +205,8 @@ async fn main() {
             let msg: TestMsg = message.decode().expect("decode");
             if msg.kind == "disconnect" {
                 echo.disconnect();
+            } else if msg.kind == "exit" {
+                std::process::exit(msg.data.parse().expect("exit code"));
             } else if msg.kind == "destroy" {
                 echo.destroy();
             } else if msg.kind == "kill" {
