@@ -198,3 +198,57 @@ async fn test_cluster_setup_primary_multiple() {
         "the first, then one per call, cumulative"
     );
 }
+
+/// test-cluster-disconnect-race: worker 1 is disconnected as it starts listening while
+/// worker 2 is forked and disconnects itself as soon as it is online: both exit 0.
+#[tokio::test]
+async fn test_cluster_disconnect_race() {
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0")).expect("setup");
+    let mut events = cluster.events();
+    let first = cluster.fork(&[]).expect("fork");
+    let forking = cluster.clone();
+    first.on_listening(move |w, _| {
+        w.disconnect();
+        let second = forking.fork(&[]).expect("fork");
+        second.on_online(|w| w.disconnect());
+    });
+    let mut codes = Vec::new();
+    while codes.len() < 2 {
+        let exit = wait_event(&mut events, 10, "exit", |e| match e {
+            Event::Exit(w, exit) => Some((w.id(), *exit, w.exited_after_disconnect())),
+            _ => None,
+        })
+        .await;
+        codes.push(exit);
+    }
+    codes.sort_by_key(|(id, _, _)| *id);
+    for (id, exit, intended) in codes {
+        assert_eq!((exit.code, exit.signal), (Some(0), None), "worker {id}");
+        assert!(intended, "worker {id}");
+    }
+}
+
+/// test-cluster-disconnect-leak: `cluster.disconnect()` right after `fork()` (the worker then
+/// listens) still gets the worker's `disconnect` and `exit`.
+#[tokio::test]
+async fn test_cluster_disconnect_leak() {
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0")).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    within(15, "disconnect", cluster.disconnect()).await;
+    let mut seen = Vec::new();
+    wait_event(&mut events, 10, "exit", |e| match e {
+        Event::Disconnect(w) if w.id() == worker.id() => {
+            seen.push("disconnect");
+            None
+        }
+        Event::Exit(w, _) if w.id() == worker.id() => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(seen, ["disconnect"]);
+    assert!(worker.is_dead());
+    assert!(worker.exited_after_disconnect());
+}
