@@ -76,7 +76,7 @@ pub(crate) struct Shared {
     /// The worker whose `disconnect` or `exit` callbacks are running.
     dispatching_for: Mutex<Option<u32>>,
     /// The soft `RLIMIT_NOFILE` set at start-up, which workers inherit.
-    nofile_limit: std::sync::atomic::AtomicU64,
+    pub(crate) nofile_limit: std::sync::atomic::AtomicU64,
     /// Workers that died before they were ready (see `boot_failures.rs`).
     pub(crate) boot_guard: crate::boot_failures::BootGuard,
     /// The default replacement recipe's memory (see `respawn.rs`).
@@ -200,6 +200,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A cluster master (Node's `cluster` in the primary). Cheap to clone.
 ///
+/// Each worker's own events are also [`Worker::events`] and [`Worker::on`] (Node's
+/// `worker.on(...)`), which need no `run`.
+///
 /// Callbacks registered with `on_*` see the events emitted after their registration; they
 /// run inside [`Cluster::run`], one at a time and in event order, like Node's event loop,
 /// and they may call [`Cluster::fork`]. [`Cluster::events`]
@@ -283,7 +286,8 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SetupError> {
         // `run` replaces workers from the events it reads.
         shared.events.respawn_registered();
     }
-    shared.events.emit(Event::Setup);
+    let first = Event::Setup(Arc::new(shared.settings().clone()));
+    shared.events.emit(first);
     if let Some(notifier) = crate::systemd::Notifier::claim() {
         tokio::spawn(crate::systemd::follow_cluster(
             Arc::downgrade(&shared),
@@ -338,19 +342,6 @@ fn refuse_in_a_worker() -> Result<(), SetupError> {
 }
 
 impl Cluster {
-    /// Replaces the settings for workers forked from now on, and emits `Setup`.
-    pub fn setup_master(&self, settings: Settings) -> Result<(), SettingsError> {
-        let settings = settings.validate()?;
-        let limit = crate::nofile::apply(settings.nofile_limit)?;
-        self.shared.nofile_limit.store(limit, Ordering::Relaxed);
-        if settings.respawn != crate::Respawn::Manual {
-            self.shared.events.respawn_registered();
-        }
-        *self.shared.settings() = settings;
-        self.shared.events.emit(Event::Setup);
-        Ok(())
-    }
-
     /// Starts a worker, with `env` added to its environment. Ids count from 1. Refused
     /// once the cluster is stopping.
     ///
@@ -417,7 +408,7 @@ impl Cluster {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let worker = Worker::new(id, pid, fork_env, sender);
+        let worker = Worker::new(id, pid, fork_env, sender, settings.stop_timeout);
         {
             let mut workers = lock(&shared.workers);
             workers.insert(id, worker.clone());
@@ -544,11 +535,12 @@ impl Cluster {
         self.shared.events.callbacks_registered();
     }
 
-    /// Calls `callback` when settings are applied.
-    pub fn on_setup(&self, mut callback: impl FnMut(&Cluster) + Send + 'static) {
+    /// Calls `callback` with the settings in force: first the latest ones, then at every
+    /// [`Cluster::setup_master`].
+    pub fn on_setup(&self, mut callback: impl FnMut(&Cluster, &Settings) + Send + 'static) {
         self.on(move |c, e| {
-            if let Event::Setup = e {
-                callback(c)
+            if let Event::Setup(settings) = e {
+                callback(c, settings)
             }
         });
     }
@@ -583,7 +575,18 @@ impl Cluster {
         });
     }
 
-    /// Calls `callback` when a worker's channel closes.
+    /// Calls `callback` when a worker starts going away ([`Event::Leaving`]): fork
+    /// replacements here, they start before the old worker has drained.
+    pub fn on_leaving(&self, mut callback: impl FnMut(&Cluster, &Worker) + Send + 'static) {
+        self.on(move |c, e| {
+            if let Event::Leaving(w) = e {
+                callback(c, w)
+            }
+        });
+    }
+
+    /// Calls `callback` when a worker's channel is closed (Node's `disconnect`): after it
+    /// closed its servers and drained, or because it died; `is_connected()` is false.
     pub fn on_disconnect(&self, mut callback: impl FnMut(&Cluster, &Worker) + Send + 'static) {
         self.on(move |c, e| {
             if let Event::Disconnect(w) = e {
@@ -611,13 +614,6 @@ impl Cluster {
                 callback(c, w, m)
             }
         });
-    }
-
-    /// Stops every worker gracefully (Node's `cluster.disconnect()`): each closes its
-    /// servers, finishes its connections and exits; those still running after
-    /// `stop_timeout` are killed. Returns when all have exited.
-    pub async fn disconnect(&self) {
-        self.stop(StopMode::Graceful).await
     }
 
     /// Stops the cluster. No worker is forked after this starts. A `Fast` request while a
@@ -731,7 +727,7 @@ impl Cluster {
     /// run, a `fork` may be answered with the replacement a reload made for it.
     fn dispatch(&self, event: &Event) {
         let retiring = match event {
-            Event::Disconnect(w) | Event::Exit(w, _) => Some(w.id()),
+            Event::Leaving(w) | Event::Disconnect(w) | Event::Exit(w, _) => Some(w.id()),
             _ => None,
         };
         *lock(&self.shared.dispatching_for) = retiring;

@@ -11,12 +11,16 @@ use crate::worker::{Exit, Worker};
 
 /// One thing that happened in the cluster. Per worker, events come in this order: `Fork`,
 /// `Online`, any `Listening` and `Message`, `Replacing` (if the master replaces it),
-/// `Disconnect`, `Exit`.
+/// `Leaving`, `Disconnect`, `Exit`. Each worker's own events are also
+/// [`Worker::events`] and [`Worker::on`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
-    /// `setup_master` applied new settings.
-    Setup,
+    /// These settings apply to the workers forked from now on: emitted by [`crate::setup_master`]
+    /// and by every [`crate::Cluster::setup_master`]. A new [`crate::Cluster::events`]
+    /// stream, and the callbacks registered first, start with the latest one, so the first
+    /// is never lost.
+    Setup(std::sync::Arc<crate::Settings>),
     /// A worker process was started.
     Fork(Worker),
     /// The worker's runtime is up.
@@ -31,12 +35,18 @@ pub enum Event {
     /// The worker said it is ready to serve (`Worker::ready` in `cluster-worker`).
     Ready(Worker),
     /// The worker is going away: it announced a disconnect or a hand-over (then it is still
-    /// draining), or its channel closed because it crashed or was killed. Emitted exactly once
-    /// for every worker, before its `Exit`, so a dispatch that forks on it replaces every
-    /// worker once.
+    /// draining, and may serve for a while), or its channel closed because it crashed or was
+    /// killed. Emitted exactly once for every worker, before its `Disconnect` and `Exit`, so
+    /// a dispatch that forks on it replaces every worker once, and at once: this is the
+    /// event to fork replacements on (Node has no such event; its programs fork on
+    /// `disconnect` or `exit`, later). The master's own respawn uses it.
+    Leaving(Worker),
+    /// The worker's channel is closed (Node's `disconnect`): after it closed its servers and
+    /// drained, or because it died. [`Worker::is_connected`] is false from here on.
+    /// Exactly once per worker, after `Leaving`, before `Exit`.
     Disconnect(Worker),
     /// The master replaces the worker on purpose, for this reason: the watchdog found it
-    /// unresponsive (it is killed), or it is recycled (it drains and exits 0). `Disconnect`
+    /// unresponsive (it is killed), or it is recycled (it drains and exits 0). `Leaving`
     /// follows at once, so the dispatch forks the replacement.
     Replacing(Worker, crate::replace::ReplaceReason),
     /// The worker process ended and was reaped.
@@ -56,8 +66,8 @@ pub enum Event {
     Message(Worker, Message),
 }
 
-/// The receiving end of [`crate::Cluster::events`]: every event from the moment it was
-/// created, none dropped.
+/// The receiving end of [`crate::Cluster::events`]: the latest `Setup`, then every event
+/// from the moment it was created, none dropped.
 pub struct EventStream {
     rx: mpsc::UnboundedReceiver<Event>,
 }
@@ -75,11 +85,18 @@ pub(crate) struct EventBus {
     /// Nothing is queued for callbacks until one is registered, so a master that only uses
     /// streams does not accumulate events.
     has_callbacks: AtomicBool,
-    /// The master's respawn reads the endings (`Disconnect`, `Exit`) in `run`: only those
+    /// The master's respawn reads the endings (`Leaving`, `Exit`) in `run`: only those
     /// are queued when no callback is registered, so a `Message` (and the descriptors it
     /// carries) is never held for a `run` that may never come.
     queue_endings: AtomicBool,
-    streams: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    streams: Mutex<Streams>,
+}
+
+#[derive(Default)]
+struct Streams {
+    list: Vec<mpsc::UnboundedSender<Event>>,
+    /// The latest `Setup`, replayed to new streams and to the first callbacks.
+    last_setup: Option<Event>,
 }
 
 impl EventBus {
@@ -89,7 +106,7 @@ impl EventBus {
             callbacks,
             has_callbacks: AtomicBool::new(false),
             queue_endings: AtomicBool::new(false),
-            streams: Mutex::new(Vec::new()),
+            streams: Mutex::default(),
         };
         (bus, queue)
     }
@@ -97,19 +114,34 @@ impl EventBus {
     pub(crate) fn emit(&self, event: Event) {
         tracing::trace!(?event, "cluster event");
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        streams.retain(|tx| tx.send(event.clone()).is_ok());
-        drop(streams);
-        let ending = matches!(event, Event::Disconnect(_) | Event::Exit(..));
+        // Under the lock too, so a worker's own events are in the cluster's order (lock
+        // order: the bus, then the worker's log).
+        if let Some((worker, own)) = crate::worker_events::WorkerEvent::of(&event) {
+            worker.record(own);
+        }
+        if let Event::Setup(_) = event {
+            streams.last_setup = Some(event.clone());
+        }
+        streams.list.retain(|tx| tx.send(event.clone()).is_ok());
+        // Under the lock, so `callbacks_registered` cannot queue this `Setup` a second time.
+        let ending = matches!(event, Event::Leaving(_) | Event::Exit(..));
         if self.has_callbacks.load(Ordering::Acquire)
             || (ending && self.queue_endings.load(Ordering::Acquire))
         {
             // The queue lives as long as the cluster; a send can only fail while it is dropped.
             let _ = self.callbacks.send(event);
         }
+        drop(streams);
     }
 
     pub(crate) fn callbacks_registered(&self) {
-        self.has_callbacks.store(true, Ordering::Release);
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.has_callbacks.swap(true, Ordering::AcqRel) {
+            // The first callbacks start with the settings, like the first streams.
+            if let Some(setup) = &streams.last_setup {
+                let _ = self.callbacks.send(setup.clone());
+            }
+        }
     }
 
     /// The master's respawn is on: queue the workers' endings for `run`.
@@ -119,10 +151,11 @@ impl EventBus {
 
     pub(crate) fn subscribe(&self) -> EventStream {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(setup) = &streams.last_setup {
+            let _ = tx.send(setup.clone());
+        }
+        streams.list.push(tx);
         EventStream { rx }
     }
 }

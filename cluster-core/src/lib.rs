@@ -5,9 +5,12 @@
 //! with its own channel; the master answers their `listen()` requests by binding every
 //! address once and handing the same socket to all of them, keeping its own copy open so
 //! no queued connection is lost when a worker dies. Lifecycle [`Event`]s (fork, online,
-//! listening, disconnect, exit, message, setup) come as callbacks run by [`Cluster::run`],
-//! which also handles SIGTERM (graceful stop) and SIGINT/SIGQUIT (fast stop), and as an
-//! async [`EventStream`].
+//! listening, leaving, disconnect, exit, message, setup) come as callbacks run by
+//! [`Cluster::run`], which also handles SIGTERM (graceful stop) and SIGINT/SIGQUIT (fast
+//! stop), and as an async [`EventStream`]; each worker's own events also come as
+//! [`Worker::events`] and [`Worker::on`] callbacks (Node's `worker.on(...)`), without `run`.
+//! `Leaving` is this crate's early signal (fork the replacement here); `Disconnect` is
+//! Node's (the channel closed after the worker drained).
 //!
 //! Workers that fail are replaced by the master itself ([`Settings::respawn`], on by
 //! default): a worker that hands over after a panic (`graceful`), crashes, or is killed from
@@ -17,11 +20,11 @@
 //! Workers the master's code ends on purpose (`Worker::disconnect`, `Worker::kill`), and
 //! every worker once the cluster stops, are not replaced. So the dispatch writes no
 //! replacement callback; the `on_*` callbacks are for its own logic. (A callback that forks
-//! while a worker's `disconnect` or `exit` callbacks run replaces that worker instead, never
+//! while a worker's `leaving`, `disconnect` or `exit` callbacks run replaces that worker instead, never
 //! twice; [`Respawn::Manual`] leaves all replacing to the dispatch, as in Node.) The master
 //! also decides when a worker must go (a hung event loop, see
 //! [`Settings::heartbeat_timeout`]; a recycling limit, see [`Settings::max_requests`]): it
-//! emits [`Event::Replacing`] and `Disconnect`, and replaces it the same way.
+//! emits [`Event::Replacing`] and `Leaving`, and replaces it the same way.
 //! The worker side is `cluster-worker`; the wire is `cluster-ipc`.
 //!
 //! # Example
@@ -103,6 +106,7 @@ mod boot_failures;
 mod callbacks;
 mod cluster;
 pub mod control;
+mod disconnect;
 mod entry;
 mod error;
 mod events;
@@ -124,6 +128,7 @@ mod respawn;
 mod rolling;
 mod round_robin;
 mod settings;
+mod setup;
 mod signal;
 mod signals;
 mod spawn;
@@ -133,6 +138,7 @@ mod systemd;
 pub mod upgrade;
 mod watchdog;
 mod worker;
+mod worker_events;
 
 pub use boot_failures::{DEFAULT_MAX_BOOT_FAILURES, MAX_BOOT_BACKOFF};
 pub use cluster::{Cluster, Phase, StopMode, setup_master};
@@ -146,7 +152,9 @@ pub use replace::ReplaceReason;
 pub use respawn::Respawn;
 pub use rolling::ReloadError;
 pub use settings::{DEFAULT_DISPATCH_TIMEOUT, Scheduling, Settings, SettingsError};
+pub use setup::SettingsUpdate;
 pub use signal::Signal;
 pub use signals::SignalRequest;
 pub use upgrade::UpgradeError;
 pub use worker::{Exit, Worker, WorkerLoad, WorkerState};
+pub use worker_events::{EARLY_MESSAGE_BYTES, EARLY_MESSAGES, WorkerEvent, WorkerEvents};

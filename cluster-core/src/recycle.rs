@@ -83,7 +83,7 @@ impl Settings {
     /// `max_requests`; default off). `graceful::serve` counts requests; a worker serving
     /// otherwise counts the connections its `Acceptor` hands out, or calls
     /// `Worker::request_served`. A recycled worker leaves through the hand-over path: its
-    /// replacement is forked first (`Disconnect` event), and once that accepts on the
+    /// replacement is forked first (`Leaving` event), and once that accepts on the
     /// worker's addresses the worker is disconnected and drains (killed if that takes longer
     /// than `stop_timeout`); one worker of a cluster at a time.
     pub fn max_requests(mut self, requests: u64) -> Self {

@@ -1,5 +1,5 @@
 //! Replacing a worker on purpose: aborting an unresponsive one, and recycling one through
-//! the hand-over path. Both emit `Replacing` with the reason, then `Disconnect` at once so
+//! the hand-over path. Both emit `Replacing` with the reason, then `Leaving` at once so
 //! the dispatch (or the pm group) forks the replacement.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use crate::signal::Signal;
 
 use crate::cluster::Shared;
 use crate::events::Event;
-use crate::supervise::emit_disconnect;
+use crate::supervise::emit_leaving;
 use crate::worker::{Worker, WorkerState};
 
 /// How long an unresponsive worker has after SIGABRT (time to write a core) before SIGKILL.
@@ -87,7 +87,7 @@ pub(crate) fn abort_unresponsive(shared: &Shared, worker: &Worker, silent: Durat
     }
     worker.mark_exited_after_disconnect();
     shared.events.emit(Event::Replacing(worker.clone(), reason));
-    emit_disconnect(shared, worker);
+    emit_leaving(shared, worker);
     worker.signal(Signal::SIGABRT);
     let doomed = worker.clone();
     tokio::spawn(async move {
@@ -96,7 +96,7 @@ pub(crate) fn abort_unresponsive(shared: &Shared, worker: &Worker, silent: Durat
     });
 }
 
-/// Recycles `worker`: the replacement is forked first (the `Disconnect` event), and the
+/// Recycles `worker`: the replacement is forked first (the `Leaving` event), and the
 /// worker is disconnected (drains, exits 0) once the replacement accepts on each of its
 /// addresses. False if it is already leaving.
 pub(crate) fn start_recycle(shared: &Shared, worker: &Worker, reason: ReplaceReason) -> bool {
@@ -113,7 +113,7 @@ pub(crate) fn start_recycle(shared: &Shared, worker: &Worker, reason: ReplaceRea
     );
     worker.mark_exited_after_disconnect();
     shared.events.emit(Event::Replacing(worker.clone(), reason));
-    emit_disconnect(shared, worker);
+    emit_leaving(shared, worker);
     shared.handovers.start_recycle(worker);
     true
 }

@@ -7,10 +7,14 @@
 //! Not replaced: workers the master's code ended ([`crate::Worker::disconnect`],
 //! [`crate::Worker::kill`]), those a reload, a scale-down or a stop retired, and every worker
 //! once the cluster stops. Replaced at once: those the master replaces itself (watchdog,
-//! recycling). A callback that forks while a worker's `disconnect` or `exit` callbacks run
-//! has replaced that worker: the master then forks nothing more for it, so the seed's
-//! `on_disconnect` dispatch keeps working without double replacements (a fork from an
-//! [`crate::EventStream`] task is not seen: use [`Respawn::Manual`] there).
+//! recycling). A callback that forks while a worker's `leaving`, `disconnect` or `exit`
+//! callbacks run has replaced that worker: the master then forks nothing more for it, so
+//! the seed's dispatch keeps working without double replacements (a fork from an
+//! [`crate::EventStream`] task is not seen: use [`Respawn::Manual`] there). The respawn
+//! judges a worker that announced it is going at its `leaving` (so the replacement starts
+//! before the old one drains), one that crashed at its `exit`; when it has forked the
+//! replacement, the first `fork` from that worker's later `disconnect` or `exit` callbacks
+//! returns that replacement instead of forking a second.
 //!
 //! The decision is plain logic over what the master knows of the worker ([`Ending`] of
 //! `pm/policy.rs`); this file maps a worker to it and keeps the chains of replacements.
@@ -237,7 +241,7 @@ impl crate::Cluster {
     /// After the callbacks of `event` ran: replaces the worker it is about, if it must be.
     pub(crate) fn respawn_after(&self, event: &crate::Event) {
         let (worker, exited) = match event {
-            crate::Event::Disconnect(worker) => (worker, false),
+            crate::Event::Leaving(worker) => (worker, false),
             crate::Event::Exit(worker, _) => (worker, true),
             _ => return,
         };
@@ -308,6 +312,9 @@ impl crate::Cluster {
             Ok(new) => {
                 tracing::info!(old, new = new.id(), pid = new.pid(), "replacement forked");
                 lock(&self.shared.respawner).forked(new.id());
+                // A dispatch forking in `old`'s later `disconnect` or `exit` callbacks (the
+                // Node way) gets this one instead of a second replacement.
+                self.shared.credit_replacement(old, new);
             }
             Err(crate::ForkError::Stopping) => lock(&self.shared.respawner).clear(),
             Err(e) => tracing::error!(old, "could not fork a replacement: {e}"),

@@ -104,7 +104,7 @@ impl Cluster {
         let waited = tokio::time::timeout(timeout, async {
             while !is_ready(&new) {
                 match events.next().await {
-                    Some(Event::Disconnect(w) | Event::Exit(w, _)) if w.id() == new.id() => {
+                    Some(Event::Leaving(w) | Event::Exit(w, _)) if w.id() == new.id() => {
                         return Err("exited before it was ready");
                     }
                     Some(_) => {}

@@ -157,6 +157,21 @@ impl Settings {
         self
     }
 
+    /// Replaces the worker's arguments with `args` (Node's `setupPrimary({ args })`; default:
+    /// the master's own arguments).
+    ///
+    /// ```
+    /// let settings = cluster_core::Settings::new().args(["--port", "8080"]);
+    /// ```
+    pub fn args<I, A>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<OsString>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Sets one environment variable for every worker, on top of the master's environment.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));

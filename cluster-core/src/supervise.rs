@@ -128,8 +128,8 @@ async fn hold_back_boot_failure(shared: &Arc<Shared>, worker: &Worker, exit: &Ex
     }
 }
 
-/// The channel is finished: close our end and report the disconnect if the worker did not
-/// announce it already.
+/// The channel is finished: close our end, report `leaving` if the worker did not announce
+/// it already, then `disconnect` (Node's: the channel is closed, `is_connected()` false).
 fn disconnected(shared: &Shared, worker: &Worker) {
     if let Some(sender) = worker.sender() {
         sender.close();
@@ -139,14 +139,17 @@ fn disconnected(shared: &Shared, worker: &Worker) {
     for dispatcher in shared.dispatchers() {
         dispatcher.worker_gone(worker);
     }
-    emit_disconnect(shared, worker);
-}
-
-/// `disconnect` comes once per worker: when it announces it is going (so the dispatch can
-/// fork its replacement at once), or when its channel closes, whichever is first.
-pub(crate) fn emit_disconnect(shared: &Shared, worker: &Worker) {
+    emit_leaving(shared, worker);
     if worker.take_disconnect_event() {
         shared.events.emit(Event::Disconnect(worker.clone()));
+    }
+}
+
+/// `leaving` comes once per worker: when it announces it is going (so the dispatch can
+/// fork its replacement at once), or when its channel closes, whichever is first.
+pub(crate) fn emit_leaving(shared: &Shared, worker: &Worker) {
+    if worker.take_leaving_event() {
+        shared.events.emit(Event::Leaving(worker.clone()));
     }
 }
 
@@ -255,7 +258,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             }
             worker.mark_exited_after_disconnect();
             worker.advance(WorkerState::Disconnecting);
-            emit_disconnect(shared, worker);
+            emit_leaving(shared, worker);
         }
         Control::Forward { to, payload } => {
             shared.events.emit(Event::Forward {
@@ -316,7 +319,7 @@ fn hand_over(shared: &Shared, worker: &Worker) {
     worker.mark_exited_after_disconnect();
     worker.advance(WorkerState::Disconnecting);
     shared.handovers.start(worker, shared.is_stopping());
-    emit_disconnect(shared, worker);
+    emit_leaving(shared, worker);
 }
 
 /// Answers a worker's `listen()`: the shared socket, a reserved port (ReusePort), or a

@@ -77,7 +77,7 @@ impl Settings {
     /// A worker whose runtime sends no heartbeat for this long is unresponsive (gunicorn's
     /// `timeout`; default 30 s, at least 100 ms; `None` turns the watchdog off): the master
     /// emits [`crate::Event::Replacing`] with [`crate::ReplaceReason::Unresponsive`] and
-    /// `Disconnect` (so the dispatch forks its replacement at once), sends it SIGABRT (a core
+    /// `Leaving` (so the dispatch forks its replacement at once), sends it SIGABRT (a core
     /// or backtrace for the post-mortem) and SIGKILL 5 s later. The worker's runtime beats
     /// five times per timeout from a task on its event loop, so a blocked loop stops beating
     /// and a busy one does not. Watched from its first heartbeat (sent when the worker

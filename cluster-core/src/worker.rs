@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::exit_reason::ExitReason;
 use crate::replace::ReplaceReason;
+use crate::worker_events::{WorkerEvent, WorkerEvents, WorkerLog};
 
 /// Where a worker is in its life, as the master sees it. States only move forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,6 +66,7 @@ impl std::fmt::Display for Exit {
 struct Status {
     state: WorkerState,
     exited_after_disconnect: bool,
+    leaving_emitted: bool,
     disconnect_emitted: bool,
     ready: bool,
     addresses: Vec<SocketAddr>,
@@ -97,6 +99,13 @@ struct Inner {
     listen_quota: ListenQuota,
     /// Round-robin hand-overs it left unanswered past the dispatch timeout.
     missed_handovers: AtomicU64,
+    /// Its own events, for [`Worker::events`] and [`Worker::on`].
+    log: WorkerLog,
+    /// How long a [`Worker::kill`] with a catchable signal waits before SIGKILL (the
+    /// cluster's `stop_timeout` when it was forked).
+    kill_timeout: Duration,
+    /// True once it is reaped.
+    dead: tokio::sync::watch::Sender<bool>,
 }
 
 /// A worker process, seen from the master. Cheap to clone.
@@ -114,7 +123,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(id: u32, pid: u32, fork_env: Vec<(String, String)>, sender: Sender) -> Self {
+    pub(crate) fn new(
+        id: u32,
+        pid: u32,
+        fork_env: Vec<(String, String)>,
+        sender: Sender,
+        kill_timeout: Duration,
+    ) -> Self {
         Worker {
             inner: Arc::new(Inner {
                 id,
@@ -124,6 +139,7 @@ impl Worker {
                 status: Mutex::new(Status {
                     state: WorkerState::None,
                     exited_after_disconnect: false,
+                    leaving_emitted: false,
                     disconnect_emitted: false,
                     ready: false,
                     addresses: Vec::new(),
@@ -139,6 +155,9 @@ impl Worker {
                 }),
                 listen_quota: ListenQuota::default(),
                 missed_handovers: AtomicU64::new(0),
+                log: WorkerLog::new(),
+                kill_timeout,
+                dead: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -163,7 +182,8 @@ impl Worker {
         self.status().state
     }
 
-    /// True while its channel is open.
+    /// True while its channel is open: false from its `disconnect` event on (inside the
+    /// handlers too), as in Node.
     pub fn is_connected(&self) -> bool {
         self.state() < WorkerState::Disconnected
     }
@@ -173,8 +193,9 @@ impl Worker {
         self.state() == WorkerState::Dead
     }
 
-    /// True when the worker went away on purpose: `disconnect()` was called on either side.
-    /// An `exit` with this false is a crash.
+    /// True when the worker went away on purpose: `disconnect()` was called on either side
+    /// (also what the worker runtime does on SIGTERM), as Node's `exitedAfterDisconnect`.
+    /// An `exit` with this false is a crash or a kill.
     pub fn exited_after_disconnect(&self) -> bool {
         self.status().exited_after_disconnect
     }
@@ -295,18 +316,164 @@ impl Worker {
         });
     }
 
-    /// Sends `signal` to the worker process. Does nothing once it is dead. A worker the
-    /// master's code signals is not replaced by the default [`crate::Respawn`] if it dies
-    /// (except for [`Signal::SIGUSR1`], [`Signal::SIGCONT`] and [`Signal::SIGSTOP`], which
-    /// do not end it).
+    /// Sends `signal` to the worker process (Node's `worker.kill(signal)`; [`Worker::terminate`]
+    /// is `kill(SIGTERM)`, Node's default). Does nothing once it is dead.
+    ///
+    /// A signal that ends the worker marks it as ended by the master's code: the default
+    /// [`crate::Respawn`] does not replace it. As in Node, a kill is not a disconnect:
+    /// [`Worker::exited_after_disconnect`] stays false and the exit carries the signal
+    /// (except SIGTERM, below). SIGUSR1, SIGCONT, SIGSTOP and SIGTSTP do not end it and mark
+    /// nothing.
+    ///
+    /// The worker runtime turns SIGTERM (and SIGINT, SIGHUP…, whatever it catches) into a
+    /// graceful drain, which a worker whose runtime is blocked never runs: so if it is still
+    /// alive `stop_timeout` ([`crate::Settings::stop_timeout`]) after a signal other than
+    /// SIGKILL, the master sends SIGKILL. A worker always ends after `kill`.
     pub fn kill(&self, signal: Signal) {
-        if !matches!(
+        let ends = !matches!(
             signal,
             Signal::SIGUSR1 | Signal::SIGCONT | Signal::SIGSTOP | Signal::SIGTSTP
-        ) {
+        );
+        if ends {
             self.status().ended_by_master = true;
         }
         self.signal(signal);
+        if ends && signal != Signal::SIGKILL && !self.is_dead() {
+            self.kill_after(self.inner.kill_timeout);
+        }
+    }
+
+    /// Ends the worker the way Node's `worker.kill()` does by default: SIGTERM, which the
+    /// worker runtime turns into a graceful drain, then SIGKILL if it is still alive after
+    /// `stop_timeout` (a blocked runtime). See [`Worker::kill`]. A worker that drained
+    /// exits with code 0 and [`Worker::exited_after_disconnect`] true (Node: signal
+    /// SIGTERM, false), one that had to be killed with signal SIGKILL.
+    pub fn terminate(&self) {
+        self.kill(Signal::SIGTERM);
+    }
+
+    /// Sends SIGKILL if the worker has not exited `after` from now.
+    pub(crate) fn kill_after(&self, after: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(pid = self.inner.pid, "no runtime: no SIGKILL escalation");
+            return;
+        };
+        let worker = self.clone();
+        let mut dead = self.inner.dead.subscribe();
+        runtime.spawn(async move {
+            if tokio::time::timeout(after, dead.wait_for(|d| *d))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    id = worker.id(),
+                    pid = worker.pid(),
+                    ?after,
+                    "worker {} still alive after kill; sending SIGKILL",
+                    worker.id()
+                );
+                worker.signal(Signal::SIGKILL);
+            }
+        });
+    }
+
+    /// Waits until it has exited and been reaped.
+    pub async fn exited(&self) {
+        let mut dead = self.inner.dead.subscribe();
+        let _ = dead.wait_for(|d| *d).await;
+    }
+
+    /// Every event of this worker, in order, from its fork to its exit, whether or not
+    /// [`crate::Cluster::run`] is awaited; the stream ends after `Exit`. What happened before
+    /// this call is replayed first: its lifecycle events, and the messages it sent before
+    /// anybody asked for its events (see `worker_events.rs`).
+    ///
+    /// ```no_run
+    /// # async fn demo(cluster: cluster_core::Cluster) -> Result<(), Box<dyn std::error::Error>> {
+    /// use cluster_core::WorkerEvent;
+    /// let worker = cluster.fork(&[])?;
+    /// let mut events = worker.events();
+    /// while let Some(event) = events.next().await {
+    ///     if let WorkerEvent::Exit(exit) = event {
+    ///         eprintln!("worker {} exited with {exit}", worker.id());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> WorkerEvents {
+        self.inner.log.subscribe()
+    }
+
+    /// Calls `callback` for every event of this worker (Node's `worker.on(...)`), in order,
+    /// one at a time, on a task of the master's runtime: [`crate::Cluster::run`] need not
+    /// be awaited. Replays what happened before, like [`Worker::events`].
+    pub fn on(&self, callback: impl FnMut(&Worker, &WorkerEvent) + Send + 'static) {
+        self.inner.log.register(self, Box::new(callback));
+    }
+
+    /// Calls `callback` when its runtime is up (Node's `worker.on('online')`).
+    pub fn on_online(&self, mut callback: impl FnMut(&Worker) + Send + 'static) {
+        self.on(move |w, e| {
+            if let WorkerEvent::Online = e {
+                callback(w)
+            }
+        });
+    }
+
+    /// Calls `callback` when one of its servers accepts on a TCP address (Node's
+    /// `worker.on('listening')`).
+    pub fn on_listening(&self, mut callback: impl FnMut(&Worker, SocketAddr) + Send + 'static) {
+        self.on(move |w, e| {
+            if let WorkerEvent::Listening(a) = e {
+                callback(w, *a)
+            }
+        });
+    }
+
+    /// Calls `callback` for every message its code sends (Node's `worker.on('message')`).
+    pub fn on_message(
+        &self,
+        mut callback: impl FnMut(&Worker, &cluster_ipc::Message) + Send + 'static,
+    ) {
+        self.on(move |w, e| {
+            if let WorkerEvent::Message(m) = e {
+                callback(w, m)
+            }
+        });
+    }
+
+    /// Calls `callback` when it starts going away (see [`crate::Event::Leaving`]): the time
+    /// to fork its replacement.
+    pub fn on_leaving(&self, mut callback: impl FnMut(&Worker) + Send + 'static) {
+        self.on(move |w, e| {
+            if let WorkerEvent::Leaving = e {
+                callback(w)
+            }
+        });
+    }
+
+    /// Calls `callback` when its channel is closed (Node's `worker.on('disconnect')`):
+    /// after its servers closed, or because it died. [`Worker::is_connected`] is false.
+    pub fn on_disconnect(&self, mut callback: impl FnMut(&Worker) + Send + 'static) {
+        self.on(move |w, e| {
+            if let WorkerEvent::Disconnect = e {
+                callback(w)
+            }
+        });
+    }
+
+    /// Calls `callback` when it has exited (Node's `worker.on('exit')`).
+    pub fn on_exit(&self, mut callback: impl FnMut(&Worker, Exit) + Send + 'static) {
+        self.on(move |w, e| {
+            if let WorkerEvent::Exit(x) = e {
+                callback(w, *x)
+            }
+        });
+    }
+
+    /// Records one of its events (the cluster's event bus calls this, in order).
+    pub(crate) fn record(&self, event: WorkerEvent) {
+        self.inner.log.record(event);
     }
 
     /// Sends `signal` for the master's own reasons (a protocol violation, the watchdog, a
@@ -399,6 +566,11 @@ impl Worker {
         self.status().ready
     }
 
+    /// True the first time only: the `leaving` event is emitted once per worker.
+    pub(crate) fn take_leaving_event(&self) -> bool {
+        !std::mem::replace(&mut self.status().leaving_emitted, true)
+    }
+
     /// True the first time only: the `disconnect` event is emitted once per worker.
     pub(crate) fn take_disconnect_event(&self) -> bool {
         !std::mem::replace(&mut self.status().disconnect_emitted, true)
@@ -429,6 +601,8 @@ impl Worker {
         if let Some(sender) = status.sender.take() {
             sender.close();
         }
+        drop(status);
+        self.inner.dead.send_replace(true);
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {

@@ -211,27 +211,58 @@ impl Worker {
         self.inner.messages.lock().await.recv().await
     }
 
-    /// Starts a graceful disconnect (idempotent, returns at once): registered servers stop
-    /// accepting, the master is told the exit is intended, and the channel is closed, which
-    /// the master sees as `disconnect`. Connections already accepted are left to finish:
-    /// await [`Worker::drained`] for that.
+    /// Starts a graceful disconnect (idempotent, returns at once; Node's
+    /// `worker.disconnect()` in a worker): registered servers stop accepting and the master
+    /// is told the exit is intended (its `leaving` event). Once every registered server is
+    /// done ([`Worker::drained`]) the channel is closed, which the master sees as
+    /// `disconnect`, as in Node. Connections already accepted are left to finish.
     pub fn disconnect(&self) {
         if self.inner.disconnecting.swap(true, Ordering::AcqRel) {
             return;
         }
         tracing::debug!(id = self.inner.id, "worker disconnecting");
         self.inner.closing.send_replace(true);
-        let inner = self.inner.clone();
+        let worker = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = inner
+            if let Err(e) = worker
+                .inner
                 .sender
                 .send_control(&Control::Disconnecting, &[])
                 .await
             {
                 tracing::debug!("could not tell the master about the disconnect: {e}");
             }
-            inner.sender.close();
+            worker.drained().await;
+            worker.inner.sender.close();
+            worker.inner.disconnected.send_replace(true);
         });
+    }
+
+    /// True while the channel to the master is open (Node's `worker.isConnected()`): false
+    /// once the master is gone, or once this worker disconnected and drained.
+    pub fn is_connected(&self) -> bool {
+        !*self.inner.disconnected.borrow()
+    }
+
+    /// Ends this worker now, on purpose (Node's `worker.destroy()` in a worker): tells the
+    /// master the exit is intended (waiting at most one second for the channel), then
+    /// exits with code 0 without waiting for connections. The master reports it with
+    /// `exited_after_disconnect` true, so its default respawn does not count it as a crash.
+    pub fn destroy(&self) -> ! {
+        self.inner.disconnecting.store(true, Ordering::Release);
+        if let Err(e) = self
+            .inner
+            .sender
+            .send_control_blocking(&Control::Disconnecting, Duration::from_secs(1))
+        {
+            tracing::debug!("could not tell the master about the exit: {e}");
+        }
+        std::process::exit(0)
+    }
+
+    /// [`Worker::destroy`] (Node's `worker.kill()` in a worker is the same call).
+    pub fn kill(&self) -> ! {
+        self.destroy()
     }
 
     /// Tells the master this worker is ready to serve (pm's `ready`): a supervisor counts it

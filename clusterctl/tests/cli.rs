@@ -115,7 +115,7 @@ mod roles {
                 settings = settings.arg(arg);
             }
             let cluster = setup_master(settings).expect("setup");
-            cluster.on_disconnect(|cluster, _| {
+            cluster.on_leaving(|cluster, _| {
                 let _ = cluster.fork(&[]);
             });
             for _ in 0..2 {

@@ -388,7 +388,7 @@ impl GracefulCluster {
         let dispatch_forked = forked.clone();
         tokio::spawn(async move {
             while let Some(event) = dispatch_events.next().await {
-                if let cluster_core::Event::Disconnect(_) = event {
+                if let cluster_core::Event::Leaving(_) = event {
                     if dispatch.fork(&[]).is_ok() {
                         dispatch_forked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }

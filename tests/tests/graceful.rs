@@ -42,8 +42,8 @@ async fn a_panic_under_load_gives_its_request_a_500_and_every_other_request_a_20
     assert!(answer.close);
 
     // Which worker failed: the one that reports its hand-over as a disconnect.
-    let failed = wait_event(&mut cluster.events, 10, "disconnect", |e| match e {
-        Event::Disconnect(w) => Some(w.clone()),
+    let failed = wait_event(&mut cluster.events, 10, "leaving", |e| match e {
+        Event::Leaving(w) => Some(w.clone()),
         _ => None,
     })
     .await;
@@ -57,7 +57,7 @@ async fn a_panic_under_load_gives_its_request_a_500_and_every_other_request_a_20
     let ok = load.finish().await;
     assert_eq!(cluster.forked.load(Ordering::SeqCst), 3, "one replacement");
     eprintln!("500 answered in {answered_in:?}; {ok} other requests, all 200");
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -91,7 +91,7 @@ async fn the_replacement_accepts_before_the_failing_worker_stops_accepting() {
     )
     .await;
     assert_eq!(order, ["replacement listening", "old stopped accepting"]);
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn a_request_that_never_finishes_makes_the_worker_exit_1_at_the_kill_timeo
         hung.is_err(),
         "the hanging request cannot get an answer: {hung:?}"
     );
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 /// Triggers `path` on the only worker and checks the graceful sequence ran: hand-over,
@@ -154,7 +154,7 @@ async fn panics_elsewhere_start_the_sequence(path: &str) {
     );
     let new_pid = cluster.pid_of_a_worker().await;
     assert_ne!(new_pid, pid);
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn a_report_only_panic_is_reported_and_nothing_else() {
         );
     }
     assert_eq!(cluster.forked.load(Ordering::SeqCst), 1);
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn a_second_panic_during_the_drain_is_counted_not_restarted() {
         2,
         "one replacement only"
     );
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -238,7 +238,7 @@ async fn the_last_words_hook_runs_before_the_worker_disconnects() {
             "exit:code 0",
         ],
     );
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -255,7 +255,7 @@ async fn a_detached_panic_ends_its_request_only_when_the_worker_exits() {
     let (exit, _) = exit_of(&mut cluster, pid, 10).await;
     assert_eq!(exit.code, Some(1), "the kill timeout ended it: {exit}");
     assert_eq!(cluster.forked.load(Ordering::SeqCst), 2);
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -271,5 +271,5 @@ async fn with_abort_after_the_hook_the_master_still_hears_of_the_hand_over() {
         "the hand-over reached the master"
     );
     assert_eq!(cluster.forked.load(Ordering::SeqCst), 2);
-    cluster.cluster.disconnect().await;
+    cluster.cluster.stop(cluster_core::StopMode::Graceful).await;
 }

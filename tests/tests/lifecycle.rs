@@ -40,7 +40,7 @@ async fn forked_workers_come_online_then_listen_in_order() {
     // Port 0 was bound once by the master and shared: every worker got the same port.
     assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
     assert!(workers.iter().all(|w| w.state() == WorkerState::Listening));
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -54,7 +54,7 @@ async fn env_and_args_reach_the_worker_and_the_handoff_variables_stay() {
         hello,
         TestMsg::new("hello", "args=--alpha,beta value=from-fork still_set=true")
     );
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -144,7 +144,7 @@ async fn exit_codes_and_signals_are_reported_and_crashes_are_not_intended() {
 async fn fork_is_refused_once_the_cluster_stops() {
     let cluster = setup_master(worker_settings("serve")).expect("setup");
     cluster.fork(&[]).expect("fork");
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
     assert!(matches!(
         cluster.fork(&[]),
         Err(cluster_core::ForkError::Stopping)

@@ -60,7 +60,7 @@ async fn sigkill_one_under_load(scheduling: cluster_core::Scheduling) -> Vec<Str
         CLIENTS * REQUESTS
     );
     assert!(workers[0].is_dead() || !workers[0].is_connected());
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
     failures
 }
 
@@ -188,7 +188,7 @@ async fn reuse_port_workers_each_listen_on_the_same_port() {
         pids, expected,
         "the kernel spreads connections over both sockets"
     );
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 /// Starts `workers` test workers in `listen-twice:{address}` mode; returns each worker's

@@ -23,7 +23,7 @@ async fn messages_flow_both_ways_in_both_encodings() {
             let (_, echo) = next_message(&mut events, 10).await;
             assert_eq!(echo, TestMsg::new("echo", format!("{serialization}-{i}")));
         }
-        cluster.disconnect().await;
+        cluster.stop(cluster_core::StopMode::Graceful).await;
     }
 }
 
@@ -56,7 +56,7 @@ async fn an_8_mib_message_arrives_and_one_over_the_limit_is_refused_at_the_sende
         let (_, echo) = next_message(&mut events, 10).await;
         assert_eq!(echo, TestMsg::new("echo", "after"));
         assert!(worker.is_connected());
-        cluster.disconnect().await;
+        cluster.stop(cluster_core::StopMode::Graceful).await;
     }
 }
 
@@ -90,5 +90,5 @@ async fn a_worker_writing_garbage_is_ended_and_the_master_keeps_serving() {
     let another = cluster.fork(&[]).expect("fork after garbage");
     let (id, _) = next_message(&mut events, 10).await;
     assert_eq!(id, another.id());
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }

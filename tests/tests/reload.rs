@@ -15,7 +15,7 @@ async fn a_reload_replaces_every_worker_and_the_dispatch_does_not_grow_the_clust
     // The seed's dispatch: a fork on every disconnect.
     let dispatch_forks = Arc::new(AtomicUsize::new(0));
     let counted = dispatch_forks.clone();
-    cluster.on_disconnect(move |cluster, _| {
+    cluster.on_leaving(move |cluster, _| {
         if cluster.fork(&[]).is_ok() {
             counted.fetch_add(1, Ordering::SeqCst);
         }
@@ -51,7 +51,7 @@ async fn a_reload_replaces_every_worker_and_the_dispatch_does_not_grow_the_clust
     // The dispatch's forks were answered with the replacements.
     assert_eq!(dispatch_forks.load(Ordering::SeqCst), 2);
 
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
     within(10, "run", runner).await.expect("join").expect("run");
 }
 
@@ -83,9 +83,9 @@ async fn a_reload_whose_replacement_fails_keeps_the_old_worker_serving() {
     while let Ok(Some(event)) =
         tokio::time::timeout(std::time::Duration::from_millis(10), events.next()).await
     {
-        if let Event::Disconnect(w) = event {
+        if let Event::Leaving(w) = event {
             assert_ne!(w.id(), old.id(), "the old worker was disconnected");
         }
     }
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }

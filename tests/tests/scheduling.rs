@@ -34,7 +34,7 @@ async fn split(scheduling: Scheduling) {
         "one worker served {:.1}%: {served:?}",
         share * 100.0
     );
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 #[tokio::test]
@@ -85,7 +85,7 @@ async fn round_robin_gives_no_connection_to_a_worker_before_it_is_ready() {
         answered_after >= ready_after,
         "answered before ready: {answered_after:?} < {ready_after:?}"
     );
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }
 
 /// A worker whose runtime stops (it no longer reads its channel) holds no client: its
@@ -139,5 +139,5 @@ async fn round_robin_gives_a_deaf_workers_clients_to_the_other_worker() {
     assert!(deaf.missed_handovers() >= 1, "the miss is counted");
     assert_eq!(healthy.missed_handovers(), 0);
     deaf.kill(cluster_core::Signal::SIGKILL);
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }

@@ -52,8 +52,8 @@ async fn a_blocked_worker_is_aborted_and_its_replacement_serves() {
     assert!(!reason.is_recycle());
     // The replacement was forked at once (the dispatch forks on `disconnect`), before the
     // hung worker is gone.
-    wait_event(&mut cluster.events, 5, "disconnect", |e| match e {
-        Event::Disconnect(w) if w.pid() == hung => Some(()),
+    wait_event(&mut cluster.events, 5, "leaving", |e| match e {
+        Event::Leaving(w) if w.pid() == hung => Some(()),
         _ => None,
     })
     .await;

@@ -43,5 +43,5 @@ async fn heartbeats_report_requests_served_and_connections_open() {
     .await;
     client.drop_connection();
     eventually(5, "no connection open any more", || open() == 0).await;
-    system.cluster.disconnect().await;
+    system.cluster.stop(cluster_core::StopMode::Graceful).await;
 }

@@ -72,7 +72,7 @@ async fn master() {
     let mut dispatch_events = cluster.events();
     tokio::spawn(async move {
         while let Some(event) = dispatch_events.next().await {
-            if let Event::Disconnect(_) = event {
+            if let Event::Leaving(_) = event {
                 let _ = dispatch.fork(&[]);
             }
         }
@@ -146,7 +146,7 @@ async fn master() {
     for client in clients {
         let _ = client.await;
     }
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
     println!(

@@ -145,5 +145,5 @@ async fn master() {
         per_request(before.1, after.1),
         close_failed + keep_failed
     );
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }

@@ -143,7 +143,7 @@ async fn master() {
                 p99.as_secs_f64() * 1e6
             );
         }
-        cluster.disconnect().await;
+        cluster.stop(cluster_core::StopMode::Graceful).await;
     }
     if let Some((master, worker)) = idle {
         println!();

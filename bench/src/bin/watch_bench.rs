@@ -79,7 +79,7 @@ async fn start(settings: Settings) -> (Cluster, EventStream, SocketAddr) {
     let mut dispatch_events = cluster.events();
     tokio::spawn(async move {
         while let Some(event) = dispatch_events.next().await {
-            if let Event::Disconnect(_) = event {
+            if let Event::Leaving(_) = event {
                 let _ = dispatch.fork(&[]);
             }
         }
@@ -200,7 +200,7 @@ async fn hang(hangs: u64, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (ok, failed) = load.finish().await;
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     println!(
         "{hangs} hangs, heartbeat_timeout {timeout:?}, 4 keep-alive clients: {ok} answered, \
@@ -264,5 +264,5 @@ async fn recycle(recycles: u64, max_requests: u64) {
          clients: {ok} requests answered, {failed} failed",
         max_requests / 2
     );
-    cluster.disconnect().await;
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }

@@ -24,7 +24,8 @@ pub enum GroupEvent {
         /// The worker.
         worker: Worker,
     },
-    /// A worker is going away (pm's `disconnect(name, pid)`).
+    /// A worker is going away (pm's `disconnect(name, pid)`; the cluster's `Leaving`, so
+    /// its replacement can start before it drained).
     Disconnect {
         /// The group.
         group: String,

@@ -271,7 +271,7 @@ impl Group {
                     }
                 }
             }
-            Event::Disconnect(worker) => {
+            Event::Leaving(worker) => {
                 // A worker that said it is going (a panic's hand-over, its own disconnect)
                 // is replaced now: judge its ending now, so the replacement takes its slot
                 // (and waits out a backoff if it never got ready).

@@ -38,7 +38,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     cluster.fork(&[])?;
     cluster.fork(&[])?;
 
-    cluster.on_disconnect(|cluster, worker| {
+    // `leaving` (not `disconnect`, which comes once the old worker drained): the
+    // replacement starts at once, as the seed's did.
+    cluster.on_leaving(|cluster, worker| {
         if let Ok(new) = cluster.fork(&[]) {
             examples::errln!(
                 "[{}] [master:{}] wroker:{} disconnect! new worker:{} fork",

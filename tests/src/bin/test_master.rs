@@ -99,6 +99,7 @@ async fn main() -> std::process::ExitCode {
         Event::ListeningUdp(w, address) => {
             println!("listening-udp {} {} {address}", w.id(), w.pid())
         }
+        Event::Leaving(w) => println!("leaving {} {}", w.id(), w.pid()),
         Event::Disconnect(w) => println!("disconnect {} {}", w.id(), w.pid()),
         Event::Exit(w, exit) => {
             println!(

@@ -4,7 +4,9 @@
 //!   server answering its pid, one connection at a time; for a `unix:PATH` address it only
 //!   reports `listened` or `listen-error`; for `udp:ADDRESS` it reports `listened` with the
 //!   bound address, then answers every datagram with its pid), echo every message back, and
-//!   disconnect when asked by a `disconnect` message. A `deaf` message is answered with
+//!   disconnect when asked by a `disconnect` message; end itself with `destroy()` on a
+//!   `destroy` message, with `kill()` on `kill`, exit with code N on `exit` N, and on `disconnect-destroy` disconnect,
+//!   wait for its channel to close, then `destroy()`. A `deaf` message is answered with
 //!   `deaf`, then the worker's runtime blocks for good (its thread sleeps): nothing reads
 //!   its channel or serves its connections any more, as in a hung worker.
 //! - `exit:N`: exit with code N once online.
@@ -56,6 +58,9 @@
 //!   then close the first and listen again; reports `first`, `second`, `third` with the
 //!   bound address (or `listen-error`), then serves.
 //!
+//! With `TEST_REPORT_CONNECTED=1` it reports `connected` with `is_connected()` right after
+//! `hello`, and exits with code 9 if `is_connected()` is still true once its channel closed.
+//!
 //! A `listen-error` report reads `KIND: MESSAGE`, `KIND` being the `io::ErrorKind` (Debug).
 
 use std::io::Write;
@@ -100,6 +105,14 @@ async fn main() {
         .send(&TestMsg::new("hello", hello))
         .await
         .expect("send hello");
+
+    if std::env::var_os("TEST_REPORT_CONNECTED").is_some() {
+        let connected = worker.is_connected().to_string();
+        worker
+            .send(&TestMsg::new("connected", connected))
+            .await
+            .expect("report");
+    }
 
     if let Some(code) = mode.strip_prefix("exit:") {
         std::process::exit(code.parse().expect("exit code"));
@@ -254,6 +267,16 @@ async fn main() {
             };
             if msg.kind == "disconnect" {
                 echo.disconnect();
+            } else if msg.kind == "exit" {
+                std::process::exit(msg.data.parse().expect("exit code"));
+            } else if msg.kind == "destroy" {
+                echo.destroy();
+            } else if msg.kind == "kill" {
+                echo.kill();
+            } else if msg.kind == "disconnect-destroy" {
+                echo.disconnect();
+                echo.disconnected().await;
+                echo.destroy();
             } else if msg.kind == "deaf" {
                 echo.send(&TestMsg::new("deaf", std::process::id().to_string()))
                     .await
@@ -283,6 +306,9 @@ async fn main() {
     });
 
     worker.disconnected().await;
+    if std::env::var_os("TEST_REPORT_CONNECTED").is_some() && worker.is_connected() {
+        std::process::exit(9);
+    }
     if let Some(server) = server {
         server.await.expect("server task");
     }
