@@ -13,23 +13,17 @@
 //! The times are wall-clock: on a loaded machine (other builds) they stretch; the medians of
 //! several rounds are printed with the minimum and maximum.
 //!
-//! Run: `respawn_bench [ROUNDS] [shared|round-robin]` (default 10 shared).
+//! Run: `respawn_bench [ROUNDS] [shared|round-robin]` (default 10 shared). The server alone
+//! (for `fault_bench`): `CLUSTER_BENCH_SERVE=1 PORT=P WORKERS=2 respawn_bench`.
 
-use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use cluster_bench::SERVE;
 use cluster_ipc::clock::monotonic_ns;
 use cluster_tests::KeepAliveClient;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-
-/// Set in the master's environment: this process serves instead of driving.
-const SERVE: &str = "RESPAWN_BENCH_SERVE";
 
 /// The phases, in the order they happen: (who, phase). `old` is the panicking worker (id 1),
 /// `new` its replacement (id 2).
@@ -50,7 +44,7 @@ const PHASES: &[(&str, &str, &str)] = &[
 
 fn main() -> std::io::Result<()> {
     if std::env::var_os(SERVE).is_some() {
-        return serve();
+        return cluster_bench::serve();
     }
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10);
@@ -217,54 +211,4 @@ fn read_phases(log: &std::path::Path) -> std::io::Result<Vec<(String, u32, u64)>
         }
     }
     Ok(phases)
-}
-
-/// The master (one worker, replaced by the default respawn) or, in a worker, the app.
-fn serve() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_ansi(false)
-        .init();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1337);
-    if cluster_worker::is_worker() {
-        return cluster_worker::runtime()?.block_on(worker(port));
-    }
-    let scheduling = match std::env::var("SCHEDULING").as_deref() {
-        Ok("round-robin") => cluster_core::Scheduling::RoundRobin,
-        _ => cluster_core::Scheduling::Shared,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let settings = cluster_core::Settings::new()
-            .exec(std::env::current_exe()?)
-            .scheduling(scheduling);
-        let cluster = cluster_core::setup_master(settings).map_err(std::io::Error::other)?;
-        cluster.fork(&[]).map_err(std::io::Error::other)?;
-        cluster.run().await.map_err(std::io::Error::other)
-    })
-}
-
-async fn worker(port: u16) -> std::io::Result<()> {
-    let incoming = cluster_worker::incoming(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    graceful::install(graceful::Options::new().kill_timeout(Duration::from_secs(2)))
-        .map_err(std::io::Error::other)?;
-    let pid = std::process::id();
-    graceful::serve(
-        incoming,
-        service_fn(move |request: Request<hyper::body::Incoming>| async move {
-            if request.uri().path() == "/panic" {
-                graceful::spawn(async { panic!("respawn_bench: the panic") });
-                std::future::pending::<()>().await;
-            }
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(pid.to_string()))))
-        }),
-    )
-    .await;
-    Ok(())
 }
