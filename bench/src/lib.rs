@@ -18,7 +18,8 @@ pub const SERVE: &str = "CLUSTER_BENCH_SERVE";
 
 /// The master (`WORKERS` workers, default 1, replaced by the default respawn; `SCHEDULING`
 /// `shared` or `round-robin`) or, in a worker, the app on `127.0.0.1:PORT`: it answers its
-/// pid, and `/panic` panics in a task tied to the request (a 500, then graceful's exit).
+/// pid, `/panic` panics in a task tied to the request (a 500, then graceful's exit), and
+/// `/messages/N` sends N small messages (a `u8`) to the master before answering.
 /// Logs go to stderr, filtered by `RUST_LOG`.
 pub fn serve() -> std::io::Result<()> {
     tracing_subscriber::fmt()
@@ -66,9 +67,20 @@ async fn worker(port: u16) -> std::io::Result<()> {
         service_fn(move |request: Request<hyper::body::Incoming>| {
             let pid = pid.clone();
             async move {
-                if request.uri().path() == "/panic" {
+                let path = request.uri().path();
+                if path == "/panic" {
                     graceful::spawn(async { panic!("bench: the panic") });
                     std::future::pending::<()>().await;
+                }
+                if let Some(count) = path.strip_prefix("/messages/") {
+                    let count: u64 = count.parse().unwrap_or(0);
+                    if let Some(worker) = cluster_worker::Worker::current() {
+                        for _ in 0..count {
+                            if worker.send(&1u8).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
                 }
                 Ok::<_, Infallible>(Response::new(Full::new(pid)))
             }

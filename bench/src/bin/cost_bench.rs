@@ -29,6 +29,8 @@ use cluster_tests::{KeepAliveClient, children_of};
 const WORKERS: usize = 2;
 const WARM_UP: usize = 2000;
 const IDLE_SECONDS: u64 = 2;
+/// Messages one worker sends the master in the message case.
+const MESSAGES: u64 = 200_000;
 
 struct Case {
     scheduling: &'static str,
@@ -102,6 +104,17 @@ fn main() -> std::io::Result<()> {
             rr_close_master = Some(per(measured.master_ns));
         }
         idle.push(measured.idle_master_ns_per_s);
+    }
+    match runtime.block_on(messages(MESSAGES)) {
+        Ok(ns) => {
+            println!();
+            println!(
+                "Messages from a worker: the master spends {:.2} µs of CPU per message ({MESSAGES} one-byte messages, JSON, nothing listening for them): one master core reads at most {:.0} messages/s.",
+                ns / 1000.0,
+                1e9 / ns
+            );
+        }
+        Err(e) => eprintln!("messages: {e}"),
     }
     if let Some(us) = rr_close_master {
         println!();
@@ -239,4 +252,63 @@ async fn load(
         0 => Ok(()),
         n => Err(format!("{n} of {requests} requests failed")),
     }
+}
+
+/// The master's CPU ns per message a worker sends it (`/messages/N` on a Shared cluster).
+async fn messages(count: u64) -> Result<f64, String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut master = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .env(SERVE, "1")
+        .env("PORT", port.to_string())
+        .env("WORKERS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = master.id();
+    let result = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !KeepAliveClient::closing(address)
+            .get("/")
+            .await
+            .is_ok_and(|a| a.status == 200)
+        {
+            if Instant::now() > deadline {
+                return Err("the worker never answered".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut client = KeepAliveClient::new(address);
+        let _ = client.get("/messages/1000").await;
+        let before = cpu_ns(pid);
+        let answer = client
+            .get(&format!("/messages/{count}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status != 200 {
+            return Err(format!("/messages answered {}", answer.status));
+        }
+        // The last messages may still be in the channel: wait until the master is idle.
+        let mut last = cpu_ns(pid);
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = cpu_ns(pid);
+            if now - last < 2_000_000 {
+                break;
+            }
+            last = now;
+        }
+        Ok((cpu_ns(pid) - before) as f64 / count as f64)
+    }
+    .await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = master.wait();
+    result
 }
