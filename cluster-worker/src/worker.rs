@@ -577,6 +577,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             tracing::debug!("could not report online: {e}");
         }
     });
+    cluster_ipc::timing::phase("handlers_installed", handoff.id);
     Ok(Some(worker))
 }
 

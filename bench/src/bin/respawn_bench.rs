@@ -34,6 +34,7 @@ const PHASES: &[(&str, &str, &str)] = &[
     ("new", "spawned", "master: fork+exec returned (the new program runs)"),
     ("new", "runtime_start", "worker: main, runtime being built"),
     ("new", "connected", "worker: handoff read, channel up"),
+    ("new", "handlers_installed", "worker: signal handlers, reader task, `online` queued"),
     ("new", "listen_asked", "worker: listen request sent"),
     ("new", "listen_request", "master: listen request read"),
     ("new", "listen_replied", "master: listen reply sent"),
@@ -53,7 +54,7 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     let mut all: Vec<Vec<Option<f64>>> = Vec::new();
-    let mut answers = Vec::new();
+    let mut answers: Vec<f64> = Vec::new();
     for round in 0..rounds {
         match runtime.block_on(one_round(&scheduling)) {
             Ok((phases, answered)) => {
@@ -77,15 +78,33 @@ fn main() -> std::io::Result<()> {
         "respawn_bench: {scheduling}, 1 worker, {} rounds; ms after the panicking request's 500 (median [min..max])",
         answers.len()
     );
-    println!("| phase | ms after the 500 | what |");
-    println!("|---|---|---|");
+    println!("| phase | ms after the 500 | step: ms since the previous phase of the replacement | what |");
+    println!("|---|---|---|---|");
     for (i, (who, name, what)) in PHASES.iter().enumerate() {
         let values: Vec<f64> = all.iter().filter_map(|p| p[i]).collect();
-        println!("| {who} {name} | {} | {what} |", summary(values));
+        // Per round, the time since the replacement's previous phase that happened.
+        let steps: Vec<f64> = all
+            .iter()
+            .filter_map(|p| {
+                let previous = (0..i)
+                    .rev()
+                    .filter(|j| PHASES[*j].0 == "new")
+                    .find_map(|j| p[j])?;
+                Some(p[i]? - previous)
+            })
+            .collect();
+        let step = if *who == "new" { summary(steps) } else { "".into() };
+        println!("| {who} {name} | {} | {step} | {what} |", summary(values));
     }
+    let steps: Vec<f64> = all
+        .iter()
+        .zip(&answers)
+        .filter_map(|(p, answered)| Some(answered - p[PHASES.len() - 1]?))
+        .collect();
     println!(
-        "| client first answer | {} | the driver: first answer from the replacement |",
-        summary(answers)
+        "| client first answer | {} | {} | the driver: first answer from the replacement |",
+        summary(answers),
+        summary(steps)
     );
     Ok(())
 }
