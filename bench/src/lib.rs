@@ -20,7 +20,8 @@ pub const SERVE: &str = "CLUSTER_BENCH_SERVE";
 /// `shared` or `round-robin`) or, in a worker, the app on `127.0.0.1:PORT`: it answers its
 /// pid, `/panic` panics in a task tied to the request (a 500, then graceful's exit), and
 /// `/messages/N` sends N small messages (a `u8`) to the master before answering.
-/// Logs go to stderr, filtered by `RUST_LOG`.
+/// With `SINGLE` set, the app alone (no master): the single-process ceiling. Logs go to
+/// stderr, filtered by `RUST_LOG`.
 pub fn serve() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -34,7 +35,8 @@ pub fn serve() -> std::io::Result<()> {
             .unwrap_or(default)
     };
     let port = number("PORT", 1337) as u16;
-    if cluster_worker::is_worker() {
+    // `SINGLE=1`: the app alone, no cluster (it binds by itself, on a multi-thread runtime).
+    if cluster_worker::is_worker() || std::env::var_os("SINGLE").is_some() {
         return cluster_worker::runtime()?.block_on(worker(port));
     }
     let scheduling = match std::env::var("SCHEDULING").as_deref() {

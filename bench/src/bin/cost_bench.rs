@@ -29,10 +29,15 @@ use cluster_tests::{KeepAliveClient, children_of};
 const WORKERS: usize = 2;
 const WARM_UP: usize = 2000;
 const IDLE_SECONDS: u64 = 2;
+/// Worker counts for the idle master's cost.
+const IDLE_WORKERS: [usize; 3] = [1, 4, 16];
+/// How long the idle master is watched.
+const IDLE_WATCH: Duration = Duration::from_secs(6);
 /// Messages one worker sends the master in the message case.
 const MESSAGES: u64 = 200_000;
 
 struct Case {
+    /// `shared`, `round-robin`, or `single` (the app alone, no cluster).
     scheduling: &'static str,
     close: bool,
 }
@@ -59,6 +64,8 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     let cases = [
+        Case { scheduling: "single", close: false },
+        Case { scheduling: "single", close: true },
         Case { scheduling: "shared", close: false },
         Case { scheduling: "shared", close: true },
         Case { scheduling: "round-robin", close: false },
@@ -68,7 +75,7 @@ fn main() -> std::io::Result<()> {
         "cost_bench: {requests} requests from {clients} clients per case, {WORKERS} workers; CPU µs per request (schedstat; /proc/PID/stat ticks in brackets)"
     );
     println!(
-        "| scheduling | connections | master µs/req | workers µs/req (sum) | split between workers | master idle µs/s | wall s (loaded machine) |"
+        "| scheduling | connections | master µs/req | workers µs/req (sum; single: the process) | split between workers | master idle µs/s | wall s (loaded machine) |"
     );
     println!("|---|---|---|---|---|---|---|");
     let mut rr_close_master = None;
@@ -103,7 +110,9 @@ fn main() -> std::io::Result<()> {
         if case.scheduling == "round-robin" && case.close {
             rr_close_master = Some(per(measured.master_ns));
         }
-        idle.push(measured.idle_master_ns_per_s);
+        if case.scheduling != "single" {
+            idle.push(measured.idle_master_ns_per_s);
+        }
     }
     match runtime.block_on(messages(MESSAGES)) {
         Ok(ns) => {
@@ -126,10 +135,19 @@ fn main() -> std::io::Result<()> {
     if !idle.is_empty() {
         let mean = idle.iter().sum::<f64>() / idle.len() as f64;
         println!(
-            "Idle master with {WORKERS} workers: {:.0} µs of CPU per second ({:.0} µs/s per worker).",
+            "Idle master with {WORKERS} workers, after load: {:.0} µs of CPU per second.",
             mean / 1000.0,
-            mean / 1000.0 / WORKERS as f64
         );
+    }
+    println!();
+    println!("Idle master by number of workers (default heartbeat: every 6 s per worker):");
+    println!("| workers | master µs of CPU per s, idle |");
+    println!("|---|---|");
+    for workers in IDLE_WORKERS {
+        match runtime.block_on(idle_master(workers)) {
+            Ok(ns) => println!("| {workers} | {:.0} |", ns / 1000.0),
+            Err(e) => eprintln!("idle with {workers} workers: {e}"),
+        }
     }
     Ok(())
 }
@@ -146,6 +164,7 @@ async fn one_case(case: &Case, requests: usize, clients: usize) -> Result<Measur
         .env("SCHEDULING", case.scheduling)
         .env("WORKERS", WORKERS.to_string())
         .env("RUST_LOG", "warn")
+        .envs((case.scheduling == "single").then_some(("SINGLE", "1")))
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -166,12 +185,15 @@ async fn measure(
     requests: usize,
     clients: usize,
 ) -> Result<Measured, String> {
+    // The single process is its own (only) worker; it has no master.
+    let single = case.scheduling == "single";
+    let expected = if single { 0 } else { WORKERS };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if Instant::now() > deadline {
             return Err("the workers never answered".into());
         }
-        let ready = children_of(master).len() == WORKERS
+        let ready = children_of(master).len() == expected
             && KeepAliveClient::closing(address)
                 .get("/")
                 .await
@@ -182,9 +204,13 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     load(address, case.close, WARM_UP, clients).await?;
-    let workers = children_of(master);
-    if workers.len() != WORKERS {
-        return Err(format!("{} workers, not {WORKERS}", workers.len()));
+    let workers = if single {
+        vec![master]
+    } else {
+        children_of(master)
+    };
+    if workers.len() != expected.max(1) {
+        return Err(format!("{} workers, not {expected}", workers.len()));
     }
 
     let idle_before = cpu_ns(master);
@@ -201,11 +227,16 @@ async fn measure(
     load(address, case.close, requests, clients).await?;
     let elapsed = started.elapsed();
     let after_workers: Vec<u64> = workers.iter().map(|w| cpu_ns(*w)).collect();
+    let (master_ns, master_ticks_ns) = if single {
+        (0, 0)
+    } else {
+        (cpu_ns(master) - before.0, cpu_ticks_ns(master) - before.1)
+    };
     Ok(Measured {
         requests,
         elapsed,
-        master_ns: cpu_ns(master) - before.0,
-        master_ticks_ns: cpu_ticks_ns(master) - before.1,
+        master_ns,
+        master_ticks_ns,
         workers_ns: after_workers
             .iter()
             .zip(&before.2)
@@ -303,6 +334,53 @@ async fn messages(count: u64) -> Result<f64, String> {
             last = now;
         }
         Ok((cpu_ns(pid) - before) as f64 / count as f64)
+    }
+    .await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = master.wait();
+    result
+}
+
+/// The master's CPU ns per second while `workers` workers idle (after they all answer).
+async fn idle_master(workers: usize) -> Result<f64, String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut master = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .env(SERVE, "1")
+        .env("PORT", port.to_string())
+        .env("WORKERS", workers.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = master.id();
+    let result = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if Instant::now() > deadline {
+                return Err("the workers never answered".to_string());
+            }
+            let up = children_of(pid).len() == workers
+                && KeepAliveClient::closing(address)
+                    .get("/")
+                    .await
+                    .is_ok_and(|a| a.status == 200);
+            if up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let every worker finish starting (online, listening, first heartbeat).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = cpu_ns(pid);
+        tokio::time::sleep(IDLE_WATCH).await;
+        Ok((cpu_ns(pid) - before) as f64 / IDLE_WATCH.as_secs_f64())
     }
     .await;
     let _ = nix::sys::signal::kill(
