@@ -386,7 +386,11 @@ impl Cluster {
         Ok(worker)
     }
 
-    fn fork_new(&self, env: &[(&str, &str)], predecessor: Option<u32>) -> Result<Worker, ForkError> {
+    fn fork_new(
+        &self,
+        env: &[(&str, &str)],
+        predecessor: Option<u32>,
+    ) -> Result<Worker, ForkError> {
         let shared = &self.shared;
         let _runtime = shared.runtime.enter();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);

@@ -255,7 +255,10 @@ mod tests {
     #[test]
     fn a_bad_socket_entry_is_named() {
         let err = parse_sockets(Some("7,0,127.0.0.1:80".into())).unwrap_err();
-        assert!(err.contains(ENV_LISTEN_SOCKETS) && err.contains("127.0.0.1:80"), "{err}");
+        assert!(
+            err.contains(ENV_LISTEN_SOCKETS) && err.contains("127.0.0.1:80"),
+            "{err}"
+        );
         assert!(parse_sockets(Some("-1,0,a,b".into())).is_err());
         assert_eq!(parse_sockets(Some(String::new())), Ok(vec![]));
         assert_eq!(parse_sockets(None), Ok(vec![]));

@@ -97,10 +97,16 @@ async fn a_replacement_serves_on_the_socket_its_predecessor_had() {
     // The same socket as the master's descriptor of that number.
     let of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).expect("readlink");
     let socket = of(new);
-    assert!(socket.to_string_lossy().starts_with("socket:"), "{socket:?}");
+    assert!(
+        socket.to_string_lossy().starts_with("socket:"),
+        "{socket:?}"
+    );
     assert_eq!(socket, of(master_pid));
 
-    assert!(answers_from(address, new).await, "the replacement never answered");
+    assert!(
+        answers_from(address, new).await,
+        "the replacement never answered"
+    );
     stop(master).await;
 }
 
@@ -113,6 +119,9 @@ async fn a_round_robin_replacement_is_handed_connections_without_asking() {
     let new = replace_one(&mut lines, address).await;
     // No descriptor: the master accepts.
     assert_eq!(handed(new), format!("-,0,127.0.0.1:0,{address}"));
-    assert!(answers_from(address, new).await, "the replacement never answered");
+    assert!(
+        answers_from(address, new).await,
+        "the replacement never answered"
+    );
     stop(master).await;
 }

@@ -17,10 +17,10 @@
 //!
 //! Run: `cost_bench [REQUESTS] [CLIENTS]` (default 20000 requests, 8 clients).
 
+use std::cell::Cell;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use cluster_bench::{SERVE, cpu_ns, cpu_ticks_ns};
@@ -64,12 +64,30 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     let cases = [
-        Case { scheduling: "single", close: false },
-        Case { scheduling: "single", close: true },
-        Case { scheduling: "shared", close: false },
-        Case { scheduling: "shared", close: true },
-        Case { scheduling: "round-robin", close: false },
-        Case { scheduling: "round-robin", close: true },
+        Case {
+            scheduling: "single",
+            close: false,
+        },
+        Case {
+            scheduling: "single",
+            close: true,
+        },
+        Case {
+            scheduling: "shared",
+            close: false,
+        },
+        Case {
+            scheduling: "shared",
+            close: true,
+        },
+        Case {
+            scheduling: "round-robin",
+            close: false,
+        },
+        Case {
+            scheduling: "round-robin",
+            close: true,
+        },
     ];
     println!(
         "cost_bench: {requests} requests from {clients} clients per case, {WORKERS} workers; CPU µs per request (schedstat; /proc/PID/stat ticks in brackets)"

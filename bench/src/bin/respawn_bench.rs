@@ -28,17 +28,37 @@ use cluster_tests::KeepAliveClient;
 /// The phases, in the order they happen: (who, phase). `old` is the panicking worker (id 1),
 /// `new` its replacement (id 2).
 const PHASES: &[(&str, &str, &str)] = &[
-    ("old", "panic_reported", "master: the worker's panic report read"),
-    ("old", "disconnecting", "master: the worker's disconnect read"),
+    (
+        "old",
+        "panic_reported",
+        "master: the worker's panic report read",
+    ),
+    (
+        "old",
+        "disconnecting",
+        "master: the worker's disconnect read",
+    ),
     ("new", "fork", "master: fork of the replacement begins"),
-    ("new", "spawned", "master: fork+exec returned (the new program runs)"),
+    (
+        "new",
+        "spawned",
+        "master: fork+exec returned (the new program runs)",
+    ),
     ("new", "runtime_start", "worker: main, runtime being built"),
     ("new", "connected", "worker: handoff read, channel up"),
-    ("new", "handlers_installed", "worker: signal handlers, reader task, `online` queued"),
+    (
+        "new",
+        "handlers_installed",
+        "worker: signal handlers, reader task, `online` queued",
+    ),
     ("new", "listen_asked", "worker: listen request sent"),
     ("new", "listen_request", "master: listen request read"),
     ("new", "listen_replied", "master: listen reply sent"),
-    ("new", "listen_granted", "worker: listen reply read (or socket from the handoff)"),
+    (
+        "new",
+        "listen_granted",
+        "worker: listen reply read (or socket from the handoff)",
+    ),
     ("new", "listening", "master: the worker's `listening` read"),
     ("new", "first_accept", "worker: first connection accepted"),
 ];
@@ -78,7 +98,9 @@ fn main() -> std::io::Result<()> {
         "respawn_bench: {scheduling}, 1 worker, {} rounds; ms after the panicking request's 500 (median [min..max])",
         answers.len()
     );
-    println!("| phase | ms after the 500 | step: ms since the previous phase of the replacement | what |");
+    println!(
+        "| phase | ms after the 500 | step: ms since the previous phase of the replacement | what |"
+    );
     println!("|---|---|---|---|");
     for (i, (who, name, what)) in PHASES.iter().enumerate() {
         let values: Vec<f64> = all.iter().filter_map(|p| p[i]).collect();
@@ -93,7 +115,11 @@ fn main() -> std::io::Result<()> {
                 Some(p[i]? - previous)
             })
             .collect();
-        let step = if *who == "new" { summary(steps) } else { "".into() };
+        let step = if *who == "new" {
+            summary(steps)
+        } else {
+            "".into()
+        };
         println!("| {who} {name} | {} | {step} | {what} |", summary(values));
     }
     let steps: Vec<f64> = all
