@@ -11,7 +11,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::Child;
 
-/// The test master with 2 graceful test workers on `127.0.0.1:0`, scheduling `scheduling`.
+/// The test master with 2 graceful test workers on `127.0.0.1:0`; `scheduling` is
+/// `TEST_SCHEDULING` (`rr`: round-robin; anything else: shared).
 async fn start(scheduling: &str) -> (Child, Lines, SocketAddr, Vec<u32>) {
     let (master, lines, pids) = start_test_master(&[
         ("TEST_WORKER_EXE", "graceful_worker"),
@@ -112,7 +113,7 @@ async fn a_replacement_serves_on_the_socket_its_predecessor_had() {
 
 #[tokio::test]
 async fn a_round_robin_replacement_is_handed_connections_without_asking() {
-    let (master, mut lines, address, first) = start("round-robin").await;
+    let (master, mut lines, address, first) = start("rr").await;
     for pid in &first {
         assert_eq!(handed(*pid), "");
     }

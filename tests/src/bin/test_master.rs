@@ -4,12 +4,11 @@
 //! output and forwards it.
 //!
 //! Options for the tests of hostile workers: `TEST_SERIALIZATION` (`json`, `binary`),
-//! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_REFORK=1` (fork a replacement for
+//! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_SCHEDULING=rr` (round-robin), `TEST_REFORK=1` (fork a replacement for
 //! every worker that exits, in the `exit` callback), `TEST_RESPAWN=manual`
 //! (`Respawn::Manual`: no replacement unless `TEST_REFORK`; default: the master's own), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
 //! `TestMsg`), `TEST_LOG=1` (the master's log lines on stdout too), `TEST_NOFILE`
-//! (`Settings::nofile_limit`), `TEST_HEARTBEAT_MS` (the heartbeat timeout),
-//! `TEST_SCHEDULING=round-robin` (default: shared).
+//! (`Settings::nofile_limit`), `TEST_HEARTBEAT_MS` (the heartbeat timeout).
 //!
 //! For the hot upgrade tests: `TEST_WORKER_EXE` (a sibling binary to run as the worker
 //! instead of `test_worker`), `TEST_WAIT_READY=1` (`Settings::wait_ready`),
@@ -50,7 +49,7 @@ async fn main() -> std::process::ExitCode {
     if let Some(serialization) = env_parsed("TEST_SERIALIZATION") {
         settings = settings.serialization(serialization);
     }
-    if std::env::var("TEST_SCHEDULING").as_deref() == Ok("round-robin") {
+    if std::env::var("TEST_SCHEDULING").as_deref() == Ok("rr") {
         settings = settings.scheduling(cluster_core::Scheduling::RoundRobin);
     }
     if let Some(max) = env_parsed("TEST_MAX_LISTENS") {
