@@ -350,6 +350,20 @@ impl Cluster {
     /// Any other call from those callbacks is that worker's replacement: the master's own
     /// respawn ([`Settings::respawn`]) then forks nothing more for it.
     pub fn fork(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
+        self.fork_for(env, None)
+    }
+
+    /// [`Cluster::fork`] of the replacement of worker `old` (the respawn's): it gets the
+    /// sockets `old` was granted with its handoff (`handed_sockets.rs`).
+    pub(crate) fn fork_replacing(
+        &self,
+        env: &[(&str, &str)],
+        old: u32,
+    ) -> Result<Worker, ForkError> {
+        self.fork_for(env, Some(old))
+    }
+
+    fn fork_for(&self, env: &[(&str, &str)], old: Option<u32>) -> Result<Worker, ForkError> {
         if *self.shared.phase.borrow() != Phase::Running {
             return Err(ForkError::Stopping);
         }
@@ -362,7 +376,7 @@ impl Cluster {
                 }
             }
         }
-        let worker = self.fork_new(env)?;
+        let worker = self.fork_new(env, old.or(replacing))?;
         if let Some(old) = replacing {
             // A callback replaced `old`: the default respawn forks nothing more for it.
             lock(&shared.respawner).replaced_by_callback(old);
@@ -370,10 +384,15 @@ impl Cluster {
         Ok(worker)
     }
 
-    fn fork_new(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
+    fn fork_new(
+        &self,
+        env: &[(&str, &str)],
+        predecessor: Option<u32>,
+    ) -> Result<Worker, ForkError> {
         let shared = &self.shared;
         let _runtime = shared.runtime.enter();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        cluster_ipc::timing::phase("fork", id);
         let settings = shared.settings().clone();
         let options = ChannelOptions {
             serialization: settings.serialization,
@@ -393,12 +412,26 @@ impl Cluster {
                 crate::watchdog::heartbeat_interval(t).as_millis() as u64
             }),
             max_requests: settings.recycling.request_limit(random(id)),
+            sockets: Vec::new(),
+        };
+        let predecessor = predecessor.and_then(|old| lock(&shared.workers).get(&old).cloned());
+        let handed = predecessor
+            .map(|old| crate::handed_sockets::for_replacement(shared, &old))
+            .unwrap_or_default();
+        let handoff = WorkerHandoff {
+            sockets: handed.iter().map(|h| h.socket.clone()).collect(),
+            ..handoff
         };
         let command = worker_command(&settings, &handoff, env);
         let mut child = shared
             .spawner
-            .spawn(command, &worker_end)
+            .spawn(
+                command,
+                &worker_end,
+                crate::handed_sockets::descriptors(&handed),
+            )
             .map_err(ForkError::Spawn)?;
+        cluster_ipc::timing::phase("spawned", id);
         if settings.stdio == Stdio::Forward {
             crate::output::forward(&mut child, settings.name.as_deref().unwrap_or("worker"), id);
         }
@@ -409,6 +442,7 @@ impl Cluster {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let worker = Worker::new(id, pid, fork_env, sender, settings.stop_timeout);
+        crate::handed_sockets::record(&worker, handed);
         {
             let mut workers = lock(&shared.workers);
             workers.insert(id, worker.clone());

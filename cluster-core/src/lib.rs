@@ -111,6 +111,7 @@ mod entry;
 mod error;
 mod events;
 mod exit_reason;
+mod handed_sockets;
 mod handover;
 mod init;
 mod listen_policy;

@@ -59,6 +59,13 @@ fn already_held(address: &str) -> ListenFailure {
 impl Listeners {
     /// The socket for `address` and `index`, bound now (with `options`, else `backlog`) if
     /// no worker asked for it before. The error says what failed, naming the address.
+    /// The TCP socket already bound for `address` and `index`, if there is one (never binds).
+    pub(crate) fn bound_tcp(&self, address: &str, index: u32) -> Option<Arc<TcpListener>> {
+        let requested: SocketAddr = address.parse().ok()?;
+        let table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        table.get(&(requested, index)).cloned()
+    }
+
     pub(crate) fn get_or_bind(
         &self,
         address: &str,

@@ -308,7 +308,7 @@ impl crate::Cluster {
 
     fn fork_replacement(&self, old: u32, env: &[(String, String)]) {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        match self.fork(&env) {
+        match self.fork_replacing(&env, old) {
             Ok(new) => {
                 tracing::info!(old, new = new.id(), pid = new.pid(), "replacement forked");
                 lock(&self.shared.respawner).forked(new.id());

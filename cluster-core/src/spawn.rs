@@ -41,9 +41,16 @@ impl Spawner {
         Ok(Spawner { requests })
     }
 
-    /// Starts `command` with `channel_end` as the child's descriptor [`CHANNEL_FD`].
-    pub(crate) fn spawn(&self, mut command: Command, channel_end: &OwnedFd) -> io::Result<Child> {
-        prepare_child(&mut command, channel_end.as_raw_fd());
+    /// Starts `command` with `channel_end` as the child's descriptor [`CHANNEL_FD`], and
+    /// `inherited` (none of them [`CHANNEL_FD`]) under their own numbers, no longer
+    /// close-on-exec in the child (the master's copies keep the flag).
+    pub(crate) fn spawn(
+        &self,
+        mut command: Command,
+        channel_end: &OwnedFd,
+        inherited: Vec<RawFd>,
+    ) -> io::Result<Child> {
+        prepare_child(&mut command, channel_end.as_raw_fd(), inherited);
         let (reply, result) = mpsc::sync_channel(1);
         let gone = || io::Error::other("the cluster's spawner thread is gone");
         self.requests
@@ -55,10 +62,11 @@ impl Spawner {
 
 /// Sets what runs in the child between fork and exec: die with the master, leave the
 /// master's process group, and map the channel end to its fixed number.
-fn prepare_child(command: &mut Command, channel_end: RawFd) {
+fn prepare_child(command: &mut Command, channel_end: RawFd, inherited: Vec<RawFd>) {
     let master_pid = std::process::id() as nix::libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (prctl, getppid, setpgid, dup2, fcntl, _exit); it allocates nothing.
+    // async-signal-safe calls (prctl, getppid, setpgid, dup2, fcntl, _exit); it allocates
+    // nothing (`inherited` was allocated before the fork and is only read).
     unsafe {
         command.pre_exec(move || {
             use nix::libc;
@@ -84,6 +92,12 @@ fn prepare_child(command: &mut Command, channel_end: RawFd) {
                 }
             } else if libc::dup2(channel_end, CHANNEL_FD) < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // The handed sockets keep their numbers; exec must not close them.
+            for &fd in &inherited {
+                if fd != CHANNEL_FD && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });

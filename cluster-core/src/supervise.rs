@@ -204,7 +204,11 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             address,
             index,
             options,
-        } => answer_listen(shared, worker, seq, address, index, options).await,
+        } => {
+            cluster_ipc::timing::phase("listen_request", worker.id());
+            answer_listen(shared, worker, seq, address, index, options).await;
+            cluster_ipc::timing::phase("listen_replied", worker.id());
+        }
         Control::Listening { address } if cluster_ipc::udp_address(&address).is_some() => {
             let Some(Ok(bound)) = cluster_ipc::udp_address(&address) else {
                 return Err(format!("reported bound to {address:?}, not an address"));
@@ -226,6 +230,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             }
         }
         Control::Listening { address } => {
+            cluster_ipc::timing::phase("listening", worker.id());
             let address = address
                 .parse()
                 .map_err(|_| format!("reported listening on {address:?}, not an address"))?;
@@ -253,6 +258,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             answered(shared, worker, &address, seq, Answer::NoRoom)?
         }
         Control::Disconnecting => {
+            cluster_ipc::timing::phase("disconnecting", worker.id());
             for dispatcher in shared.dispatchers() {
                 dispatcher.stop_sending_to(worker);
             }
@@ -286,6 +292,7 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
                 location = location.as_deref().unwrap_or("unknown"),
                 "worker panicked: {message}"
             );
+            cluster_ipc::timing::phase("panic_reported", worker.id());
             worker.set_exit_reason(ExitReason::Panic { message, location });
             hand_over(shared, worker);
         }
@@ -374,6 +381,9 @@ async fn answer_listen(
         Ok(listener) => match listener.local_addr() {
             Ok(local) => {
                 worker.listen_quota().record(quota_key);
+                if grant != Grant::ReusePort {
+                    worker.record_granted_tcp(&address, index);
+                }
                 let fds = match grant {
                     Grant::Shared => vec![listener.as_fd()],
                     Grant::ReusePort => vec![],

@@ -106,6 +106,9 @@ struct Inner {
     kill_timeout: Duration,
     /// True once it is reaped.
     dead: tokio::sync::watch::Sender<bool>,
+    /// The TCP sockets it was granted, as `(requested address, index)`: its replacement gets
+    /// them with its handoff (`handed_sockets.rs`).
+    granted_tcp: Mutex<Vec<(String, u32)>>,
 }
 
 /// A worker process, seen from the master. Cheap to clone.
@@ -158,6 +161,7 @@ impl Worker {
                 log: WorkerLog::new(),
                 kill_timeout,
                 dead: tokio::sync::watch::Sender::new(false),
+                granted_tcp: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -585,6 +589,27 @@ impl Worker {
 
     /// The addresses this worker made the master listen on, bounded by
     /// `max_listens_per_worker`.
+    /// Remembers that it was granted the TCP socket for `requested` with `index`.
+    pub(crate) fn record_granted_tcp(&self, requested: &str, index: u32) {
+        let mut granted = self
+            .inner
+            .granted_tcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !granted.iter().any(|(r, i)| r == requested && *i == index) {
+            granted.push((requested.to_string(), index));
+        }
+    }
+
+    /// The TCP sockets it was granted, `(requested address, index)`, in the order asked.
+    pub(crate) fn granted_tcp(&self) -> Vec<(String, u32)> {
+        self.inner
+            .granted_tcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn listen_quota(&self) -> &ListenQuota {
         &self.inner.listen_quota
     }

@@ -24,6 +24,11 @@ pub const ENV_HEARTBEAT_MS: &str = "CLUSTER_HEARTBEAT_MS";
 /// After how many requests (or connections) the worker asks to be recycled (0: never).
 pub const ENV_MAX_REQUESTS: &str = "CLUSTER_MAX_REQUESTS";
 
+/// The listening sockets handed over with the handoff, so that `listen()` finds them without
+/// asking the master: entries `FD,INDEX,REQUESTED,LOCAL` separated by spaces (`FD` is `-`
+/// for a round-robin address, where the master accepts and there is no descriptor).
+pub const ENV_LISTEN_SOCKETS: &str = "CLUSTER_LISTEN_SOCKETS";
+
 /// The name of the group a supervised worker belongs to (set by `cluster_core::pm`).
 pub const ENV_GROUP: &str = "CLUSTER_GROUP";
 /// The group's listen addresses, comma-separated (set by `cluster_core::pm`).
@@ -54,6 +59,66 @@ pub struct WorkerHandoff {
     pub heartbeat_ms: u64,
     /// Requests (or connections) after which the worker asks to be recycled; 0 never.
     pub max_requests: u64,
+    /// Sockets the master granted with the handoff (a replacement gets those its predecessor
+    /// had): the worker's `listen()` takes them without a request.
+    pub sockets: Vec<HandedSocket>,
+}
+
+/// One listening socket granted with the handoff: the answer the master would give to a
+/// listen request for `requested` with `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedSocket {
+    /// The descriptor number in the worker (not close-on-exec until the worker adopts it);
+    /// `None` for a round-robin address (the master hands the connections over).
+    pub fd: Option<RawFd>,
+    /// Which of the worker's sockets for `requested` it is (Node's per-worker index).
+    pub index: u32,
+    /// The address as a worker asks for it (`127.0.0.1:8080`, `[::]:0`).
+    pub requested: String,
+    /// The address the socket is bound to (what the worker reports as listening).
+    pub local: String,
+}
+
+impl HandedSocket {
+    fn to_entry(&self) -> String {
+        let fd = self.fd.map_or("-".to_string(), |fd| fd.to_string());
+        format!("{fd},{},{},{}", self.index, self.requested, self.local)
+    }
+
+    fn from_entry(entry: &str) -> Option<HandedSocket> {
+        let mut parts = entry.split(',');
+        let fd = match parts.next()? {
+            "-" => None,
+            fd => Some(fd.parse().ok().filter(|fd: &RawFd| *fd >= 0)?),
+        };
+        let index = parts.next()?.parse().ok()?;
+        let requested = parts.next()?.to_string();
+        let local = parts.next()?.to_string();
+        if parts.next().is_some() || requested.is_empty() || local.is_empty() {
+            return None;
+        }
+        Some(HandedSocket {
+            fd,
+            index,
+            requested,
+            local,
+        })
+    }
+}
+
+/// The handed sockets from the value of [`ENV_LISTEN_SOCKETS`].
+fn parse_sockets(value: Option<String>) -> Result<Vec<HandedSocket>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split_whitespace()
+        .map(|entry| {
+            HandedSocket::from_entry(entry).ok_or_else(|| {
+                format!("{ENV_LISTEN_SOCKETS}: {entry:?} is not FD,INDEX,REQUESTED,LOCAL")
+            })
+        })
+        .collect()
 }
 
 impl WorkerHandoff {
@@ -68,11 +133,19 @@ impl WorkerHandoff {
             (ENV_ORPHAN_TIMEOUT_MS, self.orphan_timeout_ms.to_string()),
             (ENV_HEARTBEAT_MS, self.heartbeat_ms.to_string()),
             (ENV_MAX_REQUESTS, self.max_requests.to_string()),
+            (
+                ENV_LISTEN_SOCKETS,
+                self.sockets
+                    .iter()
+                    .map(HandedSocket::to_entry)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
         ]
     }
 
     /// Every variable name the handoff uses.
-    pub const VARIABLES: [&'static str; 8] = [
+    pub const VARIABLES: [&'static str; 9] = [
         ENV_WORKER_ID,
         ENV_CHANNEL_FD,
         ENV_SERIALIZATION,
@@ -81,6 +154,7 @@ impl WorkerHandoff {
         ENV_ORPHAN_TIMEOUT_MS,
         ENV_HEARTBEAT_MS,
         ENV_MAX_REQUESTS,
+        ENV_LISTEN_SOCKETS,
     ];
 
     /// Reads the handoff with `get` (usually `std::env::var`). `Ok(None)` when this process
@@ -104,6 +178,7 @@ impl WorkerHandoff {
             orphan_timeout_ms: parse(ENV_ORPHAN_TIMEOUT_MS, get(ENV_ORPHAN_TIMEOUT_MS))?,
             heartbeat_ms: parse(ENV_HEARTBEAT_MS, get(ENV_HEARTBEAT_MS))?,
             max_requests: parse(ENV_MAX_REQUESTS, get(ENV_MAX_REQUESTS))?,
+            sockets: parse_sockets(get(ENV_LISTEN_SOCKETS))?,
         }))
     }
 }
@@ -141,6 +216,20 @@ mod tests {
             orphan_timeout_ms: 1500,
             heartbeat_ms: 250,
             max_requests: 1000,
+            sockets: vec![
+                HandedSocket {
+                    fd: Some(7),
+                    index: 0,
+                    requested: "[::]:8080".into(),
+                    local: "[::]:8080".into(),
+                },
+                HandedSocket {
+                    fd: None,
+                    index: 1,
+                    requested: "127.0.0.1:0".into(),
+                    local: "127.0.0.1:40001".into(),
+                },
+            ],
         };
         let vars = handoff.to_env();
         let read = WorkerHandoff::read(|name| {
@@ -161,5 +250,17 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains(ENV_CHANNEL_FD), "{err}");
+    }
+
+    #[test]
+    fn a_bad_socket_entry_is_named() {
+        let err = parse_sockets(Some("7,0,127.0.0.1:80".into())).unwrap_err();
+        assert!(
+            err.contains(ENV_LISTEN_SOCKETS) && err.contains("127.0.0.1:80"),
+            "{err}"
+        );
+        assert!(parse_sockets(Some("-1,0,a,b".into())).is_err());
+        assert_eq!(parse_sockets(Some(String::new())), Ok(vec![]));
+        assert_eq!(parse_sockets(None), Ok(vec![]));
     }
 }

@@ -54,6 +54,7 @@ mod listener;
 mod message;
 pub mod pressure;
 mod sys;
+pub mod timing;
 
 pub use channel::{ChannelOptions, Incoming, Receiver, Sender, channel, socketpair};
 pub use codec::{CodecError, Serialization};

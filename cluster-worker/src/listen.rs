@@ -128,7 +128,11 @@ async fn obtain(address: SocketAddr, options: ListenOptions) -> io::Result<Obtai
     let requested = address.to_string();
     let indexes = worker.listen_indexes();
     let index = indexes.reserve(&requested);
-    let obtained = obtain_from(&worker, &requested, index, options).await;
+    // A replacement has its predecessor's sockets from the handoff: no round trip.
+    let obtained = match worker.take_handed(&requested, index) {
+        Some((local, granted)) => open(&worker, granted, options).map(|o| (o, local)),
+        None => obtain_from(&worker, &requested, index, options).await,
+    };
     match &obtained {
         Ok((Obtained::Listener(listener), _)) => indexes.granted(&requested, index, listener),
         // Round-robin: no descriptor here to tell when the server is gone.
@@ -151,6 +155,11 @@ async fn obtain_from(
         .request_listener(requested, index, options)
         .await
         .map_err(cluster_ipc::ListenFailure::into_io_error)?;
+    Ok((open(worker, granted, options)?, local))
+}
+
+/// What a grant gives to accept on.
+fn open(worker: &Worker, granted: Granted, options: ListenOptions) -> io::Result<Obtained> {
     let obtained = match granted {
         Granted::Shared(fd) => {
             let shared = std::net::TcpListener::from(fd);
@@ -166,7 +175,7 @@ async fn obtain_from(
         // The feed must exist before the master hears we listen and starts handing over.
         Granted::RoundRobin(local) => Obtained::FromMaster(Acceptor::from_master(worker, local)),
     };
-    Ok((obtained, local))
+    Ok(obtained)
 }
 
 /// A Unix socket listening at `path`: the master's socket for that path inside a cluster

@@ -21,10 +21,19 @@ use std::io;
 /// }
 /// ```
 pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    let _ = STARTED_NS.set(cluster_ipc::clock::monotonic_ns());
     let mut builder = if crate::is_worker() {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
     builder.enable_all().build()
+}
+
+/// When [`runtime`] was first called (a [`cluster_ipc::clock::monotonic_ns`] reading): about
+/// when `main` began, a start-up phase for `cluster_ipc::timing`.
+static STARTED_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+pub(crate) fn started_ns() -> Option<u64> {
+    STARTED_NS.get().copied()
 }

@@ -69,6 +69,19 @@ struct Inner {
     /// Requests or connections served (towards the master's `max_requests`, and reported
     /// with each heartbeat), and connections open now.
     served: Arc<Served>,
+    /// Set at the first connection accepted (its time is a start-up phase, `cluster_ipc::timing`).
+    accepted_one: AtomicBool,
+    /// The sockets the master granted with the handoff, not taken by a `listen()` yet.
+    handed: Mutex<Vec<Handed>>,
+}
+
+/// A socket granted with the handoff (`CLUSTER_LISTEN_SOCKETS`), adopted at start.
+struct Handed {
+    index: u32,
+    requested: String,
+    local: String,
+    /// `None`: a round-robin address.
+    fd: Option<OwnedFd>,
 }
 
 /// An open connection, counted until dropped ([`Worker::connection_opened`]).
@@ -372,6 +385,9 @@ impl Worker {
 
     /// Counts one accepted connection, unless a server counts requests.
     pub(crate) fn connection_accepted(&self) {
+        if !self.inner.accepted_one.swap(true, Ordering::Relaxed) {
+            cluster_ipc::timing::phase("first_accept", self.inner.id);
+        }
         self.count(Unit::Connection);
     }
 
@@ -411,6 +427,7 @@ impl Worker {
         options: cluster_ipc::ListenOptions,
     ) -> ListenReply {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        cluster_ipc::timing::phase("listen_asked", self.inner.id);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending_listens).insert(seq, tx);
         let request = Control::ListenRequest {
@@ -426,12 +443,30 @@ impl Worker {
                 format!("listen on {address}: asking the master failed: {e}"),
             ));
         }
-        rx.await.unwrap_or_else(|_| {
+        let reply = rx.await.unwrap_or_else(|_| {
             Err(ListenFailure::with_errno(
                 nix::libc::ENOTCONN,
                 format!("listen on {address}: the master is gone"),
             ))
-        })
+        });
+        cluster_ipc::timing::phase("listen_granted", self.inner.id);
+        reply
+    }
+
+    /// What the master granted with the handoff for `requested` with `index`, once: the
+    /// address bound and the grant, as a listen reply would say.
+    pub(crate) fn take_handed(&self, requested: &str, index: u32) -> Option<(String, Granted)> {
+        let mut handed = lock(&self.inner.handed);
+        let at = handed
+            .iter()
+            .position(|h| h.index == index && h.requested == requested)?;
+        let h = handed.swap_remove(at);
+        let granted = match h.fd {
+            Some(fd) => Granted::Shared(fd),
+            None => Granted::RoundRobin(h.local.parse().ok()?),
+        };
+        cluster_ipc::timing::phase("listen_granted", self.inner.id);
+        Some((h.local, granted))
     }
 
     pub(crate) async fn report_listening(&self, address: String) {
@@ -523,8 +558,14 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             log_reopens: watch::Sender::new(0),
             no_room_log: Mutex::new(LogThrottle::new()),
             served: Arc::new(Served::new(handoff.max_requests)),
+            accepted_one: AtomicBool::new(false),
+            handed: Mutex::new(adopt_handed(handoff)),
         }),
     };
+    if let Some(started) = crate::runtime::started_ns() {
+        cluster_ipc::timing::phase_at("runtime_start", handoff.id, started);
+    }
+    cluster_ipc::timing::phase("connected", handoff.id);
     if handoff.heartbeat_ms > 0 {
         crate::heartbeat::start(
             worker.inner.sender.clone(),
@@ -589,6 +630,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             tracing::debug!("could not report online: {e}");
         }
     });
+    cluster_ipc::timing::phase("handlers_installed", handoff.id);
     Ok(Some(worker))
 }
 
@@ -803,4 +845,43 @@ fn take_channel_end(handoff: &WorkerHandoff) -> Result<OwnedFd, WorkerError> {
     // SAFETY: the master mapped our channel end to `raw` before exec and nothing else in
     // this process refers to it; `connect` runs once (OnceLock), so it is owned once.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Takes ownership of the sockets the handoff names, after checking each is a socket; an
+/// entry that is not is logged and left alone (`listen()` then asks the master).
+fn adopt_handed(handoff: &WorkerHandoff) -> Vec<Handed> {
+    let mut adopted = Vec::new();
+    for socket in &handoff.sockets {
+        let fd = match socket.fd {
+            None => None,
+            Some(raw) if raw == handoff.channel_fd || raw <= 2 => {
+                tracing::warn!(raw, "handed socket descriptor {raw} is not usable; ignored");
+                continue;
+            }
+            Some(raw) => {
+                // SAFETY: `raw` is non-negative (the handoff parser checks it) and only
+                // borrowed for these checks, during which nothing closes it.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+                if !cluster_ipc::fd::is_socket(borrowed) {
+                    tracing::warn!(raw, "handed descriptor {raw} is not a socket; ignored");
+                    continue;
+                }
+                if let Err(e) = cluster_ipc::fd::set_cloexec(borrowed) {
+                    tracing::warn!(raw, "handed socket {raw}: {e}; ignored");
+                    continue;
+                }
+                // SAFETY: the master left this socket open across exec for us alone and
+                // named it once in the handoff; `connect` runs once (OnceLock), so it is
+                // owned once.
+                Some(unsafe { OwnedFd::from_raw_fd(raw) })
+            }
+        };
+        adopted.push(Handed {
+            index: socket.index,
+            requested: socket.requested.clone(),
+            local: socket.local.clone(),
+            fd,
+        });
+    }
+    adopted
 }
