@@ -56,6 +56,15 @@
 //!   then close the first and listen again; reports `first`, `second`, `third` with the
 //!   bound address (or `listen-error`), then serves.
 //!
+//! - `unix-http`: listen on the `unix:PATH` of `TEST_LISTEN`, report `listened`, and answer
+//!   every connection with the worker's pid (HTTP) until disconnected.
+//! - `own-listen`: bind a TCP socket of its own on 127.0.0.1:0 (plain tokio, not asking the
+//!   master), report `own` with its address, and answer its connections with the pid.
+//!
+//! With `TEST_DISCONNECT_ON_ERROR=1`, a failed listen on `TEST_LISTEN` is reported, then the
+//! worker disconnects itself (and exits 0) instead of exiting 3. A `udp` message carries a
+//! bound UDP socket: the worker answers one datagram on it with its pid, then says `served`.
+//!
 //! A `listen-error` report reads `KIND: MESSAGE`, `KIND` being the `io::ErrorKind` (Debug).
 
 use std::io::Write;
@@ -179,6 +188,26 @@ async fn main() {
             let times = if mode == "hand-back-twice" { 2 } else { 1 };
             Some(tokio::spawn(hand_back(worker.clone(), listener, times)))
         }
+        _ if mode == "own-listen" => {
+            let own = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let local = own.local_addr().expect("address").to_string();
+            worker
+                .send(&TestMsg::new("own", local))
+                .await
+                .expect("report");
+            Some(tokio::spawn(serve_own(worker.clone(), own)))
+        }
+        Ok(address) if mode == "unix-http" => {
+            let path = std::path::PathBuf::from(address.strip_prefix("unix:").expect("unix:"));
+            let listener = cluster_worker::listen_unix(&path).await.expect("listen");
+            worker
+                .send(&TestMsg::new("listened", address))
+                .await
+                .expect("report");
+            Some(tokio::spawn(serve_unix(worker.clone(), listener)))
+        }
         Ok(address) if address.starts_with("unix:") => {
             let path = std::path::PathBuf::from(&address["unix:".len()..]);
             let report = match cluster_worker::listen_unix(&path).await {
@@ -205,7 +234,11 @@ async fn main() {
                 Err(e) => {
                     // Not delivered when the worker was disconnected before it listened.
                     let _ = worker.send(&listen_error(&e)).await;
-                    std::process::exit(3);
+                    if std::env::var_os("TEST_DISCONNECT_ON_ERROR").is_none() {
+                        std::process::exit(3);
+                    }
+                    worker.disconnect();
+                    None
                 }
             }
         }
@@ -271,7 +304,8 @@ async fn main() {
                     .await
                     .expect("answer");
             } else if msg.kind.starts_with("send")
-                || ["stream", "reflect", "listener", "connection"].contains(&msg.kind.as_str())
+                || ["stream", "reflect", "listener", "connection", "udp"]
+                    .contains(&msg.kind.as_str())
             {
                 with_fds(&echo, &msg, &message).await;
             } else {
@@ -433,6 +467,21 @@ async fn with_fds(worker: &Worker, msg: &TestMsg, message: &cluster_worker::Mess
         answer(&mut stream, std::process::id())
             .await
             .expect("answer");
+        worker
+            .send(&TestMsg::new("served", ""))
+            .await
+            .expect("report");
+    } else if msg.kind == "udp" {
+        let fd = message.take_fds().pop().expect("a UDP socket");
+        let socket = std::net::UdpSocket::from(fd);
+        socket.set_nonblocking(true).expect("nonblocking");
+        let socket = tokio::net::UdpSocket::from_std(socket).expect("tokio socket");
+        let mut packet = [0u8; 1500];
+        let (_, peer) = socket.recv_from(&mut packet).await.expect("recv");
+        socket
+            .send_to(std::process::id().to_string().as_bytes(), peer)
+            .await
+            .expect("send");
         worker
             .send(&TestMsg::new("served", ""))
             .await
@@ -601,4 +650,51 @@ async fn listen_many(worker: &Worker, count: usize) -> Vec<tokio::net::TcpListen
     };
     worker.send(&again).await.expect("report");
     listeners
+}
+
+/// `unix-http`: answers each connection on the shared Unix socket with this process's pid,
+/// until the worker disconnects.
+async fn serve_unix(worker: Worker, listener: tokio::net::UnixListener) {
+    let _guard = worker.register_server();
+    let pid = std::process::id().to_string();
+    loop {
+        let mut stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => return,
+            },
+            _ = worker.closing() => return,
+        };
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{pid}",
+            pid.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// `own-listen`: answers each connection on the worker's own socket with its pid, until
+/// the worker disconnects.
+async fn serve_own(worker: Worker, listener: tokio::net::TcpListener) {
+    let _guard = worker.register_server();
+    let pid = std::process::id();
+    loop {
+        let mut stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => return,
+            },
+            _ = worker.closing() => return,
+        };
+        let _ = answer(&mut stream, pid).await;
+    }
 }
