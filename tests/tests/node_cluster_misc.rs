@@ -713,3 +713,22 @@ async fn test_cluster_disconnect_unshared_udp() {
         assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
     }
 }
+
+/// test-cluster-child-index-dgram: two UDP sockets on port 0 in one worker each get a
+/// socket of their own; each closed and bound again succeeds; the worker exits 0.
+#[tokio::test]
+async fn test_cluster_child_index_dgram() {
+    let cluster = setup_master(worker_settings("udp-index")).expect("setup");
+    let mut events = cluster.events();
+    cluster.fork(&[]).expect("fork");
+    expect_message(&mut events, "hello").await;
+    let two = expect_message(&mut events, "udp-two").await;
+    let (a, b) = two.split_once(' ').expect("two addresses");
+    assert_ne!(a, b, "each bind(0) a socket of its own");
+    let again = expect_message(&mut events, "udp-again").await;
+    let (c, d) = again.split_once(' ').expect("two addresses");
+    assert_ne!(c, d);
+    let (_, exit) = next_exit(&mut events).await;
+    assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+    cluster.disconnect().await;
+}

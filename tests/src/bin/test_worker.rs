@@ -61,6 +61,10 @@
 //! - `own-listen`: bind a TCP socket of its own on 127.0.0.1:0 (plain tokio, not asking the
 //!   master), report `own` with its address, and answer its connections with the pid.
 //!
+//! - `udp-index`: `bind_udp("127.0.0.1:0")` twice, both held, reported as `udp-two` with both
+//!   addresses; then each closed and bound again (`udp-again`), then disconnect (Node's
+//!   child-index-dgram). A failed bind is reported as `listen-error`.
+//!
 //! With `TEST_DISCONNECT_ON_ERROR=1`, a failed listen on `TEST_LISTEN` is reported, then the
 //! worker disconnects itself (and exits 0) instead of exiting 3. A `udp` message carries a
 //! bound UDP socket: the worker answers one datagram on it with its pid, then says `served`.
@@ -122,6 +126,17 @@ async fn main() {
             .send(&TestMsg::new("refused", err.to_string()))
             .await
             .expect("report");
+    }
+
+    if mode == "udp-index" {
+        let report = match udp_index().await {
+            Ok(reports) => reports,
+            Err(e) => vec![listen_error(&e)],
+        };
+        for message in report {
+            worker.send(&message).await.expect("report");
+        }
+        worker.disconnect();
     }
 
     // Kept open until the worker exits.
@@ -697,4 +712,21 @@ async fn serve_own(worker: Worker, listener: tokio::net::TcpListener) {
         };
         let _ = answer(&mut stream, pid).await;
     }
+}
+
+/// `udp-index`: two UDP sockets on port 0 held at once, then each closed and bound again.
+async fn udp_index() -> std::io::Result<Vec<TestMsg>> {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let first = cluster_worker::bind_udp(any).await?;
+    let second = cluster_worker::bind_udp(any).await?;
+    let two = format!("{} {}", first.local_addr()?, second.local_addr()?);
+    drop(first);
+    let third = cluster_worker::bind_udp(any).await?;
+    drop(second);
+    let fourth = cluster_worker::bind_udp(any).await?;
+    let again = format!("{} {}", third.local_addr()?, fourth.local_addr()?);
+    Ok(vec![
+        TestMsg::new("udp-two", two),
+        TestMsg::new("udp-again", again),
+    ])
 }
