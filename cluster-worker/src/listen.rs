@@ -186,7 +186,7 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
         return tokio::net::UnixListener::from_std(own);
     };
     let address = format!("{}{}", cluster_ipc::UNIX_PREFIX, path.display());
-    let (fd, local) = shared_socket(&worker, &address).await?;
+    let (fd, local) = shared_socket(&worker, &address, ListenOptions::new()).await?;
     let shared = std::os::unix::net::UnixListener::from(fd);
     shared.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(shared)?;
@@ -210,12 +210,34 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
 /// # Ok(()) }
 /// ```
 pub async fn bind_udp(address: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    bind_udp_with(address, ListenOptions::new()).await
+}
+
+/// [`bind_udp`] with `options`: `ipv6_only(true)` on an IPv6 address keeps the IPv4 port
+/// free (Node's `ipv6Only` for `dgram`); the backlog does not apply to datagrams. The
+/// options are used by whoever binds the socket: the master, when this request is the
+/// first for the address.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use cluster_worker::ListenOptions;
+/// let v6 = cluster_worker::bind_udp_with(
+///     "[::]:5353".parse().unwrap(),
+///     ListenOptions::new().ipv6_only(true),
+/// )
+/// .await?;
+/// # drop(v6); Ok(()) }
+/// ```
+pub async fn bind_udp_with(
+    address: SocketAddr,
+    options: ListenOptions,
+) -> io::Result<tokio::net::UdpSocket> {
     let worker = Worker::try_current().map_err(io::Error::other)?;
     let Some(worker) = worker else {
-        return tokio::net::UdpSocket::from_std(cluster_ipc::bind_udp(address)?);
+        return tokio::net::UdpSocket::from_std(cluster_ipc::bind_udp_with(address, options)?);
     };
     let requested = format!("{}{address}", cluster_ipc::UDP_PREFIX);
-    let (fd, local) = shared_socket(&worker, &requested).await?;
+    let (fd, local) = shared_socket(&worker, &requested, options).await?;
     let shared = std::net::UdpSocket::from(fd);
     shared.set_nonblocking(true)?;
     let socket = tokio::net::UdpSocket::from_std(shared)?;
@@ -228,12 +250,11 @@ pub async fn bind_udp(address: SocketAddr) -> io::Result<tokio::net::UdpSocket> 
 async fn shared_socket(
     worker: &Worker,
     requested: &str,
+    options: ListenOptions,
 ) -> io::Result<(std::os::fd::OwnedFd, String)> {
     let indexes = worker.listen_indexes();
     let index = indexes.reserve(requested);
-    let reply = worker
-        .request_listener(requested, index, ListenOptions::new())
-        .await;
+    let reply = worker.request_listener(requested, index, options).await;
     match reply {
         Ok((local, Granted::Shared(fd))) => {
             indexes.granted(requested, index, &fd);

@@ -732,3 +732,36 @@ async fn test_cluster_child_index_dgram() {
     assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
     cluster.disconnect().await;
 }
+
+/// test-cluster-dgram-ipv6only: with `ipv6_only`, a worker's UDP socket on `[::]` leaves the
+/// IPv4 port free, so a second socket binds `0.0.0.0` on the same port; the worker exits 0.
+/// Without it (dual stack), that second bind is `AddrInUse`.
+#[tokio::test]
+async fn test_cluster_dgram_ipv6only() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 on this machine");
+        return;
+    }
+    let settings = worker_settings("udp-ipv6only").env("TEST_IPV6_ONLY", "1");
+    let cluster = setup_master(settings.clone()).expect("setup");
+    let mut events = cluster.events();
+    cluster.fork(&[]).expect("fork");
+    expect_message(&mut events, "hello").await;
+    let both = expect_message(&mut events, "udp-v6").await;
+    let (v6, v4) = both.split_once(' ').expect("two addresses");
+    let v6: std::net::SocketAddr = v6.parse().expect("v6");
+    let v4: std::net::SocketAddr = v4.parse().expect("v4");
+    assert!(v6.is_ipv6() && v4.is_ipv4(), "{both}");
+    assert_eq!(v6.port(), v4.port());
+    let (_, exit) = next_exit(&mut events).await;
+    assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+    cluster.disconnect().await;
+
+    let dual = setup_master(settings.env("TEST_IPV6_ONLY", "0")).expect("setup");
+    let mut events = dual.events();
+    dual.fork(&[]).expect("fork");
+    expect_message(&mut events, "hello").await;
+    let error = expect_message(&mut events, "listen-error").await;
+    assert!(error.starts_with("AddrInUse"), "{error}");
+    dual.disconnect().await;
+}

@@ -65,6 +65,10 @@
 //!   addresses; then each closed and bound again (`udp-again`), then disconnect (Node's
 //!   child-index-dgram). A failed bind is reported as `listen-error`.
 //!
+//! - `udp-ipv6only`: `bind_udp_with("[::]:0")` with `ipv6_only` from `TEST_IPV6_ONLY`, then
+//!   `bind_udp("0.0.0.0:PORT")` on its port; reports `udp-v6` with both addresses (or
+//!   `listen-error`), then disconnects (Node's dgram-ipv6only).
+//!
 //! With `TEST_DISCONNECT_ON_ERROR=1`, a failed listen on `TEST_LISTEN` is reported, then the
 //! worker disconnects itself (and exits 0) instead of exiting 3. A `udp` message carries a
 //! bound UDP socket: the worker answers one datagram on it with its pid, then says `served`.
@@ -128,6 +132,14 @@ async fn main() {
             .expect("report");
     }
 
+    if mode == "udp-ipv6only" {
+        let report = match udp_ipv6only().await {
+            Ok(both) => TestMsg::new("udp-v6", both),
+            Err(e) => listen_error(&e),
+        };
+        worker.send(&report).await.expect("report");
+        worker.disconnect();
+    }
     if mode == "udp-index" {
         let report = match udp_index().await {
             Ok(reports) => reports,
@@ -729,4 +741,15 @@ async fn udp_index() -> std::io::Result<Vec<TestMsg>> {
         TestMsg::new("udp-two", two),
         TestMsg::new("udp-again", again),
     ])
+}
+
+/// `udp-ipv6only`: `[::]:0` (IPv6 only if `TEST_IPV6_ONLY=1`), then IPv4 on its port; both
+/// held until both are bound.
+async fn udp_ipv6only() -> std::io::Result<String> {
+    let only = std::env::var("TEST_IPV6_ONLY").as_deref() == Ok("1");
+    let options = cluster_worker::ListenOptions::new().ipv6_only(only);
+    let v6 = cluster_worker::bind_udp_with("[::]:0".parse().expect("address"), options).await?;
+    let port = v6.local_addr()?.port();
+    let v4 = cluster_worker::bind_udp(std::net::SocketAddr::from(([0, 0, 0, 0], port))).await?;
+    Ok(format!("{} {}", v6.local_addr()?, v4.local_addr()?))
 }
