@@ -126,13 +126,13 @@ async fn obtain(address: SocketAddr, options: ListenOptions) -> io::Result<Obtai
         return Ok(Obtained::Listener(TcpListener::from_std(own)?));
     };
     let requested = address.to_string();
-    let indexes = worker.listen_indexes();
-    let index = indexes.reserve(&requested);
-    let obtained = obtain_from(&worker, &requested, index, options).await;
+    // Dropped (the index freed) if this future is, or on an error.
+    let reservation = worker.listen_indexes().reservation(&requested);
+    let obtained = obtain_from(&worker, &requested, reservation.index(), options).await;
     match &obtained {
-        Ok((Obtained::Listener(listener), _)) => indexes.granted(&requested, index, listener),
+        Ok((Obtained::Listener(listener), _)) => reservation.granted(listener),
         // Round-robin: no descriptor here to tell when the server is gone.
-        Ok((Obtained::FromMaster(_), _)) | Err(_) => indexes.release(&requested, index),
+        Ok((Obtained::FromMaster(_), _)) | Err(_) => drop(reservation),
     }
     let (obtained, local) = obtained?;
     worker.report_listening(local).await;
@@ -252,23 +252,19 @@ async fn shared_socket(
     requested: &str,
     options: ListenOptions,
 ) -> io::Result<(std::os::fd::OwnedFd, String)> {
-    let indexes = worker.listen_indexes();
-    let index = indexes.reserve(requested);
-    let reply = worker.request_listener(requested, index, options).await;
+    // Dropped (the index freed) if this future is, or on an error.
+    let reservation = worker.listen_indexes().reservation(requested);
+    let reply = worker
+        .request_listener(requested, reservation.index(), options)
+        .await;
     match reply {
         Ok((local, Granted::Shared(fd))) => {
-            indexes.granted(requested, index, &fd);
+            reservation.granted(&fd);
             Ok((fd, local))
         }
-        Ok(_) => {
-            indexes.release(requested, index);
-            Err(io::Error::other(format!(
-                "{requested}: the master did not send the socket"
-            )))
-        }
-        Err(failure) => {
-            indexes.release(requested, index);
-            Err(failure.into_io_error())
-        }
+        Ok(_) => Err(io::Error::other(format!(
+            "{requested}: the master did not send the socket"
+        ))),
+        Err(failure) => Err(failure.into_io_error()),
     }
 }

@@ -765,3 +765,30 @@ async fn test_cluster_dgram_ipv6only() {
     assert!(error.starts_with("AddrInUse"), "{error}");
     dual.disconnect().await;
 }
+
+/// test-dgram-cluster-close-during-bind and test-dgram-bind-socket-close-before-cluster-reply:
+/// a worker's UDP bind dropped while the master's answer is under way leaves nothing
+/// behind: binding the same address again succeeds, and the worker exits 0. The same for
+/// a TCP listen.
+#[tokio::test]
+async fn test_dgram_cluster_close_during_bind() {
+    for prefix in ["udp:", ""] {
+        let address = if prefix.is_empty() {
+            let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            free.local_addr().expect("address")
+        } else {
+            let free = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            free.local_addr().expect("address")
+        };
+        let mode = format!("cancel-bind:{prefix}{address}");
+        let cluster = setup_master(worker_settings(&mode)).expect("setup");
+        let mut events = cluster.events();
+        cluster.fork(&[]).expect("fork");
+        expect_message(&mut events, "hello").await;
+        let rebound = expect_message(&mut events, "rebound").await;
+        assert_eq!(rebound, format!("cancelled=true {address}"), "{mode}");
+        let (_, exit) = next_exit(&mut events).await;
+        assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+        cluster.disconnect().await;
+    }
+}

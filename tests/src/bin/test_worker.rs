@@ -69,6 +69,11 @@
 //!   `bind_udp("0.0.0.0:PORT")` on its port; reports `udp-v6` with both addresses (or
 //!   `listen-error`), then disconnects (Node's dgram-ipv6only).
 //!
+//! - `cancel-bind:ADDRESS` (`udp:IP:PORT` or `IP:PORT`): start a bind (`bind_udp`) or a
+//!   listen on ADDRESS and drop it while the master's answer is under way (Node's close
+//!   during bind), then bind again; reports `rebound` with `cancelled=BOOL` and the address
+//!   (or `listen-error`), then disconnects.
+//!
 //! With `TEST_DISCONNECT_ON_ERROR=1`, a failed listen on `TEST_LISTEN` is reported, then the
 //! worker disconnects itself (and exits 0) instead of exiting 3. A `udp` message carries a
 //! bound UDP socket: the worker answers one datagram on it with its pid, then says `served`.
@@ -132,6 +137,14 @@ async fn main() {
             .expect("report");
     }
 
+    if let Some(address) = mode.strip_prefix("cancel-bind:") {
+        let report = match cancel_bind(address).await {
+            Ok(rebound) => TestMsg::new("rebound", rebound),
+            Err(e) => listen_error(&e),
+        };
+        worker.send(&report).await.expect("report");
+        worker.disconnect();
+    }
     if mode == "udp-ipv6only" {
         let report = match udp_ipv6only().await {
             Ok(both) => TestMsg::new("udp-v6", both),
@@ -752,4 +765,27 @@ async fn udp_ipv6only() -> std::io::Result<String> {
     let port = v6.local_addr()?.port();
     let v4 = cluster_worker::bind_udp(std::net::SocketAddr::from(([0, 0, 0, 0], port))).await?;
     Ok(format!("{} {}", v6.local_addr()?, v4.local_addr()?))
+}
+
+/// `cancel-bind`: a bind dropped before the master answers, then the same bind again.
+async fn cancel_bind(address: &str) -> std::io::Result<String> {
+    if let Some(udp) = address.strip_prefix("udp:") {
+        let udp: std::net::SocketAddr = udp.parse().expect("address");
+        let cancelled = polled_once(cluster_worker::bind_udp(udp)).await;
+        let socket = cluster_worker::bind_udp(udp).await?;
+        return Ok(format!("cancelled={cancelled} {}", socket.local_addr()?));
+    }
+    let tcp: std::net::SocketAddr = address.parse().expect("address");
+    let cancelled = polled_once(cluster_worker::listen(tcp)).await;
+    let listener = cluster_worker::listen(tcp).await?;
+    Ok(format!("cancelled={cancelled} {}", listener.local_addr()?))
+}
+
+/// Polls `future` once and drops it; true if it was not finished (it was cancelled).
+async fn polled_once<F: std::future::Future>(future: F) -> bool {
+    tokio::select! {
+        biased;
+        _ = future => false,
+        _ = std::future::ready(()) => true,
+    }
 }
