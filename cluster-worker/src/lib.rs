@@ -56,6 +56,7 @@ mod listen;
 mod listen_index;
 mod runtime;
 mod served;
+mod unix_mode;
 mod worker;
 
 pub use acceptor::Acceptor;
@@ -67,4 +68,5 @@ pub use listen::{
     bind_udp, bind_udp_with, incoming, incoming_with, listen, listen_unix, listen_with,
 };
 pub use runtime::runtime;
+pub use unix_mode::{UnixOptions, listen_unix_with};
 pub use worker::{ConnectionGuard, ServerGuard, Worker, is_worker};

@@ -792,3 +792,33 @@ async fn test_dgram_cluster_close_during_bind() {
         cluster.disconnect().await;
     }
 }
+
+/// test-cluster-listen-pipe-readable-writable: a worker's Unix socket listened with
+/// `readable_all` and `writable_all` (`listen_unix_with`) is readable and writable by
+/// everyone (mode 0777 under the usual umask 022); without them it keeps the umask's mode.
+#[tokio::test]
+async fn test_cluster_listen_pipe_readable_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut modes = Vec::new();
+    for mode in ["unix-all", "unix-http"] {
+        let path = unique_socket_path("node-pipe-mode");
+        let settings = worker_settings(mode).env("TEST_LISTEN", format!("unix:{}", path.display()));
+        let cluster = setup_master(settings).expect("setup");
+        let mut events = cluster.events();
+        cluster.fork(&[]).expect("fork");
+        expect_message(&mut events, "hello").await;
+        expect_message(&mut events, "listened").await;
+        let bits = std::fs::metadata(&path)
+            .expect("the socket file")
+            .permissions()
+            .mode();
+        modes.push(bits & 0o777);
+        cluster.disconnect().await;
+        let _ = std::fs::remove_file(&path);
+    }
+    assert_eq!(modes[0] & 0o666, 0o666, "{:o}", modes[0]);
+    let others_cannot_write_by_default = modes[1] & 0o002 == 0;
+    if others_cannot_write_by_default {
+        assert_ne!(modes[0], modes[1], "the options changed nothing");
+    }
+}

@@ -58,6 +58,8 @@
 //!
 //! - `unix-http`: listen on the `unix:PATH` of `TEST_LISTEN`, report `listened`, and answer
 //!   every connection with the worker's pid (HTTP) until disconnected.
+//! - `unix-all`: as `unix-http`, with `listen_unix_with` and everyone's read and write
+//!   (`TEST_LISTEN` must be `unix:PATH`).
 //! - `own-listen`: bind a TCP socket of its own on 127.0.0.1:0 (plain tokio, not asking the
 //!   master), report `own` with its address, and answer its connections with the pid.
 //!
@@ -239,9 +241,17 @@ async fn main() {
                 .expect("report");
             Some(tokio::spawn(serve_own(worker.clone(), own)))
         }
-        Ok(address) if mode == "unix-http" => {
+        Ok(address) if mode == "unix-http" || mode == "unix-all" => {
             let path = std::path::PathBuf::from(address.strip_prefix("unix:").expect("unix:"));
-            let listener = cluster_worker::listen_unix(&path).await.expect("listen");
+            let listener = if mode == "unix-all" {
+                let everyone = cluster_worker::UnixOptions::new()
+                    .readable_all(true)
+                    .writable_all(true);
+                cluster_worker::listen_unix_with(&path, everyone).await
+            } else {
+                cluster_worker::listen_unix(&path).await
+            };
+            let listener = listener.expect("listen");
             worker
                 .send(&TestMsg::new("listened", address))
                 .await
