@@ -92,32 +92,6 @@ impl ListenIndexes {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_index_is_held_while_its_socket_is_open() {
-        let indexes = ListenIndexes::default();
-        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        assert_eq!(indexes.reserve("127.0.0.1:0"), 0);
-        indexes.granted("127.0.0.1:0", 0, &first);
-        let second = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        assert_eq!(indexes.reserve("127.0.0.1:0"), 1);
-        indexes.granted("127.0.0.1:0", 1, &second);
-        // Another address counts on its own.
-        assert_eq!(indexes.reserve("127.0.0.1:1"), 0);
-        // Closing the first frees index 0; the next request takes it.
-        drop(first);
-        assert_eq!(indexes.reserve("127.0.0.1:0"), 0);
-        // A request that failed frees its index.
-        assert_eq!(indexes.reserve("127.0.0.1:0"), 2);
-        indexes.release("127.0.0.1:0", 2);
-        assert_eq!(indexes.reserve("127.0.0.1:0"), 2);
-        drop(second);
-    }
-}
-
 /// An index taken for a request under way; see [`ListenIndexes::reservation`].
 pub(crate) struct Reservation<'a> {
     indexes: &'a ListenIndexes,
@@ -144,5 +118,31 @@ impl Drop for Reservation<'_> {
         if !self.kept {
             self.indexes.release(&self.address, self.index);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_is_held_while_its_socket_is_open() {
+        let indexes = ListenIndexes::default();
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        assert_eq!(indexes.reserve("127.0.0.1:0"), 0);
+        indexes.granted("127.0.0.1:0", 0, &first);
+        let second = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        assert_eq!(indexes.reserve("127.0.0.1:0"), 1);
+        indexes.granted("127.0.0.1:0", 1, &second);
+        // Another address counts on its own.
+        assert_eq!(indexes.reserve("127.0.0.1:1"), 0);
+        // Closing the first frees index 0; the next request takes it.
+        drop(first);
+        assert_eq!(indexes.reserve("127.0.0.1:0"), 0);
+        // A request that failed frees its index.
+        assert_eq!(indexes.reserve("127.0.0.1:0"), 2);
+        indexes.release("127.0.0.1:0", 2);
+        assert_eq!(indexes.reserve("127.0.0.1:0"), 2);
+        drop(second);
     }
 }
