@@ -76,6 +76,7 @@ fn errno_of(kind: std::io::ErrorKind) -> Option<i32> {
         ErrorKind::ReadOnlyFilesystem => libc::EROFS,
         ErrorKind::NotADirectory => libc::ENOTDIR,
         ErrorKind::NotConnected => libc::ENOTCONN,
+        ErrorKind::AlreadyExists => libc::EEXIST,
         _ => return None,
     })
 }
