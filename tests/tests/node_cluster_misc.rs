@@ -822,3 +822,48 @@ async fn test_cluster_listen_pipe_readable_writable() {
         assert_ne!(modes[0], modes[1], "the options changed nothing");
     }
 }
+
+/// test-cluster-worker-handle-close: round-robin connections meant for a worker whose server
+/// closes are not lost. Differs (better): Node closes a connection handed to a worker whose
+/// server has closed; here the worker refuses it and the master gives it to another worker.
+/// A worker closes and reopens its server twice (`relisten`) under load; every request is
+/// answered and it exits 0.
+#[tokio::test]
+async fn test_cluster_worker_handle_close() {
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .scheduling(Scheduling::RoundRobin);
+    let cluster = setup_master(settings.clone()).expect("setup");
+    let mut events = cluster.events();
+    cluster.fork(&[]).expect("fork");
+    let address = wait_listening(&mut events, 1).await;
+    let load = cluster_tests::Load::start(address, 4);
+    load.answers(200).await;
+    cluster
+        .setup_master(
+            settings
+                .env("TEST_MODE", "relisten")
+                .env("TEST_LISTEN", address.to_string()),
+        )
+        .expect("setup relisten");
+    let closing = cluster.fork(&[]).expect("fork");
+    let relistened = within(10, "relistened", async {
+        loop {
+            let (id, msg) = next_message(&mut events, 10).await;
+            if id == closing.id() && msg.kind == "relistened" {
+                return msg.data;
+            }
+        }
+    })
+    .await;
+    assert_eq!(relistened, format!("{address} {address}"));
+    let exit = wait_event(&mut events, 15, "the closing worker's exit", |e| match e {
+        Event::Exit(w, exit) if w.id() == closing.id() => Some(*exit),
+        _ => None,
+    })
+    .await;
+    assert_eq!((exit.code, exit.signal), (Some(0), None), "{exit}");
+    load.answers(200).await;
+    load.finish().await;
+    cluster.disconnect().await;
+}
