@@ -185,6 +185,7 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
         let own = cluster_ipc::bind_unix(path, cluster_ipc::DEFAULT_BACKLOG)?;
         return tokio::net::UnixListener::from_std(own);
     };
+    let path = in_workers_directory(path)?;
     let address = format!("{}{}", cluster_ipc::UNIX_PREFIX, path.display());
     let (fd, local) = shared_socket(&worker, &address, ListenOptions::new()).await?;
     let shared = std::os::unix::net::UnixListener::from(fd);
@@ -192,6 +193,25 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
     let listener = tokio::net::UnixListener::from_std(shared)?;
     worker.report_listening(local).await;
     Ok(listener)
+}
+
+/// A relative Unix path as the worker means it: in its own working directory (Node binds it
+/// there). The master binds paths relative to its own directory, so a relative path is sent
+/// as is while both directories are the same (it then names the same file, and matches a
+/// socket the master bound by that relative path), and made absolute when they differ
+/// (`Settings::cwd`).
+fn in_workers_directory(
+    path: &std::path::Path,
+) -> io::Result<std::borrow::Cow<'_, std::path::Path>> {
+    if path.is_absolute() {
+        return Ok(path.into());
+    }
+    let here = std::env::current_dir()?;
+    let masters = std::fs::read_link(format!("/proc/{}/cwd", std::os::unix::process::parent_id()));
+    if masters.is_ok_and(|m| m == here) {
+        return Ok(path.into());
+    }
+    Ok(here.join(path).into())
 }
 
 /// A UDP socket bound to `address`: the master's socket for that address inside a cluster,

@@ -867,3 +867,51 @@ async fn test_cluster_worker_handle_close() {
     load.finish().await;
     cluster.disconnect().await;
 }
+
+/// test-cluster-net-listen-relative-path: a relative Unix path is the worker's: with the
+/// worker in another directory (`Settings::cwd`), the socket file is created there, not in
+/// the master's directory, and it serves. Differs: Node's path is relative because the
+/// absolute one is over 100 bytes; here the master binds it, made absolute, so it must fit
+/// the kernel's 107 bytes; and the file stays after the worker exits (the socket is the
+/// master's).
+#[tokio::test]
+async fn test_cluster_net_listen_relative_path() {
+    let dir = std::env::temp_dir().join(format!(
+        "node-relative-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir(&dir).expect("mkdir");
+    let dir = dir.canonicalize().expect("canonical");
+    let name = "relative.sock";
+    let settings = worker_settings("unix-http")
+        .cwd(&dir)
+        .env("TEST_LISTEN", format!("unix:{name}"));
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    expect_message(&mut events, "hello").await;
+    expect_message(&mut events, "listened").await;
+    let path = dir.join(name);
+    assert!(path.exists(), "the socket is in the worker's directory");
+    assert!(
+        !std::env::current_dir().expect("cwd").join(name).exists(),
+        "not in the master's"
+    );
+    let mut stream = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: pipe\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    within(10, "the answer", stream.read_to_string(&mut response))
+        .await
+        .expect("read");
+    assert!(response.ends_with(&worker.pid().to_string()), "{response}");
+    cluster.disconnect().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
