@@ -479,7 +479,7 @@ impl Cluster {
     pub fn bind_udp(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
         self.shared
             .listeners
-            .get_or_bind_udp(address, 0)
+            .get_or_bind_udp(address, 0, cluster_ipc::ListenOptions::new())
             .map_err(cluster_ipc::ListenFailure::into_io_error)?
             .local_addr()
     }

@@ -188,6 +188,7 @@ impl Listeners {
         &self,
         requested: SocketAddr,
         index: u32,
+        options: cluster_ipc::ListenOptions,
     ) -> Result<Arc<UdpSocket>, ListenFailure> {
         if index > 0 && requested.port() != 0 {
             return Err(already_held(&format!(
@@ -202,9 +203,10 @@ impl Listeners {
         let inherited = (index == 0).then(|| crate::upgrade::take_udp(requested));
         let socket = match inherited.flatten() {
             Some(inherited) => Arc::new(inherited),
-            None => {
-                Arc::new(cluster_ipc::bind_udp(requested).map_err(|e| ListenFailure::from_io(&e))?)
-            }
+            None => Arc::new(
+                cluster_ipc::bind_udp_with(requested, options)
+                    .map_err(|e| ListenFailure::from_io(&e))?,
+            ),
         };
         if let Ok(local) = socket.local_addr() {
             table.insert((local, 0), socket.clone());

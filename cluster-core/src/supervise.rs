@@ -434,7 +434,9 @@ fn always_shared(
             )
         });
         return Some(requested.and_then(|requested| {
-            let socket = shared.listeners.get_or_bind_udp(requested, index)?;
+            let socket = shared
+                .listeners
+                .get_or_bind_udp(requested, index, options)?;
             let local = socket
                 .local_addr()
                 .map_err(|e| ListenFailure::from_io(&e))?;

@@ -199,6 +199,15 @@ pub fn udp_address(address: &str) -> Option<Result<SocketAddr, std::net::AddrPar
 /// binding the same address fails with `AddrInUse` instead of silently taking datagrams.
 /// Errors keep their kind and name the address.
 pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_udp_with(address, ListenOptions::new())
+}
+
+/// [`bind_udp`] with `options`: `ipv6_only` sets `IPV6_V6ONLY` on an IPv6 socket (Node's
+/// `ipv6Only`), so the IPv4 port stays free; the backlog does not apply to datagrams.
+pub fn bind_udp_with(
+    address: SocketAddr,
+    options: ListenOptions,
+) -> io::Result<std::net::UdpSocket> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("bind udp {address}: {e}"));
     let socket = Socket::new(
         Domain::for_address(address),
@@ -206,6 +215,9 @@ pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
         Some(Protocol::UDP),
     )
     .map_err(named)?;
+    if let (SocketAddr::V6(_), Some(only)) = (address, options.ipv6_only) {
+        socket.set_only_v6(only).map_err(named)?;
+    }
     socket.set_nonblocking(true).map_err(named)?;
     socket.bind(&address.into()).map_err(named)?;
     Ok(socket.into())

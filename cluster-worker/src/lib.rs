@@ -56,6 +56,7 @@ mod listen;
 mod listen_index;
 mod runtime;
 mod served;
+mod unix_mode;
 mod worker;
 
 pub use acceptor::Acceptor;
@@ -63,6 +64,9 @@ pub use cluster_ipc::ListenOptions;
 pub use cluster_ipc::{Message, SendError};
 pub use error::WorkerError;
 pub use group::{group, group_incoming, group_listeners, group_unix_listeners};
-pub use listen::{bind_udp, incoming, incoming_with, listen, listen_unix, listen_with};
+pub use listen::{
+    bind_udp, bind_udp_with, incoming, incoming_with, listen, listen_unix, listen_with,
+};
 pub use runtime::runtime;
+pub use unix_mode::{UnixOptions, listen_unix_with};
 pub use worker::{ConnectionGuard, ServerGuard, Worker, is_worker};

@@ -126,17 +126,18 @@ async fn obtain(address: SocketAddr, options: ListenOptions) -> io::Result<Obtai
         return Ok(Obtained::Listener(TcpListener::from_std(own)?));
     };
     let requested = address.to_string();
-    let indexes = worker.listen_indexes();
-    let index = indexes.reserve(&requested);
+    // Dropped (the index freed) if this future is, or on an error.
+    let reservation = worker.listen_indexes().reservation(&requested);
+    let index = reservation.index();
     // A replacement has its predecessor's sockets from the handoff: no round trip.
     let obtained = match worker.take_handed(&requested, index) {
         Some((local, granted)) => open(&worker, granted, options).map(|o| (o, local)),
         None => obtain_from(&worker, &requested, index, options).await,
     };
     match &obtained {
-        Ok((Obtained::Listener(listener), _)) => indexes.granted(&requested, index, listener),
+        Ok((Obtained::Listener(listener), _)) => reservation.granted(listener),
         // Round-robin: no descriptor here to tell when the server is gone.
-        Ok((Obtained::FromMaster(_), _)) | Err(_) => indexes.release(&requested, index),
+        Ok((Obtained::FromMaster(_), _)) | Err(_) => drop(reservation),
     }
     let (obtained, local) = obtained?;
     worker.report_listening(local).await;
@@ -194,13 +195,33 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
         let own = cluster_ipc::bind_unix(path, cluster_ipc::DEFAULT_BACKLOG)?;
         return tokio::net::UnixListener::from_std(own);
     };
+    let path = in_workers_directory(path)?;
     let address = format!("{}{}", cluster_ipc::UNIX_PREFIX, path.display());
-    let (fd, local) = shared_socket(&worker, &address).await?;
+    let (fd, local) = shared_socket(&worker, &address, ListenOptions::new()).await?;
     let shared = std::os::unix::net::UnixListener::from(fd);
     shared.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(shared)?;
     worker.report_listening(local).await;
     Ok(listener)
+}
+
+/// A relative Unix path as the worker means it: in its own working directory (Node binds it
+/// there). The master binds paths relative to its own directory, so a relative path is sent
+/// as is while both directories are the same (it then names the same file, and matches a
+/// socket the master bound by that relative path), and made absolute when they differ
+/// (`Settings::cwd`).
+fn in_workers_directory(
+    path: &std::path::Path,
+) -> io::Result<std::borrow::Cow<'_, std::path::Path>> {
+    if path.is_absolute() {
+        return Ok(path.into());
+    }
+    let here = std::env::current_dir()?;
+    let masters = std::fs::read_link(format!("/proc/{}/cwd", std::os::unix::process::parent_id()));
+    if masters.is_ok_and(|m| m == here) {
+        return Ok(path.into());
+    }
+    Ok(here.join(path).into())
 }
 
 /// A UDP socket bound to `address`: the master's socket for that address inside a cluster,
@@ -219,12 +240,34 @@ pub async fn listen_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixL
 /// # Ok(()) }
 /// ```
 pub async fn bind_udp(address: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    bind_udp_with(address, ListenOptions::new()).await
+}
+
+/// [`bind_udp`] with `options`: `ipv6_only(true)` on an IPv6 address keeps the IPv4 port
+/// free (Node's `ipv6Only` for `dgram`); the backlog does not apply to datagrams. The
+/// options are used by whoever binds the socket: the master, when this request is the
+/// first for the address.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use cluster_worker::ListenOptions;
+/// let v6 = cluster_worker::bind_udp_with(
+///     "[::]:5353".parse().unwrap(),
+///     ListenOptions::new().ipv6_only(true),
+/// )
+/// .await?;
+/// # drop(v6); Ok(()) }
+/// ```
+pub async fn bind_udp_with(
+    address: SocketAddr,
+    options: ListenOptions,
+) -> io::Result<tokio::net::UdpSocket> {
     let worker = Worker::try_current().map_err(io::Error::other)?;
     let Some(worker) = worker else {
-        return tokio::net::UdpSocket::from_std(cluster_ipc::bind_udp(address)?);
+        return tokio::net::UdpSocket::from_std(cluster_ipc::bind_udp_with(address, options)?);
     };
     let requested = format!("{}{address}", cluster_ipc::UDP_PREFIX);
-    let (fd, local) = shared_socket(&worker, &requested).await?;
+    let (fd, local) = shared_socket(&worker, &requested, options).await?;
     let shared = std::net::UdpSocket::from(fd);
     shared.set_nonblocking(true)?;
     let socket = tokio::net::UdpSocket::from_std(shared)?;
@@ -237,26 +280,21 @@ pub async fn bind_udp(address: SocketAddr) -> io::Result<tokio::net::UdpSocket> 
 async fn shared_socket(
     worker: &Worker,
     requested: &str,
+    options: ListenOptions,
 ) -> io::Result<(std::os::fd::OwnedFd, String)> {
-    let indexes = worker.listen_indexes();
-    let index = indexes.reserve(requested);
+    // Dropped (the index freed) if this future is, or on an error.
+    let reservation = worker.listen_indexes().reservation(requested);
     let reply = worker
-        .request_listener(requested, index, ListenOptions::new())
+        .request_listener(requested, reservation.index(), options)
         .await;
     match reply {
         Ok((local, Granted::Shared(fd))) => {
-            indexes.granted(requested, index, &fd);
+            reservation.granted(&fd);
             Ok((fd, local))
         }
-        Ok(_) => {
-            indexes.release(requested, index);
-            Err(io::Error::other(format!(
-                "{requested}: the master did not send the socket"
-            )))
-        }
-        Err(failure) => {
-            indexes.release(requested, index);
-            Err(failure.into_io_error())
-        }
+        Ok(_) => Err(io::Error::other(format!(
+            "{requested}: the master did not send the socket"
+        ))),
+        Err(failure) => Err(failure.into_io_error()),
     }
 }

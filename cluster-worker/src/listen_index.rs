@@ -75,8 +75,49 @@ impl ListenIndexes {
         }
     }
 
+    /// [`ListenIndexes::reserve`], as a guard that frees the index when dropped unless
+    /// [`Reservation::granted`] kept it: a `listen()` whose future is dropped while the
+    /// master's answer is under way (Node's close during bind) leaves no index taken.
+    pub(crate) fn reservation(&self, address: &str) -> Reservation<'_> {
+        Reservation {
+            indexes: self,
+            address: address.to_string(),
+            index: self.reserve(address),
+            kept: false,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Held>>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An index taken for a request under way; see [`ListenIndexes::reservation`].
+pub(crate) struct Reservation<'a> {
+    indexes: &'a ListenIndexes,
+    address: String,
+    index: u32,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The index asked for.
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The request got `socket`, which holds the index from now on.
+    pub(crate) fn granted(mut self, socket: &impl AsRawFd) {
+        self.indexes.granted(&self.address, self.index, socket);
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.indexes.release(&self.address, self.index);
+        }
     }
 }
 

@@ -624,12 +624,23 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
         Err(e) => tracing::warn!("could not handle SIGUSR1: {e}"),
     }
 
-    let online = worker.inner.sender.clone();
-    tokio::spawn(async move {
-        if let Err(e) = online.send_control(&Control::Online, &[]).await {
-            tracing::debug!("could not report online: {e}");
-        }
-    });
+    // Written before this returns, so that `Online` reaches the master before anything the
+    // worker's code sends next, even if it exits at once (Node's `online` precedes the
+    // worker's messages). The channel is new and nobody else writes yet, so this does not
+    // wait; should it fail, it is sent in the background as a fallback.
+    if let Err(e) = worker
+        .inner
+        .sender
+        .send_control_blocking(&Control::Online, Duration::from_secs(1))
+    {
+        tracing::debug!("could not report online at once ({e}); retrying in the background");
+        let online = worker.inner.sender.clone();
+        tokio::spawn(async move {
+            if let Err(e) = online.send_control(&Control::Online, &[]).await {
+                tracing::debug!("could not report online: {e}");
+            }
+        });
+    }
     cluster_ipc::timing::phase("handlers_installed", handoff.id);
     Ok(Some(worker))
 }

@@ -15,6 +15,9 @@
 //! `TEST_UPGRADE_TIMEOUT_MS` (`Settings::upgrade_timeout`), and for a new master started by
 //! an upgrade only: `TEST_FAIL_AS_UPGRADE=1` (exit 1 at once), `TEST_HANG_AS_UPGRADE=1`
 //! (fork workers with `READY_DELAY_MS=600000`: with `TEST_WAIT_READY` they never get ready).
+//!
+//! `TEST_PANIC_AFTER_LISTENING=1`: once every worker listens, the master's own code panics
+//! (Node's uncaught exception in the primary; the process exits 101).
 
 use cluster_core::{Event, Respawn, Settings, Stdio, setup_master};
 use cluster_tests::TestMsg;
@@ -125,8 +128,23 @@ async fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
+    let panic_events = std::env::var_os("TEST_PANIC_AFTER_LISTENING").map(|_| cluster.events());
     for _ in 0..workers {
         cluster.fork(fork_env).expect("fork");
+    }
+    if let Some(mut events) = panic_events {
+        let mut listening = 0;
+        while listening < workers {
+            match events.next().await {
+                Some(Event::Listening(w, address)) => {
+                    println!("listening {} {} {address}", w.id(), w.pid());
+                    listening += 1;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!("TEST_PANIC_AFTER_LISTENING: the master's own code failed");
     }
     match cluster.run().await {
         Ok(()) => {

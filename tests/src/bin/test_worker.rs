@@ -58,6 +58,29 @@
 //!   then close the first and listen again; reports `first`, `second`, `third` with the
 //!   bound address (or `listen-error`), then serves.
 //!
+//! - `unix-http`: listen on the `unix:PATH` of `TEST_LISTEN`, report `listened`, and answer
+//!   every connection with the worker's pid (HTTP) until disconnected.
+//! - `unix-all`: as `unix-http`, with `listen_unix_with` and everyone's read and write
+//!   (`TEST_LISTEN` must be `unix:PATH`).
+//! - `own-listen`: bind a TCP socket of its own on 127.0.0.1:0 (plain tokio, not asking the
+//!   master), report `own` with its address, and answer its connections with the pid.
+//!
+//! - `udp-index`: `bind_udp("127.0.0.1:0")` twice, both held, reported as `udp-two` with both
+//!   addresses; then each closed and bound again (`udp-again`), then disconnect (Node's
+//!   child-index-dgram). A failed bind is reported as `listen-error`.
+//!
+//! - `udp-ipv6only`: `bind_udp_with("[::]:0")` with `ipv6_only` from `TEST_IPV6_ONLY`, then
+//!   `bind_udp("0.0.0.0:PORT")` on its port; reports `udp-v6` with both addresses (or
+//!   `listen-error`), then disconnects (Node's dgram-ipv6only).
+//!
+//! - `cancel-bind:ADDRESS` (`udp:IP:PORT` or `IP:PORT`): start a bind (`bind_udp`) or a
+//!   listen on ADDRESS and drop it while the master's answer is under way (Node's close
+//!   during bind), then bind again; reports `rebound` with `cancelled=BOOL` and the address
+//!   (or `listen-error`), then disconnects.
+//!
+//! With `TEST_DISCONNECT_ON_ERROR=1`, a failed listen on `TEST_LISTEN` is reported, then the
+//! worker disconnects itself (and exits 0) instead of exiting 3. A `udp` message carries a
+//! bound UDP socket: the worker answers one datagram on it with its pid, then says `served`.
 //! With `TEST_REPORT_CONNECTED=1` it reports `connected` with `is_connected()` right after
 //! `hello`, and exits with code 9 if `is_connected()` is still true once its channel closed.
 //!
@@ -128,6 +151,33 @@ async fn main() {
             .expect("report");
     }
 
+    if let Some(address) = mode.strip_prefix("cancel-bind:") {
+        let report = match cancel_bind(address).await {
+            Ok(rebound) => TestMsg::new("rebound", rebound),
+            Err(e) => listen_error(&e),
+        };
+        worker.send(&report).await.expect("report");
+        worker.disconnect();
+    }
+    if mode == "udp-ipv6only" {
+        let report = match udp_ipv6only().await {
+            Ok(both) => TestMsg::new("udp-v6", both),
+            Err(e) => listen_error(&e),
+        };
+        worker.send(&report).await.expect("report");
+        worker.disconnect();
+    }
+    if mode == "udp-index" {
+        let report = match udp_index().await {
+            Ok(reports) => reports,
+            Err(e) => vec![listen_error(&e)],
+        };
+        for message in report {
+            worker.send(&message).await.expect("report");
+        }
+        worker.disconnect();
+    }
+
     // Kept open until the worker exits.
     let _listeners = match mode.strip_prefix("listen-many:") {
         Some(count) => {
@@ -192,6 +242,34 @@ async fn main() {
             let times = if mode == "hand-back-twice" { 2 } else { 1 };
             Some(tokio::spawn(hand_back(worker.clone(), listener, times)))
         }
+        _ if mode == "own-listen" => {
+            let own = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let local = own.local_addr().expect("address").to_string();
+            worker
+                .send(&TestMsg::new("own", local))
+                .await
+                .expect("report");
+            Some(tokio::spawn(serve_own(worker.clone(), own)))
+        }
+        Ok(address) if mode == "unix-http" || mode == "unix-all" => {
+            let path = std::path::PathBuf::from(address.strip_prefix("unix:").expect("unix:"));
+            let listener = if mode == "unix-all" {
+                let everyone = cluster_worker::UnixOptions::new()
+                    .readable_all(true)
+                    .writable_all(true);
+                cluster_worker::listen_unix_with(&path, everyone).await
+            } else {
+                cluster_worker::listen_unix(&path).await
+            };
+            let listener = listener.expect("listen");
+            worker
+                .send(&TestMsg::new("listened", address))
+                .await
+                .expect("report");
+            Some(tokio::spawn(serve_unix(worker.clone(), listener)))
+        }
         Ok(address) if address.starts_with("unix:") => {
             let path = std::path::PathBuf::from(&address["unix:".len()..]);
             let report = match cluster_worker::listen_unix(&path).await {
@@ -218,7 +296,11 @@ async fn main() {
                 Err(e) => {
                     // Not delivered when the worker was disconnected before it listened.
                     let _ = worker.send(&listen_error(&e)).await;
-                    std::process::exit(3);
+                    if std::env::var_os("TEST_DISCONNECT_ON_ERROR").is_none() {
+                        std::process::exit(3);
+                    }
+                    worker.disconnect();
+                    None
                 }
             }
         }
@@ -294,7 +376,8 @@ async fn main() {
                     .await
                     .expect("answer");
             } else if msg.kind.starts_with("send")
-                || ["stream", "reflect", "listener", "connection"].contains(&msg.kind.as_str())
+                || ["stream", "reflect", "listener", "connection", "udp"]
+                    .contains(&msg.kind.as_str())
             {
                 with_fds(&echo, &msg, &message).await;
             } else {
@@ -463,6 +546,21 @@ async fn with_fds(worker: &Worker, msg: &TestMsg, message: &cluster_worker::Mess
             .send(&TestMsg::new("served", ""))
             .await
             .expect("report");
+    } else if msg.kind == "udp" {
+        let fd = message.take_fds().pop().expect("a UDP socket");
+        let socket = std::net::UdpSocket::from(fd);
+        socket.set_nonblocking(true).expect("nonblocking");
+        let socket = tokio::net::UdpSocket::from_std(socket).expect("tokio socket");
+        let mut packet = [0u8; 1500];
+        let (_, peer) = socket.recv_from(&mut packet).await.expect("recv");
+        socket
+            .send_to(std::process::id().to_string().as_bytes(), peer)
+            .await
+            .expect("send");
+        worker
+            .send(&TestMsg::new("served", ""))
+            .await
+            .expect("report");
     } else if msg.kind == "send-too-many" {
         let files: Vec<std::fs::File> = (0..17)
             .map(|_| std::fs::File::open("/dev/null").expect("open"))
@@ -627,4 +725,102 @@ async fn listen_many(worker: &Worker, count: usize) -> Vec<tokio::net::TcpListen
     };
     worker.send(&again).await.expect("report");
     listeners
+}
+
+/// `unix-http`: answers each connection on the shared Unix socket with this process's pid,
+/// until the worker disconnects.
+async fn serve_unix(worker: Worker, listener: tokio::net::UnixListener) {
+    let _guard = worker.register_server();
+    let pid = std::process::id().to_string();
+    loop {
+        let mut stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => return,
+            },
+            _ = worker.closing() => return,
+        };
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{pid}",
+            pid.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// `own-listen`: answers each connection on the worker's own socket with its pid, until
+/// the worker disconnects.
+async fn serve_own(worker: Worker, listener: tokio::net::TcpListener) {
+    let _guard = worker.register_server();
+    let pid = std::process::id();
+    loop {
+        let mut stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => return,
+            },
+            _ = worker.closing() => return,
+        };
+        let _ = answer(&mut stream, pid).await;
+    }
+}
+
+/// `udp-index`: two UDP sockets on port 0 held at once, then each closed and bound again.
+async fn udp_index() -> std::io::Result<Vec<TestMsg>> {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let first = cluster_worker::bind_udp(any).await?;
+    let second = cluster_worker::bind_udp(any).await?;
+    let two = format!("{} {}", first.local_addr()?, second.local_addr()?);
+    drop(first);
+    let third = cluster_worker::bind_udp(any).await?;
+    drop(second);
+    let fourth = cluster_worker::bind_udp(any).await?;
+    let again = format!("{} {}", third.local_addr()?, fourth.local_addr()?);
+    Ok(vec![
+        TestMsg::new("udp-two", two),
+        TestMsg::new("udp-again", again),
+    ])
+}
+
+/// `udp-ipv6only`: `[::]:0` (IPv6 only if `TEST_IPV6_ONLY=1`), then IPv4 on its port; both
+/// held until both are bound.
+async fn udp_ipv6only() -> std::io::Result<String> {
+    let only = std::env::var("TEST_IPV6_ONLY").as_deref() == Ok("1");
+    let options = cluster_worker::ListenOptions::new().ipv6_only(only);
+    let v6 = cluster_worker::bind_udp_with("[::]:0".parse().expect("address"), options).await?;
+    let port = v6.local_addr()?.port();
+    let v4 = cluster_worker::bind_udp(std::net::SocketAddr::from(([0, 0, 0, 0], port))).await?;
+    Ok(format!("{} {}", v6.local_addr()?, v4.local_addr()?))
+}
+
+/// `cancel-bind`: a bind dropped before the master answers, then the same bind again.
+async fn cancel_bind(address: &str) -> std::io::Result<String> {
+    if let Some(udp) = address.strip_prefix("udp:") {
+        let udp: std::net::SocketAddr = udp.parse().expect("address");
+        let cancelled = polled_once(cluster_worker::bind_udp(udp)).await;
+        let socket = cluster_worker::bind_udp(udp).await?;
+        return Ok(format!("cancelled={cancelled} {}", socket.local_addr()?));
+    }
+    let tcp: std::net::SocketAddr = address.parse().expect("address");
+    let cancelled = polled_once(cluster_worker::listen(tcp)).await;
+    let listener = cluster_worker::listen(tcp).await?;
+    Ok(format!("cancelled={cancelled} {}", listener.local_addr()?))
+}
+
+/// Polls `future` once and drops it; true if it was not finished (it was cancelled).
+async fn polled_once<F: std::future::Future>(future: F) -> bool {
+    tokio::select! {
+        biased;
+        _ = future => false,
+        _ = std::future::ready(()) => true,
+    }
 }
