@@ -85,6 +85,7 @@ pub mod control;
 mod error;
 mod events;
 mod exit_reason;
+pub mod foreign;
 mod handover;
 mod listen_policy;
 mod listen_quota;

@@ -42,6 +42,11 @@ impl Spawner {
     /// Starts `command` with `channel_end` as the child's descriptor [`CHANNEL_FD`].
     pub(crate) fn spawn(&self, mut command: Command, channel_end: &OwnedFd) -> io::Result<Child> {
         prepare_child(&mut command, channel_end.as_raw_fd());
+        self.spawn_prepared(command)
+    }
+
+    /// Starts `command` as it is (its `pre_exec` closures already set, see [`detach`]).
+    pub(crate) fn spawn_prepared(&self, command: Command) -> io::Result<Child> {
         let (reply, result) = mpsc::sync_channel(1);
         let gone = || io::Error::other("the cluster's spawner thread is gone");
         self.requests
@@ -54,9 +59,31 @@ impl Spawner {
 /// Sets what runs in the child between fork and exec: die with the master, leave the
 /// master's process group, and map the channel end to its fixed number.
 fn prepare_child(command: &mut Command, channel_end: RawFd) {
+    detach(command);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (dup2, fcntl); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            use nix::libc;
+            if channel_end == CHANNEL_FD {
+                // dup2 onto itself would keep close-on-exec: clear it instead.
+                if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(channel_end, CHANNEL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The first thing every worker does between fork and exec: die with the master (SIGTERM)
+/// and leave the master's process group.
+pub(crate) fn detach(command: &mut Command) {
     let master_pid = std::process::id() as nix::libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (prctl, getppid, setpgid, dup2, fcntl, _exit); it allocates nothing.
+    // async-signal-safe calls (prctl, getppid, setpgid, _exit); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             use nix::libc;
@@ -73,14 +100,6 @@ fn prepare_child(command: &mut Command, channel_end: RawFd) {
             // terminal, `kill -TERM -PGID`) reaches the master only, which then stops the
             // workers in order instead of racing them.
             if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if channel_end == CHANNEL_FD {
-                // dup2 onto itself would keep close-on-exec: clear it instead.
-                if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(channel_end, CHANNEL_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -90,6 +90,9 @@ struct Inner {
     listen_quota: ListenQuota,
     /// Round-robin hand-overs it left unanswered past the dispatch timeout.
     missed_handovers: AtomicU64,
+    /// A foreign program (`foreign.rs`): no channel; `disconnect` is SIGTERM, then SIGKILL
+    /// after this long.
+    foreign_stop: Option<Duration>,
 }
 
 /// A worker process, seen from the master. Cheap to clone.
@@ -108,6 +111,27 @@ pub struct Worker {
 
 impl Worker {
     pub(crate) fn new(id: u32, pid: u32, fork_env: Vec<(String, String)>, sender: Sender) -> Self {
+        Self::with(id, pid, fork_env, Some(sender), None)
+    }
+
+    /// A foreign program's worker: no channel; [`Worker::disconnect`] sends SIGTERM and
+    /// SIGKILL after `stop_timeout`.
+    pub(crate) fn new_foreign(
+        id: u32,
+        pid: u32,
+        fork_env: Vec<(String, String)>,
+        stop_timeout: Duration,
+    ) -> Self {
+        Self::with(id, pid, fork_env, None, Some(stop_timeout))
+    }
+
+    fn with(
+        id: u32,
+        pid: u32,
+        fork_env: Vec<(String, String)>,
+        sender: Option<Sender>,
+        foreign_stop: Option<Duration>,
+    ) -> Self {
         Worker {
             inner: Arc::new(Inner {
                 id,
@@ -122,13 +146,14 @@ impl Worker {
                     addresses: Vec::new(),
                     exit: None,
                     exit_reason: None,
-                    sender: Some(sender),
+                    sender,
                     last_beat: None,
                     load: None,
                     replaced: None,
                 }),
                 listen_quota: ListenQuota::default(),
                 missed_handovers: AtomicU64::new(0),
+                foreign_stop,
             }),
         }
     }
@@ -236,21 +261,36 @@ impl Worker {
 
     /// Asks the worker to disconnect gracefully: it stops accepting, finishes its
     /// connections and exits. Its exit is then not treated as a crash.
+    ///
+    /// A foreign program (see [`crate::foreign`]) gets SIGTERM instead, and SIGKILL if it is
+    /// still running after the stop timeout.
     pub fn disconnect(&self) {
-        let Some(sender) = self.sender() else { return };
-        {
-            let mut status = self.status();
-            if status.state >= WorkerState::Disconnecting {
-                return;
+        if let Some(deadline) = self.inner.foreign_stop {
+            if self.begin_disconnect() {
+                crate::foreign::terminate(self.clone(), deadline);
             }
-            status.exited_after_disconnect = true;
-            status.state = WorkerState::Disconnecting;
+            return;
+        }
+        let Some(sender) = self.sender() else { return };
+        if !self.begin_disconnect() {
+            return;
         }
         tokio::spawn(async move {
             if let Err(e) = sender.send_control(&Control::Disconnect, &[]).await {
                 tracing::debug!("disconnect request not delivered: {e}");
             }
         });
+    }
+
+    /// Marks it as leaving on purpose; false if it already was.
+    fn begin_disconnect(&self) -> bool {
+        let mut status = self.status();
+        if status.state >= WorkerState::Disconnecting {
+            return false;
+        }
+        status.exited_after_disconnect = true;
+        status.state = WorkerState::Disconnecting;
+        true
     }
 
     /// Sends `signal` to the worker process. Does nothing once it is dead.
