@@ -399,32 +399,46 @@ impl ExecImage {
 
 /// Sets the last step of the child: map `fds` to 3, 4, …, write `LISTEN_PID`, exec.
 fn exec_with_listen_pid(command: &mut Command, mut image: ExecImage, fds: Vec<RawFd>) {
-    let first = 3;
-    let count = fds.len() as RawFd;
     let mut moved: Vec<RawFd> = vec![-1; fds.len()];
-    // SAFETY: the closure runs in the forked child before exec. It allocates nothing (every
-    // buffer was made above, in the master) and makes only async-signal-safe calls: fcntl,
-    // dup2, getpid, pthread_sigmask, signal, execve. The pointers in `argv`/`envp` point
-    // into `image`'s strings and pid slot, owned by the closure and alive until execve.
+    // SAFETY: the closure runs in the forked child before exec; `exec_in_child` allocates
+    // nothing and makes only async-signal-safe calls (see there). The closure owns `image`
+    // whole (a method call, not a field use, so the strings `argv`/`envp` point into are
+    // captured too and alive until execve).
     unsafe {
-        command.pre_exec(move || {
-            use nix::libc;
+        command.pre_exec(move || Err(image.exec_in_child(&fds, &mut moved)));
+    }
+}
+
+impl ExecImage {
+    /// In the forked child: maps `fds` to 3, 4, …, writes the pid into `LISTEN_PID`, and
+    /// execs. Returns only on failure. Allocates nothing; calls only fcntl, dup2, getpid,
+    /// pthread_sigmask, signal and execve (async-signal-safe).
+    ///
+    /// # Safety
+    /// Only between fork and exec, in the child.
+    unsafe fn exec_in_child(&mut self, fds: &[RawFd], moved: &mut [RawFd]) -> io::Error {
+        use nix::libc;
+        let first: RawFd = 3;
+        let count = fds.len() as RawFd;
+        // SAFETY: plain system calls on descriptors and on buffers this struct owns, in the
+        // child between fork and exec (the caller's contract).
+        unsafe {
             // Two steps, so a source already sitting at a target number is not clobbered:
             // copies above the targets first (close-on-exec), then dup2 down (which clears
             // close-on-exec on the targets).
             for (i, fd) in fds.iter().enumerate() {
                 let copy = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, first + count);
                 if copy < 0 {
-                    return Err(io::Error::last_os_error());
+                    return io::Error::last_os_error();
                 }
                 moved[i] = copy;
             }
             for (i, copy) in moved.iter().enumerate() {
                 if libc::dup2(*copy, first + i as RawFd) < 0 {
-                    return Err(io::Error::last_os_error());
+                    return io::Error::last_os_error();
                 }
             }
-            if let Some(slot) = &mut image.pid_slot {
+            if let Some(slot) = &mut self.pid_slot {
                 write_decimal(&mut slot[PID_PREFIX.len()..], libc::getpid() as u32);
             }
             // A clean start, as std gives any child: nothing blocked, SIGPIPE default.
@@ -433,12 +447,12 @@ fn exec_with_listen_pid(command: &mut Command, mut image: ExecImage, fds: Vec<Ra
             libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             libc::execve(
-                image.program.as_ptr(),
-                image.argv.as_ptr() as *const *const libc::c_char,
-                image.envp.as_ptr() as *const *const libc::c_char,
+                self.program.as_ptr(),
+                self.argv.as_ptr() as *const *const libc::c_char,
+                self.envp.as_ptr() as *const *const libc::c_char,
             );
-            Err(io::Error::last_os_error())
-        });
+        }
+        io::Error::last_os_error()
     }
 }
 
