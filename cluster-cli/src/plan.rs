@@ -120,7 +120,10 @@ pub async fn run(plan: Plan) -> Result<(), String> {
             .map_err(|e| format!("group {}: {e}", group.name))?;
     }
     master.dispatch();
-    master.run().await.map_err(|e| e.to_string())
+    let result = master.run().await.map_err(|e| e.to_string());
+    // What the workers printed as they stopped.
+    cluster_core::flush_output(Duration::from_secs(2)).await;
+    result
 }
 
 /// The program to run: a path as given if it has a slash, else looked up in `PATH` (as a

@@ -116,7 +116,7 @@ pub use error::{ForkError, RunError};
 pub use events::{Event, EventStream};
 pub use exit_reason::ExitReason;
 pub use nix::sys::signal::Signal;
-pub use output::{Stdio, dropped_output_lines};
+pub use output::{Stdio, dropped_output_lines, flush_output};
 pub use replace::ReplaceReason;
 pub use rolling::ReloadError;
 pub use settings::{DEFAULT_DISPATCH_TIMEOUT, Scheduling, Settings, SettingsError};

@@ -1,0 +1,247 @@
+//! The `cluster` command with programs that know nothing of this project: a Rust server
+//! using the `listenfd` crate (`listenfd_server`) and a Python one taking descriptor 3
+//! (`tests/fixtures/fd3_server.py`). Real processes, real sockets on 127.0.0.1 (port 0: the
+//! programs print the address they were given).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use cluster_tests::{Lines, Load, children_of, eventually, http_get, process_exists, within};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// The `cluster` binary (cluster-cli), next to this package's binaries; built on demand
+/// when this package's tests run alone.
+fn cluster_exe() -> PathBuf {
+    let mut dir = std::env::current_exe().expect("current_exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("cluster");
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "cluster-cli", "--bin", "cluster"])
+            .status()
+            .expect("cargo build -p cluster-cli");
+        assert!(status.success(), "building the cluster binary failed");
+    }
+    path
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+fn python3() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("python3"))
+        .find(|p| p.is_file())
+}
+
+/// A running `cluster run`: the master, its output, the workers' pids and the address.
+struct Running {
+    master: Child,
+    lines: Lines,
+    pids: Vec<u32>,
+    address: SocketAddr,
+}
+
+/// `cluster run -w WORKERS -l 127.0.0.1:0 FLAGS -- PROGRAM`; waits until every worker
+/// printed `PID listening ADDRESS`.
+async fn cluster_run(workers: usize, flags: &[&str], program: &[&str]) -> Running {
+    let mut master = Command::new(cluster_exe())
+        .args(["run", "-w", &workers.to_string(), "-l", "127.0.0.1:0"])
+        .args(flags)
+        .arg("--")
+        .args(program)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cluster");
+    let mut lines = Lines::new(master.stdout.take().expect("stdout"));
+    let mut pids = Vec::new();
+    let mut address = None;
+    for _ in 0..workers {
+        let (pid, at) = listening(&mut lines).await;
+        pids.push(pid);
+        address = Some(at);
+    }
+    Running {
+        master,
+        lines,
+        pids,
+        address: address.expect("an address"),
+    }
+}
+
+/// The next `… PID listening ADDRESS` line of a worker.
+async fn listening(lines: &mut Lines) -> (u32, SocketAddr) {
+    let line = lines.wait_for(20, " listening ").await;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "listening").expect("listening");
+    (
+        words[at - 1].parse().expect("pid"),
+        words[at + 1].parse().expect("address"),
+    )
+}
+
+/// The pid in a `{"pid":N}` answer.
+fn pid_of(body: &str) -> u32 {
+    let at = body.find("\"pid\":").expect("pid in body") + 6;
+    let digits: String = body[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().expect("pid")
+}
+
+/// Requests on new connections until every pid in `pids` has answered (at most 400).
+async fn answered_by_all(address: SocketAddr, pids: &[u32]) {
+    let wanted: BTreeSet<u32> = pids.iter().copied().collect();
+    let mut seen = BTreeSet::new();
+    for _ in 0..400 {
+        let (status, body) = within(10, "an answer", http_get(address, "/"))
+            .await
+            .expect("request");
+        assert_eq!(status, 200, "{body}");
+        seen.insert(pid_of(&body));
+        if wanted.is_subset(&seen) {
+            return;
+        }
+    }
+    panic!("answers came from {seen:?}, not from every one of {wanted:?}");
+}
+
+fn signal(pid: u32, signal: Signal) {
+    kill(Pid::from_raw(pid as i32), signal).expect("kill");
+}
+
+impl Running {
+    /// SIGTERM to the master; its exit code.
+    async fn terminate(mut self) -> (i32, Lines) {
+        signal(self.master.id().expect("pid"), Signal::SIGTERM);
+        let status = within(20, "the master's exit", self.master.wait())
+            .await
+            .expect("wait");
+        (status.code().expect("an exit code"), self.lines)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listenfd_workers_share_the_masters_socket_and_are_its_children() {
+    let server = cluster_tests::sibling_exe("listenfd_server");
+    let run = cluster_run(2, &["--notify"], &[server.to_str().expect("utf-8")]).await;
+    answered_by_all(run.address, &run.pids).await;
+    // The programs themselves are the master's children: no shim process between.
+    let master_pid = run.master.id().expect("pid");
+    let children: BTreeSet<u32> = children_of(master_pid).into_iter().collect();
+    assert_eq!(children, run.pids.iter().copied().collect(), "children of the master");
+    let (code, _) = run.terminate().await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_program_serves_descriptor_3() {
+    let Some(python) = python3() else {
+        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+        return;
+    };
+    let script = fixture("fd3_server.py");
+    let run = cluster_run(
+        2,
+        &["--ready-after", "200"],
+        &[python.to_str().expect("utf-8"), script.to_str().expect("utf-8")],
+    )
+    .await;
+    answered_by_all(run.address, &run.pids).await;
+    let (_, body) = within(10, "an answer", http_get(run.address, "/"))
+        .await
+        .expect("request");
+    assert!(body.contains("\"server\":\"python\""), "{body}");
+    let pids = run.pids.clone();
+    let (code, mut lines) = run.terminate().await;
+    assert_eq!(code, 0);
+    // Both programs were told with SIGTERM (their handler printed it).
+    for pid in pids {
+        let told = format!("python {pid} SIGTERM");
+        if !lines.seen.iter().any(|l| l.contains(&told)) {
+            lines.wait_for(5, &told).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_is_replaced_and_the_socket_keeps_serving() {
+    let server = cluster_tests::sibling_exe("listenfd_server");
+    let mut run = cluster_run(2, &["--notify"], &[server.to_str().expect("utf-8")]).await;
+    let victim = run.pids[0];
+    signal(victim, Signal::SIGKILL);
+    let (replacement, _) = listening(&mut run.lines).await;
+    assert!(!run.pids.contains(&replacement));
+    eventually(5, "the killed worker reaped", || !process_exists(victim)).await;
+    answered_by_all(run.address, &[run.pids[1], replacement]).await;
+    let (code, _) = run.terminate().await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_under_load_with_no_failed_request() {
+    let server = cluster_tests::sibling_exe("listenfd_server");
+    let mut run = cluster_run(2, &["--notify"], &[server.to_str().expect("utf-8")]).await;
+    let load = Load::start(run.address, 4);
+    load.answers(200).await;
+    signal(run.master.id().expect("pid"), Signal::SIGHUP);
+    let mut new = Vec::new();
+    for _ in 0..2 {
+        new.push(listening(&mut run.lines).await.0);
+    }
+    for old in run.pids.clone() {
+        eventually(20, "the old workers gone", || !process_exists(old)).await;
+    }
+    load.answers(200).await;
+    let answered = load.finish().await;
+    assert!(answered > 400, "{answered}");
+    assert!(new.iter().all(|pid| !run.pids.contains(pid)));
+    answered_by_all(run.address, &new).await;
+    let children: BTreeSet<u32> = children_of(run.master.id().expect("pid"))
+        .into_iter()
+        .collect();
+    assert_eq!(children, new.iter().copied().collect());
+    let (code, _) = run.terminate().await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_every_program_with_sigterm_and_exits_0() {
+    let server = cluster_tests::sibling_exe("listenfd_server");
+    let run = cluster_run(2, &["--notify", "--stop-timeout", "5000"], &[server.to_str().expect("utf-8")]).await;
+    let pids = run.pids.clone();
+    let (code, mut lines) = run.terminate().await;
+    assert_eq!(code, 0);
+    for pid in &pids {
+        assert!(!process_exists(*pid), "worker {pid} outlived the master");
+        let told = format!("listenfd_server {pid} SIGTERM");
+        if !lines.seen.iter().any(|l| l.contains(&told)) {
+            lines.wait_for(5, &told).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_ignoring_sigterm_is_killed_at_the_stop_timeout() {
+    // A shell that ignores SIGTERM: only the SIGKILL at --stop-timeout ends it.
+    let mut master = Command::new(cluster_exe())
+        .args(["run", "-w", "1", "--ready-after", "100", "--stop-timeout", "500", "--"])
+        .args(["sh", "-c", "trap '' TERM; echo \"sh $$ listening 127.0.0.1:1\"; while :; do sleep 0.1; done"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cluster");
+    let mut lines = Lines::new(master.stdout.take().expect("stdout"));
+    let (pid, _) = listening(&mut lines).await;
+    signal(master.id().expect("pid"), Signal::SIGTERM);
+    let status = within(20, "the master's exit", master.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(!process_exists(pid), "the shell outlived the master");
+}
