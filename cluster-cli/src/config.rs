@@ -187,7 +187,16 @@ pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Plan, ConfigError> 
         for spec in &g.listen {
             let (fd_name, address) = parse_listen(spec.get_ref(), &name)
                 .map_err(|m| err(spec.span(), "listen", m))?;
-            if let Some(other) = addresses.insert(address.clone(), name.clone()) {
+            // Port 0 asks for any free port: two of them are two sockets.
+            let any_port = address
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.port() == 0);
+            let taken = if any_port {
+                None
+            } else {
+                addresses.insert(address.clone(), name.clone())
+            };
+            if let Some(other) = taken {
                 return Err(err(
                     spec.span(),
                     "listen",

@@ -12,23 +12,28 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-/// The `cluster` binary (cluster-cli), next to this package's binaries; built on demand
-/// when this package's tests run alone.
+/// The `cluster` binary (cluster-cli), next to this package's binaries. cluster-cli is no
+/// dependency of this package (a binary crate cannot be), so it is built here once per test
+/// run: a no-op when up to date, and `cargo test -p cluster-tests` alone never runs a stale
+/// one.
 fn cluster_exe() -> PathBuf {
-    let mut dir = std::env::current_exe().expect("current_exe");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join("cluster");
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "cluster-cli", "--bin", "cluster"])
-            .status()
-            .expect("cargo build -p cluster-cli");
-        assert!(status.success(), "building the cluster binary failed");
-    }
-    path
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut dir = std::env::current_exe().expect("current_exe");
+            dir.pop();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "cluster-cli", "--bin", "cluster"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo build -p cluster-cli");
+            assert!(status.success(), "building the cluster binary failed");
+            dir.join("cluster")
+        })
+        .clone()
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -244,4 +249,44 @@ async fn a_program_ignoring_sigterm_is_killed_at_the_stop_timeout() {
     let status = within(20, "the master's exit", master.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0));
     assert!(!process_exists(pid), "the shell outlived the master");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_start_runs_every_group_of_a_file() {
+    let server = cluster_tests::sibling_exe("listenfd_server");
+    let file = cluster_tests::unique_socket_path("cluster-start").with_extension("toml");
+    let config = format!(
+        "[group.api]\nexec = {server:?}\ninstances = 2\nlisten = [\"127.0.0.1:0\"]\n\
+         ready = \"notify\"\nstop_timeout_ms = 5000\n\n\
+         [group.admin]\nexec = {server:?}\ninstances = 1\nlisten = [\"127.0.0.1:0\"]\n\
+         ready_after_ms = 100\n"
+    );
+    std::fs::write(&file, config).expect("write config");
+    let mut master = Command::new(cluster_exe())
+        .arg("start")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cluster");
+    let mut lines = Lines::new(master.stdout.take().expect("stdout"));
+    let mut groups: std::collections::BTreeMap<String, Vec<(u32, SocketAddr)>> =
+        Default::default();
+    for _ in 0..3 {
+        let (pid, address) = listening(&mut lines).await;
+        let line = lines.seen.last().expect("a line").clone();
+        let group = line[1..line.find(':').expect("prefix")].to_string();
+        groups.entry(group).or_default().push((pid, address));
+    }
+    let api = &groups["api"];
+    let admin = &groups["admin"];
+    assert_eq!((api.len(), admin.len()), (2, 1), "{groups:?}");
+    assert_ne!(api[0].1, admin[0].1, "each group has its own socket");
+    let api_pids: Vec<u32> = api.iter().map(|(pid, _)| *pid).collect();
+    answered_by_all(api[0].1, &api_pids).await;
+    answered_by_all(admin[0].1, &[admin[0].0]).await;
+    signal(master.id().expect("pid"), Signal::SIGTERM);
+    let status = within(20, "the master's exit", master.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_file(file);
 }
