@@ -185,8 +185,8 @@ pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Plan, ConfigError> 
             plan_group.instances = *instances.get_ref();
         }
         for spec in &g.listen {
-            let (fd_name, address) = parse_listen(spec.get_ref(), &name)
-                .map_err(|m| err(spec.span(), "listen", m))?;
+            let (fd_name, address) =
+                parse_listen(spec.get_ref(), &name).map_err(|m| err(spec.span(), "listen", m))?;
             // Port 0 asks for any free port: two of them are two sockets.
             let any_port = address
                 .parse::<std::net::SocketAddr>()
@@ -241,10 +241,12 @@ pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Plan, ConfigError> 
             (None, None) => plan_group.ready,
         };
         if let Some(ms) = &g.ready_timeout_ms {
-            plan_group.ready_timeout = positive_ms(ms).map_err(|m| err(ms.span(), "ready_timeout_ms", m))?;
+            plan_group.ready_timeout =
+                positive_ms(ms).map_err(|m| err(ms.span(), "ready_timeout_ms", m))?;
         }
         if let Some(ms) = &g.stop_timeout_ms {
-            plan_group.stop_timeout = positive_ms(ms).map_err(|m| err(ms.span(), "stop_timeout_ms", m))?;
+            plan_group.stop_timeout =
+                positive_ms(ms).map_err(|m| err(ms.span(), "stop_timeout_ms", m))?;
         }
         if let Some(ms) = &g.watchdog_ms {
             let timeout = Duration::from_millis(*ms.get_ref());
@@ -258,10 +260,12 @@ pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Plan, ConfigError> 
             plan_group.max_age = Some(Duration::from_secs(*s.get_ref()));
         }
         if let Some(user) = &g.user {
-            plan_group.uid = Some(resolve_user(user.get_ref()).map_err(|m| err(user.span(), "user", m))?);
+            plan_group.uid =
+                Some(resolve_user(user.get_ref()).map_err(|m| err(user.span(), "user", m))?);
         }
         if let Some(group) = &g.group {
-            plan_group.gid = Some(resolve_group(group.get_ref()).map_err(|m| err(group.span(), "group", m))?);
+            plan_group.gid =
+                Some(resolve_group(group.get_ref()).map_err(|m| err(group.span(), "group", m))?);
         }
         let euid = nix::unistd::geteuid().as_raw();
         if euid != 0 {
@@ -355,7 +359,12 @@ fn key_at(text: &str, offset: usize) -> String {
     if let Some(table) = header(line) {
         return table;
     }
-    let key = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"');
     let table = text[..line_start].lines().rev().find_map(header);
     match (table, key.is_empty()) {
         (Some(table), false) => format!("{table}.{key}"),
@@ -424,7 +433,11 @@ max_restarts = 3
         assert_eq!((e.line, e.key.as_str()), (3, "group.web.user"), "{e}");
         assert!(e.message.contains("unknown user"));
         let e = parse_str("[group.web]\nexec = \"no-such-program-x\"\n").unwrap_err();
-        assert_eq!((e.line, e.column, e.key.as_str()), (2, 8, "group.web.exec"), "{e}");
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (2, 8, "group.web.exec"),
+            "{e}"
+        );
         let e = parse_str("[group.a]\nexec = \"sh\"\nlisten = [\"127.0.0.1:1\"]\n[group.b]\nexec = \"sh\"\nlisten = [\"127.0.0.1:1\"]\n").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (6, "group.b.listen"), "{e}");
         assert!(parse_str("").unwrap_err().message.contains("no group"));

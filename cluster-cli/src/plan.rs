@@ -137,7 +137,8 @@ pub fn resolve_program(program: &Path) -> Result<PathBuf, String> {
         return Err("no program given".into());
     }
     if program.to_string_lossy().contains('/') {
-        let path = std::path::absolute(program).map_err(|e| format!("{}: {e}", program.display()))?;
+        let path =
+            std::path::absolute(program).map_err(|e| format!("{}: {e}", program.display()))?;
         if !path.exists() {
             return Err(format!("{}: no such file", program.display()));
         }
@@ -238,6 +239,10 @@ mod tests {
     fn users_by_name_or_number() {
         assert_eq!(resolve_user("root").unwrap(), 0);
         assert_eq!(resolve_user("1234").unwrap(), 1234);
-        assert!(resolve_user("no-such-user-here").unwrap_err().contains("unknown user"));
+        assert!(
+            resolve_user("no-such-user-here")
+                .unwrap_err()
+                .contains("unknown user")
+        );
     }
 }

@@ -44,18 +44,36 @@ fn a_misspelt_key_is_refused_with_file_line_and_key() {
 #[test]
 fn bad_values_are_refused_with_line_and_key() {
     let cases = [
-        ("[group.web]\nexec = \"sh\"\nlisten = [\"127.0.0.1\"]\n", ":3:11: group.web.listen:"),
-        ("[group.web]\nexec = \"sh\"\nuser = \"no-such-user-here\"\n", ":3:8: group.web.user: unknown user"),
-        ("[group.web]\nexec = \"no-such-program-here\"\n", ":2:8: group.web.exec:"),
-        ("[group.web]\nexec = \"sh\"\ninstances = \"two\"\n", ":3:13: group.web.instances:"),
-        ("[group.web]\nexec = \"sh\"\nscheduling = \"round-robin\"\n", ":3:14: group.web.scheduling:"),
+        (
+            "[group.web]\nexec = \"sh\"\nlisten = [\"127.0.0.1\"]\n",
+            ":3:11: group.web.listen:",
+        ),
+        (
+            "[group.web]\nexec = \"sh\"\nuser = \"no-such-user-here\"\n",
+            ":3:8: group.web.user: unknown user",
+        ),
+        (
+            "[group.web]\nexec = \"no-such-program-here\"\n",
+            ":2:8: group.web.exec:",
+        ),
+        (
+            "[group.web]\nexec = \"sh\"\ninstances = \"two\"\n",
+            ":3:13: group.web.instances:",
+        ),
+        (
+            "[group.web]\nexec = \"sh\"\nscheduling = \"round-robin\"\n",
+            ":3:14: group.web.scheduling:",
+        ),
     ];
     for (text, expected) in cases {
         let file = temp_file("bad-value", text);
         let out = cluster().arg("check").arg(&file).output().expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr}"
+        );
         let _ = std::fs::remove_file(file);
     }
 }

@@ -182,13 +182,20 @@ pub(crate) fn bind(cluster: &Cluster) -> Result<(), SettingsError> {
 }
 
 /// The master's sockets for `sockets`, in order (bound now if not yet).
-fn sockets_for(shared: &Shared, sockets: &[Socket]) -> Result<Vec<Arc<dyn AsRawFd + Send + Sync>>, String> {
+fn sockets_for(
+    shared: &Shared,
+    sockets: &[Socket],
+) -> Result<Vec<Arc<dyn AsRawFd + Send + Sync>>, String> {
     let (backlog, _) = shared.listen_settings();
     let mut out: Vec<Arc<dyn AsRawFd + Send + Sync>> = Vec::new();
     for socket in sockets {
         match cluster_ipc::unix_path(&socket.address) {
             Some(path) => out.push(shared.listeners.get_or_bind_unix(path, backlog)?),
-            None => out.push(shared.listeners.get_or_bind(&socket.address, backlog, false)?),
+            None => out.push(
+                shared
+                    .listeners
+                    .get_or_bind(&socket.address, backlog, false)?,
+            ),
         }
     }
     Ok(out)
@@ -231,8 +238,8 @@ pub(crate) fn fork(
         }
     }
     let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
-    let image = ExecImage::new(&exec, &settings.args, &vars, !fds.is_empty())
-        .map_err(ForkError::Spawn)?;
+    let image =
+        ExecImage::new(&exec, &settings.args, &vars, !fds.is_empty()).map_err(ForkError::Spawn)?;
     let mut command = Command::new(&exec);
     if let Some(cwd) = &settings.cwd {
         command.current_dir(cwd);
@@ -362,7 +369,10 @@ impl ExecImage {
     ) -> io::Result<ExecImage> {
         let c = |bytes: &[u8]| {
             CString::new(bytes).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument or variable")
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a NUL byte in an argument or variable",
+                )
             })
         };
         let program = c(program.as_os_str().as_bytes())?;
@@ -645,7 +655,8 @@ mod tests {
 
     #[test]
     fn bad_addresses_and_modes_are_refused() {
-        let mut bad = Settings::new().foreign(Foreign::new(Readiness::Notify).listen("a", "nowhere"));
+        let mut bad =
+            Settings::new().foreign(Foreign::new(Readiness::Notify).listen("a", "nowhere"));
         assert_eq!(validate(&mut bad).unwrap_err().setting, "listen");
         let mut rr = Settings::new()
             .scheduling(Scheduling::RoundRobin)

@@ -37,7 +37,9 @@ fn cluster_exe() -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 fn python3() -> Option<PathBuf> {
@@ -87,7 +89,10 @@ async fn cluster_run(workers: usize, flags: &[&str], program: &[&str]) -> Runnin
 async fn listening(lines: &mut Lines) -> (u32, SocketAddr) {
     let line = lines.wait_for(20, " listening ").await;
     let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "listening").expect("listening");
+    let at = words
+        .iter()
+        .position(|w| *w == "listening")
+        .expect("listening");
     (
         words[at - 1].parse().expect("pid"),
         words[at + 1].parse().expect("address"),
@@ -97,7 +102,10 @@ async fn listening(lines: &mut Lines) -> (u32, SocketAddr) {
 /// The pid in a `{"pid":N}` answer.
 fn pid_of(body: &str) -> u32 {
     let at = body.find("\"pid\":").expect("pid in body") + 6;
-    let digits: String = body[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = body[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().expect("pid")
 }
 
@@ -141,7 +149,11 @@ async fn listenfd_workers_share_the_masters_socket_and_are_its_children() {
     // The programs themselves are the master's children: no shim process between.
     let master_pid = run.master.id().expect("pid");
     let children: BTreeSet<u32> = children_of(master_pid).into_iter().collect();
-    assert_eq!(children, run.pids.iter().copied().collect(), "children of the master");
+    assert_eq!(
+        children,
+        run.pids.iter().copied().collect(),
+        "children of the master"
+    );
     let (code, _) = run.terminate().await;
     assert_eq!(code, 0);
 }
@@ -156,7 +168,10 @@ async fn a_python_program_serves_descriptor_3() {
     let run = cluster_run(
         2,
         &["--ready-after", "200"],
-        &[python.to_str().expect("utf-8"), script.to_str().expect("utf-8")],
+        &[
+            python.to_str().expect("utf-8"),
+            script.to_str().expect("utf-8"),
+        ],
     )
     .await;
     answered_by_all(run.address, &run.pids).await;
@@ -220,7 +235,12 @@ async fn sighup_reloads_under_load_with_no_failed_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_every_program_with_sigterm_and_exits_0() {
     let server = cluster_tests::sibling_exe("listenfd_server");
-    let run = cluster_run(2, &["--notify", "--stop-timeout", "5000"], &[server.to_str().expect("utf-8")]).await;
+    let run = cluster_run(
+        2,
+        &["--notify", "--stop-timeout", "5000"],
+        &[server.to_str().expect("utf-8")],
+    )
+    .await;
     let pids = run.pids.clone();
     let (code, mut lines) = run.terminate().await;
     assert_eq!(code, 0);
@@ -237,8 +257,21 @@ async fn sigterm_stops_every_program_with_sigterm_and_exits_0() {
 async fn a_program_ignoring_sigterm_is_killed_at_the_stop_timeout() {
     // A shell that ignores SIGTERM: only the SIGKILL at --stop-timeout ends it.
     let mut master = Command::new(cluster_exe())
-        .args(["run", "-w", "1", "--ready-after", "100", "--stop-timeout", "500", "--"])
-        .args(["sh", "-c", "trap '' TERM; echo \"sh $$ listening 127.0.0.1:1\"; while :; do sleep 0.1; done"])
+        .args([
+            "run",
+            "-w",
+            "1",
+            "--ready-after",
+            "100",
+            "--stop-timeout",
+            "500",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "trap '' TERM; echo \"sh $$ listening 127.0.0.1:1\"; while :; do sleep 0.1; done",
+        ])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -246,7 +279,9 @@ async fn a_program_ignoring_sigterm_is_killed_at_the_stop_timeout() {
     let mut lines = Lines::new(master.stdout.take().expect("stdout"));
     let (pid, _) = listening(&mut lines).await;
     signal(master.id().expect("pid"), Signal::SIGTERM);
-    let status = within(20, "the master's exit", master.wait()).await.expect("wait");
+    let status = within(20, "the master's exit", master.wait())
+        .await
+        .expect("wait");
     assert_eq!(status.code(), Some(0));
     assert!(!process_exists(pid), "the shell outlived the master");
 }
@@ -270,8 +305,7 @@ async fn cluster_start_runs_every_group_of_a_file() {
         .spawn()
         .expect("start cluster");
     let mut lines = Lines::new(master.stdout.take().expect("stdout"));
-    let mut groups: std::collections::BTreeMap<String, Vec<(u32, SocketAddr)>> =
-        Default::default();
+    let mut groups: std::collections::BTreeMap<String, Vec<(u32, SocketAddr)>> = Default::default();
     for _ in 0..3 {
         let (pid, address) = listening(&mut lines).await;
         let line = lines.seen.last().expect("a line").clone();
@@ -286,7 +320,9 @@ async fn cluster_start_runs_every_group_of_a_file() {
     answered_by_all(api[0].1, &api_pids).await;
     answered_by_all(admin[0].1, &[admin[0].0]).await;
     signal(master.id().expect("pid"), Signal::SIGTERM);
-    let status = within(20, "the master's exit", master.wait()).await.expect("wait");
+    let status = within(20, "the master's exit", master.wait())
+        .await
+        .expect("wait");
     assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_file(file);
 }

@@ -23,9 +23,9 @@ const IDLE_GRACE: Duration = Duration::from_secs(1);
 async fn main() -> std::io::Result<()> {
     let pid = std::process::id();
     let mut fds = listenfd::ListenFd::from_env();
-    let listener = fds
-        .take_tcp_listener(0)?
-        .ok_or_else(|| std::io::Error::other("no socket at descriptor 3 (LISTEN_FDS/LISTEN_PID)"))?;
+    let listener = fds.take_tcp_listener(0)?.ok_or_else(|| {
+        std::io::Error::other("no socket at descriptor 3 (LISTEN_FDS/LISTEN_PID)")
+    })?;
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
     let mut term = signal(SignalKind::terminate())?;
@@ -94,7 +94,13 @@ async fn serve(stream: TcpStream, pid: u32, mut stopping: watch::Receiver<bool>)
             body.len(),
             if closing { "close" } else { "keep-alive" }
         );
-        if stream.get_mut().write_all(response.as_bytes()).await.is_err() || closing {
+        if stream
+            .get_mut()
+            .write_all(response.as_bytes())
+            .await
+            .is_err()
+            || closing
+        {
             return;
         }
     }
