@@ -69,7 +69,11 @@ pub async fn incoming(address: SocketAddr) -> io::Result<Acceptor> {
 async fn obtain(address: SocketAddr) -> io::Result<Obtained> {
     let worker = Worker::try_current().map_err(io::Error::other)?;
     let Some(worker) = worker else {
-        let own = cluster_ipc::bind_tcp(address, cluster_ipc::DEFAULT_BACKLOG)?;
+        // Passed by systemd or the `cluster` command, else bound here.
+        let own = match crate::activated::take_tcp(address) {
+            Some(passed) => passed,
+            None => cluster_ipc::bind_tcp(address, cluster_ipc::DEFAULT_BACKLOG)?,
+        };
         return Ok(Obtained::Listener(TcpListener::from_std(own)?));
     };
     let (local, granted) = worker
