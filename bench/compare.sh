@@ -8,8 +8,9 @@
 # 1. Throughput, interleaved rounds: wrk keep-alive then `Connection: close`, p50/p99, RSS of
 #    master and workers idle and after load.
 # 2. Faults under load (bench/src/bin/fault_bench.rs): one worker panic, one worker SIGKILL,
-#    one reload where the system has one; failed requests, time until the replacement answers,
-#    longest gap in answers, when the old worker exits.
+#    one reload where the system has one, one hot upgrade of the master (SIGUSR2) where it has
+#    one; failed requests (refused connections included), time until the replacement answers,
+#    longest gap in answers, when the old worker exits (upgrade: the old master).
 #
 # Prints the tables and writes them into docs/BENCHMARKS.md between the `compare.sh` markers,
 # with the date, the machine and this command. wrk and fault_bench share the 2 cores with
@@ -124,8 +125,9 @@ done
 FAULT_ROWS=""
 for round in $(seq "$ROUNDS"); do
   for system in shared round-robin pm node; do
-    faults="panic kill"
-    [ "$system" = pm ] && faults="panic kill reload"
+    faults="panic kill upgrade"
+    [ "$system" = pm ] && faults="panic kill reload upgrade"
+    [ "$system" = node ] && faults="panic kill"
     for fault in $faults; do
       start "$system"; pid=$!
       wait_port
@@ -160,7 +162,7 @@ report() {
         'BEGIN {printf "| %s | %d | %.2f | %.2f | %d | %.2f | %.2f | %s | %s | %s | %s |\n", s, ka, ka/sk, ka/nk, c, c/sc, c/nc, p50, p99, idle, loaded}'
   done
   echo
-  echo "Faults: \`fault_bench PORT MASTER_PID FAULT\` — 8 keep-alive clients and a new-connection prober every 5 ms for the whole run, the fault 1 s in; times in ms after the fault, \`-\` = did not happen within 15 s. Each round in its own row."
+  echo "Faults: \`fault_bench PORT MASTER_PID FAULT\` — 8 keep-alive clients and a new-connection prober every 5 ms for the whole run, the fault 1 s in; times in ms after the fault, \`-\` = did not happen within 15 s; \`failed\` includes refused connections; \`upgrade\` is SIGUSR2 to the master (its old-worker column: when the old master exited). Each round in its own row."
   echo
   echo "| system | fault | answered | failed | killed worker's keep-alive connections | hung > 3 s | non-200 | the panicking request | replacement answers | longest gap | old worker exited |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cluster_core::foreign::{Foreign, Readiness};
-use cluster_core::pm::{GroupOptions, Master, RestartPolicy};
+use cluster_core::pm::{GroupOptions, Master, MasterOptions, RestartPolicy};
 use cluster_core::{Settings, Stdio};
 
 /// The master's own options.
@@ -94,6 +94,7 @@ impl GroupPlan {
             settings = settings.max_age(age);
         }
         let mut options = GroupOptions::new()
+            .exec(&self.exec)
             .children(self.instances)
             .policy(self.policy)
             .ready_timeout(self.ready_timeout)
@@ -110,13 +111,17 @@ impl GroupPlan {
 
 /// Runs every group until the master is stopped (SIGTERM: graceful; SIGINT/SIGQUIT: fast).
 pub async fn run(plan: Plan) -> Result<(), String> {
-    let master = Master::new(plan.pidfile.clone());
+    let mut options = MasterOptions::new();
+    if let Some(path) = &plan.pidfile {
+        options = options.pidfile(path);
+    }
+    let master = Master::with_options(options);
     if let Some(path) = &plan.control_socket {
         master.control_socket(path).map_err(|e| e.to_string())?;
     }
     for group in &plan.groups {
         master
-            .register(&group.name, &group.exec, group.options())
+            .register(&group.name, group.options())
             .map_err(|e| format!("group {}: {e}", group.name))?;
     }
     master.dispatch();

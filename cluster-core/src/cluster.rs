@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::signal::Signal;
 use cluster_ipc::handoff::{CHANNEL_FD, WorkerHandoff};
 use cluster_ipc::{ChannelOptions, Grant, Message};
-use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 use crate::callbacks::Callbacks;
-use crate::error::{ForkError, RunError};
+use crate::error::{ForkError, RunError, SetupError};
 use crate::events::{Event, EventBus, EventStream};
 use crate::handover::Handovers;
 use crate::listeners::Listeners;
@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     nofile_limit: std::sync::atomic::AtomicU64,
     /// Workers that died before they were ready (see `boot_failures.rs`).
     pub(crate) boot_guard: crate::boot_failures::BootGuard,
+    /// The default replacement recipe's memory (see `respawn.rs`).
+    pub(crate) respawner: Mutex<crate::respawn::Respawner>,
 }
 
 impl Shared {
@@ -212,7 +214,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// and they may call [`Cluster::fork`]. [`Cluster::events`]
 /// gives the same events as an async stream, independent of `run`.
 ///
-/// # Example: the seed's `dispatch.js`
+/// [`Cluster::run`] also replaces the workers that fail ([`Settings::respawn`], on by
+/// default), so callbacks are for the dispatch's own logic.
+///
+/// # Example
 ///
 /// ```no_run
 /// use cluster_core::{setup_master, Settings};
@@ -220,15 +225,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     let cluster = setup_master(Settings::new().exec("./worker"))?;
-///     cluster.fork(&[])?;
-///     cluster.fork(&[])?;
-///     cluster.on_disconnect(|cluster, worker| {
-///         if let Ok(new) = cluster.fork(&[]) {
-///             eprintln!("worker:{} disconnect! new worker:{} fork", worker.pid(), new.pid());
-///         }
-///     });
+///     cluster.on_disconnect(|_, worker| eprintln!("worker:{} disconnect!", worker.pid()));
 ///     cluster.on_exit(|_, worker, _| eprintln!("worker:{} exit!", worker.pid()));
-///     cluster.run().await?;
+///     cluster.fork(&[])?;
+///     cluster.fork(&[])?;
+///     cluster.run().await?; // forks a replacement for each worker that fails
 ///     Ok(())
 /// }
 /// ```
@@ -248,24 +249,18 @@ pub struct Cluster {
 /// [`cluster_ipc::handoff::started_by_master`]) it is an error: a binary that runs as both
 /// master and worker must branch on `cluster_worker::is_worker()` first, or every worker
 /// would start workers of its own (see the crate example).
-pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
+pub fn setup_master(settings: Settings) -> Result<Cluster, SetupError> {
     refuse_in_a_worker()?;
     let settings = settings.validate()?;
     crate::upgrade::start();
     crate::activation::adopt_from_env();
     let nofile_limit = crate::nofile::apply(settings.nofile_limit)?;
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SettingsError {
-        setting: "runtime",
-        reason: "setup_master must be called inside a tokio runtime".into(),
-    })?;
-    let spawner = Spawner::start(runtime.clone()).map_err(|e| SettingsError {
-        setting: "runtime",
-        reason: format!("could not start the spawner thread: {e}"),
-    })?;
-    let signals = MasterSignals::install().map_err(|e| SettingsError {
-        setting: "runtime",
-        reason: format!("could not install the master's signal handlers: {e}"),
-    })?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
+    crate::init::start();
+    let spawner =
+        Spawner::start(runtime.clone()).map_err(SetupError::io("start the spawner thread"))?;
+    let signals =
+        MasterSignals::install().map_err(SetupError::io("install the master's signal handlers"))?;
     let (events, callback_queue) = EventBus::new();
     let shared = Arc::new(Shared {
         settings: Mutex::new(settings),
@@ -291,7 +286,12 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
         dispatching_for: Mutex::new(None),
         nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
         boot_guard: Default::default(),
+        respawner: Default::default(),
     });
+    if shared.settings().respawn != crate::Respawn::Manual {
+        // `run` replaces workers from the events it reads.
+        shared.events.callbacks_registered();
+    }
     shared.events.emit(Event::Setup);
     if let Some(notifier) = crate::systemd::Notifier::claim() {
         tokio::spawn(crate::systemd::follow_cluster(
@@ -337,17 +337,12 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SettingsError> {
 }
 
 /// The error [`setup_master`] returns in a worker, naming what happened.
-fn refuse_in_a_worker() -> Result<(), SettingsError> {
+fn refuse_in_a_worker() -> Result<(), SetupError> {
     match cluster_ipc::handoff::started_by_master() {
         None => Ok(()),
-        Some(master) => Err(SettingsError {
-            setting: "runtime",
-            reason: format!(
-                "setup_master was called in worker process {} that master {master} started; \
-                 a worker must not start workers of its own (each would fork again): branch \
-                 on cluster_worker::is_worker() before calling setup_master",
-                std::process::id()
-            ),
+        Some(master) => Err(SetupError::InWorker {
+            worker: std::process::id(),
+            master,
         }),
     }
 }
@@ -358,6 +353,9 @@ impl Cluster {
         let settings = settings.validate()?;
         let limit = crate::nofile::apply(settings.nofile_limit)?;
         self.shared.nofile_limit.store(limit, Ordering::Relaxed);
+        if settings.respawn != crate::Respawn::Manual {
+            self.shared.events.callbacks_registered();
+        }
         *self.shared.settings() = settings;
         crate::foreign::bind(self)?;
         self.shared.events.emit(Event::Setup);
@@ -369,18 +367,31 @@ impl Cluster {
     ///
     /// Called from the `disconnect` or `exit` callbacks of a worker that a [`Cluster::reload`]
     /// has already replaced, the first call returns that replacement instead of forking.
+    /// Any other call from those callbacks is that worker's replacement: the master's own
+    /// respawn ([`Settings::respawn`]) then forks nothing more for it.
     pub fn fork(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
         if *self.shared.phase.borrow() != Phase::Running {
             return Err(ForkError::Stopping);
         }
         let shared = &self.shared;
-        if let Some(old) = *lock(&shared.dispatching_for) {
+        let replacing = *lock(&shared.dispatching_for);
+        if let Some(old) = replacing {
             if let Some(replacement) = lock(&shared.replacements).remove(&old) {
                 if !replacement.is_dead() {
                     return Ok(replacement);
                 }
             }
         }
+        let worker = self.fork_new(env)?;
+        if let Some(old) = replacing {
+            // A callback replaced `old`: the default respawn forks nothing more for it.
+            lock(&shared.respawner).replaced_by_callback(old);
+        }
+        Ok(worker)
+    }
+
+    fn fork_new(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
+        let shared = &self.shared;
         let _runtime = shared.runtime.enter();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let settings = shared.settings().clone();
@@ -427,15 +438,33 @@ impl Cluster {
     }
 
     /// Binds the shared socket for `address` now (workers asking for it later get this
-    /// socket), so a bind error shows at start-up. Returns the bound address.
+    /// socket), so a bind error shows at start-up. Returns the bound address. The error
+    /// names the address and keeps the OS's kind (`AddrInUse`, `PermissionDenied`…).
     pub fn listen(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
         let (backlog, grant) = self.shared.listen_settings();
         let listener = self
             .shared
             .listeners
-            .get_or_bind(&address.to_string(), backlog, grant == Grant::ReusePort)
-            .map_err(std::io::Error::other)?;
+            .get_or_bind(
+                &address.to_string(),
+                0,
+                backlog,
+                cluster_ipc::ListenOptions::new(),
+                grant == Grant::ReusePort,
+            )
+            .map_err(cluster_ipc::ListenFailure::into_io_error)?;
         listener.local_addr()
+    }
+
+    /// Binds the shared UDP socket for `address` now (workers calling
+    /// `cluster_worker::bind_udp` for it later get this socket), so a bind error shows at
+    /// start-up; the error keeps its kind. Returns the bound address.
+    pub fn bind_udp(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
+        self.shared
+            .listeners
+            .get_or_bind_udp(address, 0)
+            .map_err(cluster_ipc::ListenFailure::into_io_error)?
+            .local_addr()
     }
 
     /// Binds the shared Unix socket at `path` now (workers asking for `unix:PATH` get it).
@@ -444,9 +473,9 @@ impl Cluster {
         let (backlog, _) = self.shared.listen_settings();
         self.shared
             .listeners
-            .get_or_bind_unix(path, backlog)
+            .get_or_bind_unix(path, 0, backlog)
             .map(drop)
-            .map_err(std::io::Error::other)
+            .map_err(cluster_ipc::ListenFailure::into_io_error)
     }
 
     /// The soft `RLIMIT_NOFILE` (open descriptors) the master set at start-up and its
@@ -646,18 +675,21 @@ impl Cluster {
         let mut live = self.shared.live.subscribe();
         let mut phase = self.shared.phase.subscribe();
         loop {
+            let due = self.next_replacement_due();
             tokio::select! {
                 // Signals first: a stop must be known before callbacks that would fork.
                 biased;
                 request = signals.recv() => self.handle_signal(request),
                 Some(event) = queue.recv() => self.dispatch(&event),
+                _ = sleep_until(due), if due.is_some() => self.fork_due_replacements(),
                 _ = live.changed() => {}
                 _ = phase.changed() => {}
             }
             // Done when stopped, or when nothing is left to supervise and no event is
             // waiting that could fork again.
             let stopped = *phase.borrow() == Phase::Stopped;
-            if (stopped || *live.borrow() == 0) && queue.is_empty() {
+            let idle = *live.borrow() == 0 && self.next_replacement_due().is_none();
+            if (stopped || idle) && queue.is_empty() {
                 return match self.shared.boot_guard.gave_up() {
                     Some(reason) => Err(RunError::BootFailures(reason)),
                     None => Ok(()),
@@ -713,6 +745,7 @@ impl Cluster {
         *lock(&self.shared.dispatching_for) = retiring;
         self.shared.callbacks.run(self, event);
         *lock(&self.shared.dispatching_for) = None;
+        self.respawn_after(event);
         if let Event::Exit(w, _) = event {
             lock(&self.shared.replacements).remove(&w.id());
         }
@@ -729,7 +762,7 @@ async fn run_stop(shared: Arc<Shared>) {
     let kill_all = |shared: &Shared| {
         for worker in lock(&shared.workers).values() {
             worker.set_exit_reason(crate::ExitReason::Stop);
-            worker.kill(Signal::SIGKILL);
+            worker.signal(Signal::SIGKILL);
         }
     };
     let mut killing = false;
@@ -741,7 +774,7 @@ async fn run_stop(shared: Arc<Shared>) {
         } else if !killing {
             for worker in lock(&shared.workers).values() {
                 worker.set_exit_reason(crate::ExitReason::Stop);
-                worker.disconnect();
+                worker.request_disconnect();
             }
         }
         if *live.borrow_and_update() == 0 {
@@ -758,6 +791,14 @@ async fn run_stop(shared: Arc<Shared>) {
         }
     }
     shared.phase.send_replace(Phase::Stopped);
+}
+
+/// Sleeps until `at` (for ever if `None`: the branch is disabled then).
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Random bits for one worker (the jitter of its request limit).

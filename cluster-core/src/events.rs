@@ -25,6 +25,9 @@ pub enum Event {
     Listening(Worker, SocketAddr),
     /// One of the worker's servers accepts connections on this Unix socket.
     ListeningUnix(Worker, std::path::PathBuf),
+    /// The worker reads datagrams on the cluster's UDP socket bound to this address
+    /// (`cluster_worker::bind_udp`; Node's `listening` for a `dgram` socket).
+    ListeningUdp(Worker, SocketAddr),
     /// The worker said it is ready to serve (`Worker::ready` in `cluster-worker`).
     Ready(Worker),
     /// The worker is going away: it announced a disconnect or a hand-over (then it is still

@@ -50,9 +50,9 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
+use crate::Signal;
 use crate::cluster::{Cluster, Shared};
 use crate::error::ForkError;
 use crate::events::Event;
@@ -190,11 +190,23 @@ fn sockets_for(
     let mut out: Vec<Arc<dyn AsRawFd + Send + Sync>> = Vec::new();
     for socket in sockets {
         match cluster_ipc::unix_path(&socket.address) {
-            Some(path) => out.push(shared.listeners.get_or_bind_unix(path, backlog)?),
+            Some(path) => out.push(
+                shared
+                    .listeners
+                    .get_or_bind_unix(path, 0, backlog)
+                    .map_err(|e| e.to_string())?,
+            ),
             None => out.push(
                 shared
                     .listeners
-                    .get_or_bind(&socket.address, backlog, false)?,
+                    .get_or_bind(
+                        &socket.address,
+                        0,
+                        backlog,
+                        cluster_ipc::ListenOptions::new(),
+                        false,
+                    )
+                    .map_err(|e| e.to_string())?,
             ),
         }
     }
@@ -544,7 +556,7 @@ fn notify_dir() -> io::Result<PathBuf> {
 /// SIGTERM now, SIGKILL at `deadline` if it is still running (a foreign worker's
 /// disconnect).
 pub(crate) fn terminate(worker: Worker, deadline: Duration) {
-    worker.kill(Signal::SIGTERM);
+    worker.signal(Signal::SIGTERM);
     tokio::spawn(async move {
         tokio::time::sleep(deadline).await;
         if !worker.is_dead() {
@@ -555,7 +567,7 @@ pub(crate) fn terminate(worker: Worker, deadline: Duration) {
                 worker.id(),
                 worker.pid()
             );
-            worker.kill(Signal::SIGKILL);
+            worker.signal(Signal::SIGKILL);
         }
     });
 }

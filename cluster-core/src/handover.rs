@@ -47,7 +47,7 @@ impl Handovers {
     pub(crate) fn start_recycle(&self, worker: &Worker) {
         let addresses = worker.addresses();
         if addresses.is_empty() {
-            worker.disconnect();
+            worker.request_disconnect();
             return;
         }
         self.lock().push(Waiting {
@@ -65,7 +65,7 @@ impl Handovers {
                 entry.addresses.retain(|a| *a != address);
                 relieve(&entry.worker, address);
                 if entry.addresses.is_empty() && entry.disconnect_when_relieved {
-                    entry.worker.disconnect();
+                    entry.worker.request_disconnect();
                 }
             }
         }

@@ -22,8 +22,8 @@
 use crate::settings::{Settings, SettingsError};
 
 impl Settings {
-    /// Declares an address the workers may ask the master to bind: `host:port`, or
-    /// `unix:PATH` for a Unix socket. May be given several times. Once any address is
+    /// Declares an address the workers may ask the master to bind: `host:port`,
+    /// `unix:PATH` for a Unix socket or `udp:host:port` for a UDP socket. May be given several times. Once any address is
     /// declared, or the workers' uid or gid is switched, the master refuses every listen
     /// request for an address not declared (nor passed by systemd, nor bound by the master's
     /// own code). See `docs/ARCHITECTURE.md`, "Least privilege".
@@ -55,14 +55,18 @@ impl Settings {
 /// Every declared address must be `host:port` or `unix:PATH` (absolute).
 pub(crate) fn validate(declared: &[String]) -> Result<(), SettingsError> {
     for address in declared {
-        let ok = match cluster_ipc::unix_path(address) {
-            Some(path) => path.is_absolute(),
-            None => address.parse::<std::net::SocketAddr>().is_ok(),
+        let ok = match (
+            cluster_ipc::udp_address(address),
+            cluster_ipc::unix_path(address),
+        ) {
+            (Some(udp), _) => udp.is_ok(),
+            (None, Some(path)) => path.is_absolute(),
+            (None, None) => address.parse::<std::net::SocketAddr>().is_ok(),
         };
         if !ok {
             return Err(SettingsError::new(
                 "allow_listen",
-                format!("{address:?} is neither host:port nor unix:/absolute/path"),
+                format!("{address:?} is neither host:port, udp:host:port nor unix:/absolute/path"),
             ));
         }
     }
@@ -70,6 +74,11 @@ pub(crate) fn validate(declared: &[String]) -> Result<(), SettingsError> {
 }
 
 fn same_address(a: &str, b: &str) -> bool {
+    match (cluster_ipc::udp_address(a), cluster_ipc::udp_address(b)) {
+        (Some(a), Some(b)) => return matches!((a, b), (Ok(a), Ok(b)) if a == b),
+        (None, None) => {}
+        _ => return false,
+    }
     match (cluster_ipc::unix_path(a), cluster_ipc::unix_path(b)) {
         (Some(a), Some(b)) => a == b,
         (None, None) => match (
@@ -119,6 +128,11 @@ mod tests {
         let refused = check(&settings, "unix:/etc/passwd", false).unwrap_err();
         assert!(refused.contains("unix:/etc/passwd"), "{refused}");
         assert!(check(&settings, "127.0.0.1:81", true).is_ok());
+        // TCP and UDP on one port are different addresses.
+        assert!(check(&settings, "udp:127.0.0.1:80", false).is_err());
+        let udp = Settings::new().allow_listen("udp:127.0.0.1:53");
+        assert!(check(&udp, "udp:127.0.0.1:053", false).is_ok());
+        assert!(check(&udp, "127.0.0.1:53", false).is_err());
     }
 
     #[test]

@@ -43,12 +43,21 @@ impl ListenQuota {
     }
 }
 
-/// The form of a requested address that the quota counts: `127.0.0.1:80` and
-/// `127.0.0.1:080` are one address.
-pub(crate) fn canonical(address: &str) -> String {
-    match address.parse::<std::net::SocketAddr>() {
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => address.to_string(),
+/// The form of a requested socket that the quota counts: `127.0.0.1:80` and
+/// `127.0.0.1:080` are one address; a second socket for one address (`index` 1, a second
+/// `listen(0)`) is another (`127.0.0.1:0#1`).
+pub(crate) fn canonical(address: &str, index: u32) -> String {
+    let address = if let Some(Ok(udp)) = cluster_ipc::udp_address(address) {
+        format!("{}{udp}", cluster_ipc::UDP_PREFIX)
+    } else {
+        match address.parse::<std::net::SocketAddr>() {
+            Ok(parsed) => parsed.to_string(),
+            Err(_) => address.to_string(),
+        }
+    };
+    match index {
+        0 => address,
+        index => format!("{address}#{index}"),
     }
 }
 
@@ -60,13 +69,17 @@ mod tests {
     fn the_cap_counts_distinct_addresses() {
         let quota = ListenQuota::default();
         for port in 1..=2 {
-            let address = canonical(&format!("127.0.0.1:{port}"));
+            let address = canonical(&format!("127.0.0.1:{port}"), 0);
             quota.check(&address, 2).expect("under the cap");
             quota.record(address);
         }
         quota
-            .check(&canonical("127.0.0.1:01"), 2)
+            .check(&canonical("127.0.0.1:01", 0), 2)
             .expect("already granted");
+        // A second socket for a granted address counts as another.
+        let second = canonical("127.0.0.1:1", 1);
+        assert_eq!(second, "127.0.0.1:1#1");
+        assert!(quota.check(&second, 2).is_err());
         let err = quota.check("127.0.0.1:3", 2).expect_err("over the cap");
         assert!(err.contains("max_listens_per_worker"), "{err}");
     }

@@ -161,7 +161,7 @@ fn recycle_next(shared: &Shared, now: Instant) {
             "no replacement accepts after {RELIEF_TIMEOUT:?}; disconnecting the recycled \
              worker anyway"
         );
-        worker.disconnect();
+        worker.request_disconnect();
     }
     if let Some(worker) = drain_overdue.and_then(|id| shared.worker(id)) {
         if !worker.is_dead() {
@@ -170,7 +170,7 @@ fn recycle_next(shared: &Shared, now: Instant) {
                 pid = worker.pid(),
                 "recycled worker still draining after {stop_timeout:?} (stop_timeout); killing it"
             );
-            worker.kill(nix::sys::signal::Signal::SIGKILL);
+            worker.signal(crate::Signal::SIGKILL);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 use crate::cluster::Shared;
 use crate::events::Event;
@@ -88,11 +88,11 @@ pub(crate) fn abort_unresponsive(shared: &Shared, worker: &Worker, silent: Durat
     worker.mark_exited_after_disconnect();
     shared.events.emit(Event::Replacing(worker.clone(), reason));
     emit_disconnect(shared, worker);
-    worker.kill(Signal::SIGABRT);
+    worker.signal(Signal::SIGABRT);
     let doomed = worker.clone();
     tokio::spawn(async move {
         tokio::time::sleep(ABORT_GRACE).await;
-        doomed.kill(Signal::SIGKILL);
+        doomed.signal(Signal::SIGKILL);
     });
 }
 

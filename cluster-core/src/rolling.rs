@@ -135,7 +135,7 @@ impl Cluster {
         );
         self.shared.credit_replacement(old.id(), new);
         old.set_exit_reason(crate::ExitReason::Reload);
-        old.disconnect();
+        old.request_disconnect();
         Ok(())
     }
 }

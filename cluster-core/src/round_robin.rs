@@ -58,6 +58,25 @@ struct Pending {
     deadline: Option<Instant>,
 }
 
+/// After a hot upgrade gave the sockets to a new master: every dispatcher stops accepting
+/// (the new master's accept the queue from now on), then this waits, at most `within`,
+/// until the connections they accepted have been taken by this master's workers, which are
+/// still serving. Only then may the workers be retired, or a connection accepted in the
+/// last moment would be held by a dispatcher with no worker left to take it.
+pub(crate) async fn hand_off(dispatchers: &[Arc<Dispatcher>], within: Duration) {
+    for dispatcher in dispatchers {
+        dispatcher.stop_accepting();
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    while !dispatchers.iter().all(|d| d.settled()) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("upgrade: connections still being handed over after {within:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// How a worker answered a hand-over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Answer {
@@ -86,6 +105,10 @@ struct State {
     /// Nobody can serve (`Cluster::refuse_connections`): connections with no worker to take
     /// them are reset instead of held.
     refusing: bool,
+    /// A hot upgrade gave the socket to a new master: accept nothing more.
+    handed_off: bool,
+    /// The run loop holds a connection it has not placed yet (with a worker or requeued).
+    in_hand: bool,
 }
 
 /// Log lines that would repeat for every connection under pressure.
@@ -257,6 +280,19 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
+    /// The socket is another master's now (a hot upgrade handed it over): accept nothing
+    /// more. What this dispatcher accepted already still goes to this master's workers.
+    pub(crate) fn stop_accepting(&self) {
+        self.lock().handed_off = true;
+        self.wake.notify_one();
+    }
+
+    /// Whether every connection this dispatcher accepted has been taken by a worker.
+    fn settled(&self) -> bool {
+        let state = self.lock();
+        !state.in_hand && state.pending.is_empty() && state.requeue.is_empty()
+    }
+
     /// The next worker in turn that can take a connection; `Err` if there is none and the
     /// connection is to be refused.
     fn pick(&self) -> Result<Option<Worker>, Refuse> {
@@ -281,15 +317,29 @@ impl Dispatcher {
         Ok(None)
     }
 
+    /// The next connection to hand over: one to hand over again, else a new one (none once
+    /// the socket is handed off). Marks it in hand.
     async fn next_connection(&self, listener: &tokio::net::TcpListener) -> Queued {
         loop {
             let wake = self.wake.notified();
-            if let Some(queued) = self.lock().requeue.pop_front() {
-                return queued;
+            let handed_off = {
+                let mut state = self.lock();
+                if let Some(queued) = state.requeue.pop_front() {
+                    state.in_hand = true;
+                    return queued;
+                }
+                state.handed_off
+            };
+            if handed_off {
+                wake.await;
+                continue;
             }
             tokio::select! {
                 accepted = listener.accept() => match accepted.and_then(|(s, _)| s.into_std()) {
-                    Ok(stream) => return Queued { stream, no_room: Vec::new() },
+                    Ok(stream) => {
+                        self.lock().in_hand = true;
+                        return Queued { stream, no_room: Vec::new() };
+                    }
                     Err(e) => self.under_pressure("accept failed", &e).await,
                 },
                 _ = wake => {}
@@ -324,6 +374,8 @@ impl Dispatcher {
 
     async fn run(self: Arc<Self>, listener: tokio::net::TcpListener) {
         loop {
+            // The previous connection is placed: with a worker, requeued, or reset.
+            self.lock().in_hand = false;
             let queued = self.next_connection(&listener).await;
             let Ok(worker) = self.next_worker().await else {
                 reset(queued.stream);

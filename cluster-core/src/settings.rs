@@ -80,6 +80,8 @@ pub struct Settings {
     pub(crate) max_boot_failures: Option<u32>,
     /// See [`Settings::allow_listen`] (in `listen_policy.rs`).
     pub(crate) allowed_listen: Vec<String>,
+    /// See [`Settings::respawn`] (in `respawn.rs`).
+    pub(crate) respawn: crate::respawn::Respawn,
     /// See [`Settings::foreign`] (in `foreign.rs`).
     pub(crate) foreign: Option<crate::foreign::Foreign>,
 }
@@ -112,6 +114,7 @@ impl Default for Settings {
             metrics_address: None,
             max_boot_failures: Some(crate::boot_failures::DEFAULT_MAX_BOOT_FAILURES),
             allowed_listen: Vec::new(),
+            respawn: crate::respawn::Respawn::default(),
             foreign: None,
         }
     }
@@ -427,6 +430,7 @@ impl Settings {
             }
         }
         crate::boot_failures::validate(self.max_boot_failures)?;
+        crate::respawn::validate(&self.respawn)?;
         crate::foreign::validate(&mut self)?;
         Ok(self)
     }

@@ -112,7 +112,7 @@ pub(crate) fn pass_reopen_logs(workers: impl IntoIterator<Item = crate::Worker>)
     tracing::info!("SIGUSR1: passed on to every online worker (reopen log files)");
     for worker in workers {
         if (crate::WorkerState::Online..crate::WorkerState::Dead).contains(&worker.state()) {
-            worker.kill(crate::Signal::SIGUSR1);
+            worker.signal(crate::Signal::SIGUSR1);
         }
     }
 }

@@ -31,7 +31,9 @@ impl Spawner {
             .spawn(move || {
                 let _entered = runtime.enter();
                 for mut request in incoming {
-                    let result = request.command.spawn();
+                    // Recorded under the reaper's lock: as PID 1 it must not take a worker
+                    // that dies at once for an orphan (`init.rs`).
+                    let result = crate::init::spawn_tracked(|| request.command.spawn(), Child::id);
                     // The requester may have given up; nothing to do then.
                     let _ = request.reply.send(result);
                 }

@@ -1,13 +1,13 @@
 //! One task per worker: reads its channel, answers its requests, reaps it, and emits its
 //! events in order.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_ipc::{Control, Grant, Incoming, Receiver, RecvError};
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
+use cluster_ipc::{Control, Grant, Incoming, ListenFailure, Receiver, RecvError};
 use tokio::process::Child;
 
 use crate::boot_failures::{Verdict, booting, died_booting};
@@ -73,10 +73,11 @@ pub(crate) async fn finish(
 ) {
     let (shared, worker) = (shared.clone(), worker.clone());
     let disconnect_held = held;
+    crate::init::untrack(worker.pid());
     let exit = match status {
         Ok(status) => Exit {
             code: status.code(),
-            signal: status.signal().and_then(|s| Signal::try_from(s).ok()),
+            signal: status.signal().map(Signal::from_raw),
         },
         Err(e) => {
             tracing::error!(
@@ -199,7 +200,7 @@ fn end_worker(worker: &Worker, reason: &str) {
         worker.id(),
         worker.pid()
     );
-    worker.kill(Signal::SIGKILL);
+    worker.signal(Signal::SIGKILL);
 }
 
 async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> Result<(), String> {
@@ -208,8 +209,21 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
             worker.advance(WorkerState::Online);
             shared.events.emit(Event::Online(worker.clone()));
         }
-        Control::ListenRequest { seq, address } => {
-            answer_listen(shared, worker, seq, address).await
+        Control::ListenRequest {
+            seq,
+            address,
+            index,
+            options,
+        } => answer_listen(shared, worker, seq, address, index, options).await,
+        Control::Listening { address } if cluster_ipc::udp_address(&address).is_some() => {
+            let Some(Ok(bound)) = cluster_ipc::udp_address(&address) else {
+                return Err(format!("reported bound to {address:?}, not an address"));
+            };
+            worker.advance(WorkerState::Listening);
+            shared.boot_guard.ready();
+            shared
+                .events
+                .emit(Event::ListeningUdp(worker.clone(), bound));
         }
         Control::Listening { address } if cluster_ipc::unix_path(&address).is_some() => {
             worker.advance(WorkerState::Listening);
@@ -319,60 +333,53 @@ fn hand_over(shared: &Shared, worker: &Worker) {
 }
 
 /// Answers a worker's `listen()`: the shared socket, a reserved port (ReusePort), or a
-/// round-robin registration. A bind error goes back to the worker, naming the address.
-async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: String) {
+/// round-robin registration. A refusal or bind error goes back to the worker, naming the
+/// address, with its error number so the worker's `io::Error` keeps its kind.
+async fn answer_listen(
+    shared: &Shared,
+    worker: &Worker,
+    seq: u64,
+    address: String,
+    index: u32,
+    options: cluster_ipc::ListenOptions,
+) {
     let (backlog, grant) = shared.listen_settings();
-    let max_listens = shared.settings().max_listens_per_worker;
-    let quota_key = crate::listen_quota::canonical(&address);
-    let bound_by_master = shared.listeners.contains(&address);
-    let allowed = crate::listen_policy::check(&shared.settings(), &address, bound_by_master);
-    if let Err(reason) = allowed.and_then(|()| worker.listen_quota().check(&quota_key, max_listens))
-    {
-        tracing::warn!(id = worker.id(), pid = worker.pid(), "{reason}");
-        let reply = Control::ListenReply {
-            seq,
-            result: Err(reason),
-            grant,
-        };
-        if let Some(sender) = worker.sender() {
-            if let Err(e) = sender.send_control(&reply, &[]).await {
-                tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
-            }
-        }
+    let Some(sender) = worker.sender() else {
         return;
-    }
-    if let Some(path) = cluster_ipc::unix_path(&address) {
-        // Unix sockets are always shared: the queue is the socket's, whoever dies.
-        let Some(sender) = worker.sender() else {
-            return;
-        };
-        let (result, fds) = match shared.listeners.get_or_bind_unix(path, backlog) {
-            Ok(listener) => {
-                worker.listen_quota().record(quota_key);
-                (Ok(address.clone()), vec![listener])
-            }
-            Err(reason) => {
-                tracing::warn!(id = worker.id(), "{reason}");
-                (Err(reason), vec![])
-            }
-        };
-        let borrowed: Vec<_> = fds.iter().map(|l| l.as_fd()).collect();
-        let reply = Control::ListenReply {
-            seq,
-            result,
-            grant: Grant::Shared,
-        };
-        if let Err(e) = sender.send_control(&reply, &borrowed).await {
+    };
+    let reply = |result, grant| Control::ListenReply { seq, result, grant };
+    let quota_key = crate::listen_quota::canonical(&address, index);
+    if let Err(refused) = may_listen(shared, worker, &address, &quota_key) {
+        tracing::warn!(id = worker.id(), pid = worker.pid(), "{refused}");
+        if let Err(e) = sender.send_control(&reply(Err(refused), grant), &[]).await {
             tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
         }
         return;
     }
-    let bound = shared
-        .listeners
-        .get_or_bind(&address, backlog, grant == Grant::ReusePort);
-    let Some(sender) = worker.sender() else {
+    if let Some(obtained) = always_shared(shared, &address, index, backlog, options) {
+        let (result, fds) = match obtained {
+            Ok((local, fd)) => {
+                worker.listen_quota().record(quota_key);
+                (Ok(local), vec![fd])
+            }
+            Err(failure) => {
+                tracing::warn!(id = worker.id(), "{failure}");
+                (Err(failure), vec![])
+            }
+        };
+        let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+        if let Err(e) = sender
+            .send_control(&reply(result, Grant::Shared), &borrowed)
+            .await
+        {
+            tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
+        }
         return;
-    };
+    }
+    let bound =
+        shared
+            .listeners
+            .get_or_bind(&address, index, backlog, options, grant == Grant::ReusePort);
     let (result, fds) = match &bound {
         Ok(listener) => match listener.local_addr() {
             Ok(local) => {
@@ -387,17 +394,83 @@ async fn answer_listen(shared: &Shared, worker: &Worker, seq: u64, address: Stri
                 };
                 (Ok(local.to_string()), fds)
             }
-            Err(e) => (Err(format!("listen on {address}: {e}")), vec![]),
+            Err(e) => (
+                Err(ListenFailure {
+                    errno: e.raw_os_error(),
+                    reason: format!("listen on {address}: {e}"),
+                }),
+                vec![],
+            ),
         },
-        Err(reason) => {
-            tracing::warn!(id = worker.id(), "{reason}");
-            (Err(reason.clone()), vec![])
+        Err(failure) => {
+            tracing::warn!(id = worker.id(), "{failure}");
+            (Err(failure.clone()), vec![])
         }
     };
-    let reply = Control::ListenReply { seq, result, grant };
-    if let Err(e) = sender.send_control(&reply, &fds).await {
+    if let Err(e) = sender.send_control(&reply(result, grant), &fds).await {
         tracing::debug!(id = worker.id(), "listen reply not delivered: {e}");
     }
+}
+
+/// The socket for a `udp:` or `unix:` address (`None` for a TCP one) and the address to
+/// report: Unix and UDP sockets are shared in every scheduling mode (a Unix socket's queue
+/// is the socket's, whoever dies; a datagram socket has no connections to hand over).
+fn always_shared(
+    shared: &Shared,
+    address: &str,
+    index: u32,
+    backlog: i32,
+    options: cluster_ipc::ListenOptions,
+) -> Option<Result<(String, OwnedFd), ListenFailure>> {
+    let owned = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(|e| ListenFailure::from_io(&e))
+    };
+    if let Some(requested) = cluster_ipc::udp_address(address) {
+        let requested = requested.map_err(|_| {
+            ListenFailure::with_errno(
+                nix::libc::EINVAL,
+                format!("bind {address}: not an IP address with a port"),
+            )
+        });
+        return Some(requested.and_then(|requested| {
+            let socket = shared.listeners.get_or_bind_udp(requested, index)?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| ListenFailure::from_io(&e))?;
+            Ok((
+                format!("{}{local}", cluster_ipc::UDP_PREFIX),
+                owned(socket.as_fd())?,
+            ))
+        }));
+    }
+    let path = cluster_ipc::unix_path(address)?;
+    Some(
+        options
+            .backlog_or(backlog)
+            .map_err(|e| ListenFailure::from_io(&e))
+            .and_then(|backlog| shared.listeners.get_or_bind_unix(path, index, backlog))
+            .and_then(|listener| Ok((address.to_string(), owned(listener.as_fd())?))),
+    )
+}
+
+/// Whether `worker` may make the master listen on `address`: the listen policy
+/// (`EACCES` when refused) and the worker's quota (`EDQUOT`; `quota_key` counts as one of
+/// its sockets).
+fn may_listen(
+    shared: &Shared,
+    worker: &Worker,
+    address: &str,
+    quota_key: &str,
+) -> Result<(), ListenFailure> {
+    let bound_by_master = shared.listeners.contains(address);
+    crate::listen_policy::check(&shared.settings(), address, bound_by_master)
+        .map_err(|reason| ListenFailure::with_errno(nix::libc::EACCES, reason))?;
+    let max_listens = shared.settings().max_listens_per_worker;
+    worker
+        .listen_quota()
+        .check(quota_key, max_listens)
+        .map_err(|reason| ListenFailure::with_errno(nix::libc::EDQUOT, reason))
 }
 
 /// A worker answered a round-robin hand-over.

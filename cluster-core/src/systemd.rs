@@ -14,6 +14,17 @@
 //! - `WATCHDOG=1` every half `WATCHDOG_USEC`, from a timer of the master's own loop (pm) or
 //!   of its event task (plain cluster) on the master's runtime: a stalled runtime stops it.
 //!
+//! Around a hot upgrade (`upgrade/`; the unit needs `NotifyAccess=all`, since the new master
+//! is not the process systemd started):
+//!
+//! - the old master sends `RELOADING=1` + `MONOTONIC_USEC=` before it starts the new one;
+//! - the new master, once ready and before it tells the old one, sends `MAINPID=<its pid>`
+//!   then `READY=1` (one datagram, in that order): systemd follows the new main process
+//!   before the old one exits, and the reload state ends;
+//! - the old master, handed over, then says nothing more: no `STATUS=` while its workers
+//!   drain, and no `STOPPING=1`, which systemd would take as the whole service stopping;
+//! - if the upgrade fails the old master sends `READY=1` and a `STATUS=` with the reason.
+//!
 //! Only one master per process talks to the service manager: the first one made claims the
 //! notifier (pm's `Master` is made before its groups' clusters).
 
@@ -37,6 +48,9 @@ pub(crate) struct Snapshot {
     pub(crate) all_ready: bool,
     pub(crate) reloading: bool,
     pub(crate) stopping: bool,
+    /// This master handed its sockets to a new master (hot upgrade): it is no longer the
+    /// service's main process and must stay silent.
+    pub(crate) handed_over: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +75,11 @@ impl Progress {
     fn next(&mut self, now: &Snapshot) -> Vec<Note> {
         let mut notes = Vec::new();
         if self.stopping {
+            return notes;
+        }
+        if now.handed_over {
+            // The new master speaks for the service now (it sent MAINPID=).
+            self.stopping = true;
             return notes;
         }
         if now.stopping {
@@ -111,10 +130,13 @@ impl Notifier {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             interval
         });
-        Some(Notifier {
-            progress: Progress::default(),
-            watchdog,
-        })
+        // Started by a hot upgrade: the first READY=1 goes with MAINPID= when the old master
+        // is told (`told_ready_as_new_master`), not before.
+        let progress = Progress {
+            ready_told: crate::upgrade::started_by_upgrade(),
+            ..Progress::default()
+        };
+        Some(Notifier { progress, watchdog })
     }
 
     /// Tells the service manager what changed since the last snapshot.
@@ -150,6 +172,51 @@ impl Notifier {
             tracing::warn!("sd_notify WATCHDOG=1 failed: {e}");
         }
     }
+}
+
+/// Sends `state` if this process talks to the service manager (it claimed the notifier).
+fn tell(what: &str, state: &[NotifyState]) {
+    if !CLAIMED.load(Ordering::Acquire) {
+        return;
+    }
+    match sd_notify::notify(state) {
+        Ok(()) => tracing::debug!("told the service manager: {what}"),
+        Err(e) => tracing::warn!("sd_notify ({what}) failed: {e}"),
+    }
+}
+
+/// The old master, before it starts the new one: `RELOADING=1` + `MONOTONIC_USEC=`.
+pub(crate) fn tell_upgrade_starting() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(monotonic) => tell(
+            "upgrade starting",
+            &[
+                NotifyState::Reloading,
+                monotonic,
+                NotifyState::Status("upgrading the master"),
+            ],
+        ),
+        Err(e) => tracing::warn!("sd_notify: no monotonic clock: {e}"),
+    }
+}
+
+/// The old master, when the upgrade failed: `READY=1` again, and why.
+pub(crate) fn tell_upgrade_failed(why: &str) {
+    let status = format!("upgrade failed, this master keeps serving: {why}");
+    tell(
+        "upgrade failed",
+        &[NotifyState::Ready, NotifyState::Status(&status)],
+    );
+}
+
+/// The new master, once ready and before it tells the old one: `MAINPID=` (this process)
+/// then `READY=1`.
+pub(crate) fn told_ready_as_new_master() {
+    let pid = nix::unistd::getpid().as_raw() as u32;
+    tell(
+        "MAINPID= and READY=1",
+        &[NotifyState::MainPid(pid), NotifyState::Ready],
+    );
 }
 
 /// Resolves when `notifier`'s next `WATCHDOG=1` is due, after sending it; never without one.
@@ -214,6 +281,7 @@ fn cluster_snapshot(shared: &Shared) -> Snapshot {
         all_ready: !serving.is_empty() && ready == serving.len(),
         reloading: shared.is_reloading(),
         stopping: shared.phase() != Phase::Running,
+        handed_over: crate::upgrade::handed_over(),
     }
 }
 
@@ -270,6 +338,36 @@ mod tests {
         };
         assert_eq!(progress.next(&stopping), vec![Note::Stopping]);
         assert!(progress.next(&snapshot(1, 1)).is_empty());
+    }
+
+    #[test]
+    fn a_master_that_handed_over_says_nothing_more_not_even_stopping() {
+        let mut progress = Progress::default();
+        progress.next(&snapshot(2, 2));
+        let handed_over = Snapshot {
+            handed_over: true,
+            stopping: true,
+            ..snapshot(2, 2)
+        };
+        assert!(progress.next(&handed_over).is_empty());
+        // Its workers drain: no STATUS= either.
+        assert!(progress.next(&snapshot(1, 1)).is_empty());
+    }
+
+    #[test]
+    fn a_new_master_sends_no_ready_of_its_own() {
+        // Started by an upgrade: READY=1 went with MAINPID=; a reload later works as usual.
+        let mut progress = Progress {
+            ready_told: true,
+            ..Progress::default()
+        };
+        assert!(states(progress.next(&snapshot(2, 2))).is_empty());
+        let reloading = Snapshot {
+            reloading: true,
+            ..snapshot(3, 2)
+        };
+        assert_eq!(states(progress.next(&reloading)), vec![Note::Reloading]);
+        assert_eq!(states(progress.next(&snapshot(2, 2))), vec![Note::Ready]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cluster_ipc::{Control, SendError, Sender};
 
 use crate::listen_quota::ListenQuota;
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 use nix::unistd::Pid;
 use serde::Serialize;
 
@@ -78,6 +78,12 @@ struct Status {
     load: Option<WorkerLoad>,
     /// Why the master replaces it, once it does.
     replaced: Option<ReplaceReason>,
+    /// The master's code asked it to go ([`Worker::disconnect`], [`Worker::kill`]): the
+    /// default respawn does not replace it.
+    ended_by_master: bool,
+    /// When it first listened, and when it said it was ready.
+    listening_at: Option<Instant>,
+    ready_at: Option<Instant>,
 }
 
 struct Inner {
@@ -150,6 +156,9 @@ impl Worker {
                     last_beat: None,
                     load: None,
                     replaced: None,
+                    ended_by_master: false,
+                    listening_at: None,
+                    ready_at: None,
                 }),
                 listen_quota: ListenQuota::default(),
                 missed_handovers: AtomicU64::new(0),
@@ -260,11 +269,19 @@ impl Worker {
     }
 
     /// Asks the worker to disconnect gracefully: it stops accepting, finishes its
-    /// connections and exits. Its exit is then not treated as a crash.
+    /// connections and exits. Its exit is then not treated as a crash, and the default
+    /// [`crate::Respawn`] does not replace it.
     ///
     /// A foreign program (see [`crate::foreign`]) gets SIGTERM instead, and SIGKILL if it is
     /// still running after the stop timeout.
     pub fn disconnect(&self) {
+        self.status().ended_by_master = true;
+        self.request_disconnect();
+    }
+
+    /// [`Worker::disconnect`] for the master's own reasons (stop, reload, recycling), which
+    /// it records elsewhere.
+    pub(crate) fn request_disconnect(&self) {
         if let Some(deadline) = self.inner.foreign_stop {
             if self.begin_disconnect() {
                 crate::foreign::terminate(self.clone(), deadline);
@@ -293,13 +310,32 @@ impl Worker {
         true
     }
 
-    /// Sends `signal` to the worker process. Does nothing once it is dead.
+    /// Sends `signal` to the worker process. Does nothing once it is dead. A worker the
+    /// master's code signals is not replaced by the default [`crate::Respawn`] if it dies
+    /// (except for [`Signal::SIGUSR1`], [`Signal::SIGCONT`] and [`Signal::SIGSTOP`], which
+    /// do not end it).
     pub fn kill(&self, signal: Signal) {
+        if !matches!(
+            signal,
+            Signal::SIGUSR1 | Signal::SIGCONT | Signal::SIGSTOP | Signal::SIGTSTP
+        ) {
+            self.status().ended_by_master = true;
+        }
+        self.signal(signal);
+    }
+
+    /// Sends `signal` for the master's own reasons (a protocol violation, the watchdog, a
+    /// stop), which it records elsewhere.
+    pub(crate) fn signal(&self, signal: Signal) {
         let status = self.status();
         if status.state == WorkerState::Dead {
             return;
         }
-        if let Err(e) = nix::sys::signal::kill(Pid::from_raw(self.inner.pid as i32), signal) {
+        let Some(raw) = signal.to_nix() else {
+            tracing::debug!(pid = self.inner.pid, "kill({signal}): not a signal");
+            return;
+        };
+        if let Err(e) = nix::sys::signal::kill(Pid::from_raw(self.inner.pid as i32), raw) {
             tracing::debug!(pid = self.inner.pid, "kill({signal}): {e}");
         }
     }
@@ -336,9 +372,27 @@ impl Worker {
         self.status().sender.clone()
     }
 
+    /// True once the master's code asked it to go ([`Worker::disconnect`], [`Worker::kill`]).
+    pub(crate) fn ended_by_master(&self) -> bool {
+        self.status().ended_by_master
+    }
+
+    /// When it became ready: its `ready()` with `wait_ready`, else its first `listening`.
+    pub(crate) fn ready_at(&self, wait_ready: bool) -> Option<Instant> {
+        let status = self.status();
+        if wait_ready {
+            status.ready_at
+        } else {
+            status.listening_at.or(status.ready_at)
+        }
+    }
+
     /// Moves the state forward (never back).
     pub(crate) fn advance(&self, state: WorkerState) {
         let mut status = self.status();
+        if state == WorkerState::Listening && status.listening_at.is_none() {
+            status.listening_at = Some(Instant::now());
+        }
         if state > status.state {
             status.state = state;
         }
@@ -350,7 +404,9 @@ impl Worker {
 
     /// Records that the worker said it is ready; true the first time.
     pub(crate) fn mark_ready(&self) -> bool {
-        !std::mem::replace(&mut self.status().ready, true)
+        let mut status = self.status();
+        status.ready_at.get_or_insert_with(Instant::now);
+        !std::mem::replace(&mut status.ready, true)
     }
 
     /// True once the worker has said it is ready to serve.

@@ -18,6 +18,83 @@ pub enum Grant {
     RoundRobin,
 }
 
+/// Why the master could not give a worker the socket it asked for: the reason names the
+/// address; `errno` is the OS error number when the cause was one (a bind's `EADDRINUSE`,
+/// `EACCES`...) or the one that says what the master refused (`EACCES` for an address the
+/// settings do not allow, `EDQUOT` past the listen quota), so the worker's `io::Error` keeps
+/// its kind end to end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenFailure {
+    /// The OS error number, if any.
+    pub errno: Option<i32>,
+    /// What failed, naming the address.
+    pub reason: String,
+}
+
+impl ListenFailure {
+    /// A failure of the OS call behind `error`, keeping its error number: the raw one, or
+    /// for an error that wraps one with more words (`listen on ADDRESS: …`) the number of
+    /// its kind.
+    pub fn from_io(error: &std::io::Error) -> Self {
+        ListenFailure {
+            errno: error.raw_os_error().or_else(|| errno_of(error.kind())),
+            reason: error.to_string(),
+        }
+    }
+
+    /// A failure with the meaning of the OS error number `errno`.
+    pub fn with_errno(errno: i32, reason: impl Into<String>) -> Self {
+        ListenFailure {
+            errno: Some(errno),
+            reason: reason.into(),
+        }
+    }
+
+    /// The `io::Error` a worker's `listen()` returns: the kind of `errno` (`Other` without
+    /// one), the reason as its message.
+    pub fn into_io_error(self) -> std::io::Error {
+        let kind = self.errno.map_or(std::io::ErrorKind::Other, |errno| {
+            std::io::Error::from_raw_os_error(errno).kind()
+        });
+        std::io::Error::new(kind, self.reason)
+    }
+}
+
+/// The error number of the kinds a bind or listen can fail with.
+fn errno_of(kind: std::io::ErrorKind) -> Option<i32> {
+    use nix::libc;
+    use std::io::ErrorKind;
+    Some(match kind {
+        ErrorKind::AddrInUse => libc::EADDRINUSE,
+        ErrorKind::AddrNotAvailable => libc::EADDRNOTAVAIL,
+        ErrorKind::PermissionDenied => libc::EACCES,
+        ErrorKind::InvalidInput => libc::EINVAL,
+        ErrorKind::NotFound => libc::ENOENT,
+        ErrorKind::QuotaExceeded => libc::EDQUOT,
+        ErrorKind::Unsupported => libc::EOPNOTSUPP,
+        ErrorKind::OutOfMemory => libc::ENOMEM,
+        ErrorKind::ReadOnlyFilesystem => libc::EROFS,
+        ErrorKind::NotADirectory => libc::ENOTDIR,
+        ErrorKind::NotConnected => libc::ENOTCONN,
+        _ => return None,
+    })
+}
+
+impl From<String> for ListenFailure {
+    fn from(reason: String) -> Self {
+        ListenFailure {
+            errno: None,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for ListenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
 /// Who a forwarded message is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Recipient {
@@ -33,20 +110,31 @@ pub enum Recipient {
 pub enum Control {
     /// Worker → master: the worker's runtime is up (Node's `online`).
     Online,
-    /// Worker → master: give me the listening socket for `address` (Node's `queryServer`).
+    /// Worker → master: give me the listening socket for `address` (Node's `queryServer`):
+    /// `host:port` (TCP), `unix:PATH` or `udp:host:port`.
     ListenRequest {
         /// Matches the reply to the request.
         seq: u64,
         /// The address as the worker asked for it, e.g. `127.0.0.1:1337`.
         address: String,
+        /// Which of this worker's live sockets for `address` this is: 0 for the first,
+        /// 1 for a second `listen()` on the same address while the first is open, ...
+        /// (Node's per-worker index). Port 0 gets one socket per index, shared by the
+        /// workers asking with that index; a fixed address asked with index 1 or more is
+        /// `EADDRINUSE`, as a second bind of it in one process would be.
+        #[serde(default)]
+        index: u32,
+        /// Backlog and `IPV6_V6ONLY` for the socket, if this request binds it.
+        #[serde(default)]
+        options: crate::ListenOptions,
     },
     /// Master → worker: the answer to a [`Control::ListenRequest`]. On success the
     /// socket's descriptor travels with this message and `result` holds its local address.
     ListenReply {
         /// The request's `seq`.
         seq: u64,
-        /// The bound local address, or why binding failed.
-        result: Result<String, String>,
+        /// The bound local address, or why the worker gets no socket.
+        result: Result<String, ListenFailure>,
         /// How the worker gets its connections.
         grant: Grant,
     },
@@ -155,4 +243,33 @@ pub enum Control {
         /// Where it panicked, `file:line:column`.
         location: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn a_listen_failure_keeps_the_kind_of_a_wrapped_os_error() {
+        for kind in [
+            io::ErrorKind::AddrInUse,
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::AddrNotAvailable,
+            io::ErrorKind::QuotaExceeded,
+        ] {
+            let wrapped = io::Error::new(kind, "listen on 127.0.0.1:80: it failed");
+            let failure = ListenFailure::from_io(&wrapped);
+            let back = failure.clone().into_io_error();
+            assert_eq!(back.kind(), kind, "{failure:?}");
+            assert_eq!(back.to_string(), "listen on 127.0.0.1:80: it failed");
+        }
+        let raw = io::Error::from_raw_os_error(nix::libc::EADDRINUSE);
+        assert_eq!(
+            ListenFailure::from_io(&raw).errno,
+            Some(nix::libc::EADDRINUSE)
+        );
+        let plain = ListenFailure::from(String::from("no errno"));
+        assert_eq!(plain.into_io_error().kind(), io::ErrorKind::Other);
+    }
 }

@@ -71,7 +71,7 @@ impl WorkerHandoff {
         ]
     }
 
-    /// Every variable name, for the worker to remove from its environment.
+    /// Every variable name the handoff uses.
     pub const VARIABLES: [&'static str; 8] = [
         ENV_WORKER_ID,
         ENV_CHANNEL_FD,
@@ -108,9 +108,8 @@ impl WorkerHandoff {
     }
 }
 
-/// The pid of the master that started this process as its worker, or `None`. Unlike reading
-/// the handoff, this stays true after `cluster-worker` has removed the `CLUSTER_*`
-/// variables: either [`ENV_MASTER_PID`] names this process's parent, or descriptor
+/// The pid of the master that started this process as its worker, or `None`. It does not rely
+/// on the `CLUSTER_*` variables alone (a program may have cleared them): either [`ENV_MASTER_PID`] names this process's parent, or descriptor
 /// [`CHANNEL_FD`] is a Unix stream socket pair made by the parent (the channel).
 ///
 /// A process started by a worker is not a worker: its parent is the worker, not the master.

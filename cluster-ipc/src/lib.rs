@@ -57,10 +57,11 @@ mod sys;
 
 pub use channel::{ChannelOptions, Incoming, Receiver, Sender, channel, socketpair};
 pub use codec::{CodecError, Serialization};
-pub use control::{Control, Grant, Recipient};
+pub use control::{Control, Grant, ListenFailure, Recipient};
 pub use error::{RecvError, SendError};
 pub use listener::{
-    DEFAULT_BACKLOG, UNIX_PREFIX, bind_tcp, bind_tcp_reuse_port, bind_unix, reserve_tcp, unix_path,
+    DEFAULT_BACKLOG, ListenOptions, UDP_PREFIX, UNIX_PREFIX, bind_tcp, bind_tcp_reuse_port,
+    bind_tcp_with, bind_udp, bind_unix, reserve_tcp, udp_address, unix_path,
 };
 pub use message::{Message, Origin};
 pub use sys::MAX_FDS_PER_MESSAGE;

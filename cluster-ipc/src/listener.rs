@@ -15,7 +15,7 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 /// Only ReusePort scheduling sets `SO_REUSEPORT`: on a socket every worker shares it would
 /// let a second server (another instance, or an old cluster that is still draining) bind the
 /// same port and silently take half of its connections, where users expect "address in use".
-fn tcp_socket(address: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+fn tcp_socket(address: SocketAddr, reuse_port: bool, options: ListenOptions) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
@@ -25,7 +25,59 @@ fn tcp_socket(address: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
+    if let (Some(only_v6), true) = (options.ipv6_only, address.is_ipv6()) {
+        socket.set_only_v6(only_v6)?;
+    }
     Ok(socket)
+}
+
+/// The options of one listen request, Node's `server.listen({ backlog, ipv6Only })`. They
+/// apply when the socket is bound (the first request for an address and index); later
+/// requests get that socket as it is.
+///
+/// ```
+/// let options = cluster_ipc::ListenOptions::new().backlog(64).ipv6_only(true);
+/// assert_eq!(options.backlog, Some(64));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenOptions {
+    /// The listen backlog; `None`: the cluster's (`Settings::backlog`, default 1024).
+    pub backlog: Option<i32>,
+    /// For an IPv6 address, whether the socket takes IPv6 only (`IPV6_V6ONLY`); `None`:
+    /// the system's default (on Linux, dual-stack: `[::]` takes IPv4 too).
+    pub ipv6_only: Option<bool>,
+}
+
+impl ListenOptions {
+    /// No option set: the cluster's backlog, the system's IPv6 default.
+    pub fn new() -> Self {
+        ListenOptions::default()
+    }
+
+    /// Sets the listen backlog (must be positive).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = Some(backlog);
+        self
+    }
+
+    /// Sets `IPV6_V6ONLY` on an IPv6 socket.
+    pub fn ipv6_only(mut self, ipv6_only: bool) -> Self {
+        self.ipv6_only = Some(ipv6_only);
+        self
+    }
+
+    /// The backlog to use: this one's, else `default`. An error for one that is not
+    /// positive.
+    pub fn backlog_or(&self, default: i32) -> io::Result<i32> {
+        match self.backlog {
+            Some(backlog) if backlog <= 0 => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("listen backlog {backlog}: must be positive"),
+            )),
+            Some(backlog) => Ok(backlog),
+            None => Ok(default),
+        }
+    }
 }
 
 /// How a Unix socket address is written where an address is a string (listen requests, the
@@ -88,7 +140,7 @@ fn someone_listens(path: &std::path::Path) -> io::Result<bool> {
 /// socket that is bound but not listening receives no connection); resolves port 0.
 pub fn reserve_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("reserve {address}: {e}"));
-    let socket = tcp_socket(address, true).map_err(named)?;
+    let socket = tcp_socket(address, true, ListenOptions::new()).map_err(named)?;
     socket.bind(&address.into()).map_err(named)?;
     Ok(socket.into())
 }
@@ -107,23 +159,66 @@ pub fn reserve_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
 /// ```
 pub fn bind_tcp(address: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
-    listen_tcp(address, backlog, false)
+    listen_tcp(address, backlog, false, ListenOptions::new())
+}
+
+/// [`bind_tcp`] (or, with `reuse_port`, [`bind_tcp_reuse_port`]) with the options of a
+/// listen request; `default_backlog` unless `options` sets one.
+pub fn bind_tcp_with(
+    address: SocketAddr,
+    default_backlog: i32,
+    options: ListenOptions,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
+    let backlog = options
+        .backlog_or(default_backlog)
+        .map_err(|e| io::Error::new(e.kind(), format!("listen on {address}: {e}")))?;
+    listen_tcp(address, backlog, reuse_port, options)
 }
 
 /// Binds one member of the `SO_REUSEPORT` group that [`reserve_tcp`] reserved (ReusePort
 /// scheduling: each worker listens on a socket of its own, with its own queue). Errors name
 /// the address.
 pub fn bind_tcp_reuse_port(address: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
-    listen_tcp(address, backlog, true)
+    listen_tcp(address, backlog, true, ListenOptions::new())
+}
+
+/// How a UDP address is written where an address is a string (listen requests, the group's
+/// addresses): `udp:127.0.0.1:5353`.
+pub const UDP_PREFIX: &str = "udp:";
+
+/// The socket address of a `udp:` address, if it is one; `Some(Err)` when it is one but
+/// does not parse.
+pub fn udp_address(address: &str) -> Option<Result<SocketAddr, std::net::AddrParseError>> {
+    address.strip_prefix(UDP_PREFIX).map(str::parse)
+}
+
+/// Binds a UDP socket at `address` to be shared like [`bind_tcp`]'s sockets: every worker
+/// that asks gets this same socket and the kernel gives each datagram to one reader.
+/// Non-blocking, close-on-exec, without `SO_REUSEADDR` or `SO_REUSEPORT`: a second program
+/// binding the same address fails with `AddrInUse` instead of silently taking datagrams.
+/// Errors keep their kind and name the address.
+pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("bind udp {address}: {e}"));
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(named)?;
+    socket.set_nonblocking(true).map_err(named)?;
+    socket.bind(&address.into()).map_err(named)?;
+    Ok(socket.into())
 }
 
 fn listen_tcp(
     address: SocketAddr,
     backlog: i32,
     reuse_port: bool,
+    options: ListenOptions,
 ) -> io::Result<std::net::TcpListener> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("listen on {address}: {e}"));
-    let socket = tcp_socket(address, reuse_port).map_err(named)?;
+    let socket = tcp_socket(address, reuse_port, options).map_err(named)?;
     socket.set_nonblocking(true).map_err(named)?;
     socket.bind(&address.into()).map_err(named)?;
     socket.listen(backlog).map_err(named)?;
@@ -164,5 +259,42 @@ mod tests {
         std::os::unix::net::UnixStream::connect(&path).expect("connect");
         assert!(live.accept().is_ok());
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_udp_address_taken_is_addr_in_use_naming_it() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let address = taken.local_addr().expect("address");
+        let error = bind_udp(address).expect_err("taken");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        assert!(error.to_string().contains(&address.to_string()), "{error}");
+    }
+
+    #[test]
+    fn ipv6_only_decides_whether_ipv4_clients_reach_an_unspecified_ipv6_socket() {
+        let any: SocketAddr = "[::]:0".parse().expect("address");
+        for (only_v6, reached) in [(false, true), (true, false)] {
+            let options = ListenOptions::new().ipv6_only(only_v6).backlog(8);
+            let Ok(listener) = bind_tcp_with(any, 16, options, false) else {
+                eprintln!("skipped: no IPv6 on this machine");
+                return;
+            };
+            let port = listener.local_addr().expect("address").port();
+            let connected = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            assert_eq!(connected, reached, "ipv6_only({only_v6})");
+        }
+        let error = bind_tcp_with(any, 16, ListenOptions::new().backlog(0), false)
+            .expect_err("a backlog of 0");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn udp_addresses_parse() {
+        assert_eq!(
+            udp_address("udp:127.0.0.1:53").map(|r| r.ok()),
+            Some(Some("127.0.0.1:53".parse().expect("address")))
+        );
+        assert!(matches!(udp_address("udp:nowhere"), Some(Err(_))));
+        assert!(udp_address("127.0.0.1:53").is_none());
     }
 }

@@ -26,6 +26,21 @@ pub fn is_descriptor_exhaustion(error: &io::Error) -> bool {
     )
 }
 
+/// True when an `accept` error means the listener itself cannot accept any more (it is not
+/// a listening socket, not listening any more, or closed: `EINVAL`, `EBADF`, `ENOTSOCK`,
+/// `EOPNOTSUPP`): retrying cannot help, the accept loop ends and reports it. Every other
+/// error (a connection aborted before it was taken, descriptors or memory short) is about
+/// one connection or a moment, and the loop goes on.
+pub fn is_listener_broken(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(nix::libc::EINVAL)
+            | Some(nix::libc::EBADF)
+            | Some(nix::libc::ENOTSOCK)
+            | Some(nix::libc::EOPNOTSUPP)
+    )
+}
+
 /// Counts a repeated event and says when to log it: the first time, then at most once per
 /// [`LOG_PERIOD`], each time with the number of events since the previous line.
 ///
@@ -86,6 +101,26 @@ pub fn accept_failed(failures: &mut LogThrottle, what: &str, error: &io::Error) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_that_cannot_accept_is_broken_and_a_lost_connection_is_not() {
+        for errno in [
+            nix::libc::EINVAL,
+            nix::libc::EBADF,
+            nix::libc::ENOTSOCK,
+            nix::libc::EOPNOTSUPP,
+        ] {
+            assert!(is_listener_broken(&io::Error::from_raw_os_error(errno)));
+        }
+        for errno in [
+            nix::libc::ECONNABORTED,
+            nix::libc::EMFILE,
+            nix::libc::ENOBUFS,
+            nix::libc::EPERM,
+        ] {
+            assert!(!is_listener_broken(&io::Error::from_raw_os_error(errno)));
+        }
+    }
 
     #[test]
     fn emfile_and_enfile_are_exhaustion_and_others_are_not() {

@@ -275,13 +275,21 @@ impl Frames {
             1 => Control::ListenRequest {
                 seq,
                 address: string(u),
+                index: u.arbitrary::<u32>().unwrap_or(0),
+                options: cluster_ipc::ListenOptions {
+                    backlog: u.arbitrary().unwrap_or(None),
+                    ipv6_only: u.arbitrary().unwrap_or(None),
+                },
             },
             2 => Control::ListenReply {
                 seq,
                 result: if seq % 2 == 0 {
                     Ok(string(u))
                 } else {
-                    Err(string(u))
+                    Err(cluster_ipc::ListenFailure {
+                        errno: (seq % 3 == 0).then_some(98),
+                        reason: string(u),
+                    })
                 },
                 grant: [Grant::Shared, Grant::ReusePort, Grant::RoundRobin][self.below(3)],
             },

@@ -15,10 +15,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use cluster_ipc::pressure::{LogThrottle, accept_failed};
+use cluster_ipc::pressure::{LogThrottle, accept_failed, is_listener_broken};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
@@ -77,6 +77,8 @@ enum Source {
         demand: Option<std::sync::mpsc::SyncSender<()>>,
         stop: EventFd,
         thread: Option<JoinHandle<()>>,
+        /// Why the thread ended on its own, if it did.
+        failed: Arc<Mutex<Option<io::Error>>>,
     },
     /// The master, which hands connections over (round-robin scheduling); one is taken per
     /// permit.
@@ -97,15 +99,24 @@ impl Acceptor {
         queue_up(&epoll, &listener)?;
         let (tx, accepted) = mpsc::channel(MAX_WINDOW);
         let (demand, demanded) = std::sync::mpsc::sync_channel(MAX_WINDOW);
+        let failed = Arc::new(Mutex::new(None));
+        let thread_failed = failed.clone();
         let thread = std::thread::Builder::new()
             .name("cluster-acceptor".into())
-            .spawn(move || accept_loop(&epoll, &listener, &demanded, &tx))?;
+            .spawn(move || {
+                if let Err(e) = accept_loop(&epoll, &listener, &demanded, &tx) {
+                    tracing::error!("accept thread: the listener cannot accept: {e}");
+                    *thread_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+                // `tx` drops now: `accept` returns `None`, after the error is in place.
+            })?;
         Ok(Acceptor {
             accepted,
             source: Source::Thread {
                 demand: Some(demand),
                 stop,
                 thread: Some(thread),
+                failed,
             },
             asked: 0,
             window: 1,
@@ -192,6 +203,19 @@ impl Acceptor {
         }
     }
 
+    /// Why [`Acceptor::accept`] returned `None` without a stop, if it did: the listener
+    /// could not accept any more (it was closed or is not listening: `EINVAL`, `EBADF`, …),
+    /// or waiting on it failed. Taken once. Passing failures (a connection aborted early,
+    /// descriptors short) never end the accept thread; they are logged and retried.
+    pub fn take_error(&mut self) -> Option<io::Error> {
+        match &self.source {
+            Source::Thread { failed, .. } => {
+                failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+            }
+            Source::Master { .. } => None,
+        }
+    }
+
     /// The listening address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -211,13 +235,14 @@ impl Drop for Acceptor {
     }
 }
 
-/// Accepts one connection per demand token, until stopped.
+/// Accepts one connection per demand token, until stopped (`Ok`) or until the listener
+/// cannot accept any more (`Err`).
 fn accept_loop(
     epoll: &Epoll,
     listener: &std::net::TcpListener,
     demanded: &std::sync::mpsc::Receiver<()>,
     tx: &mpsc::Sender<(std::net::TcpStream, SocketAddr)>,
-) {
+) -> io::Result<()> {
     let mut events = [EpollEvent::empty(); 2];
     let mut failures = LogThrottle::new();
     // Ends when the demand sender is dropped (stop).
@@ -226,23 +251,21 @@ fn accept_loop(
             let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
                 Ok(n) => &events[..n],
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    tracing::error!("accept thread: epoll_wait failed: {e}");
-                    return;
-                }
+                Err(e) => return Err(io::Error::other(format!("epoll_wait failed: {e}"))),
             };
             if ready.iter().any(|e| e.data() == STOP) {
-                return;
+                return Ok(());
             }
             match listener.accept() {
                 Ok(accepted) => break accepted,
                 // Another worker took it.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_listener_broken(&e) => return Err(e),
                 Err(e) => {
                     // Out of descriptors and the like: the listener itself is fine.
                     if !pause_after(&e, &mut failures, epoll, listener) {
-                        return;
+                        return Ok(());
                     }
                 }
             }
@@ -253,9 +276,10 @@ fn accept_loop(
             tracing::error!("accept thread: cannot wait on the listener: {e}");
         }
         if tx.blocking_send(accepted).is_err() {
-            return;
+            return Ok(());
         }
     }
+    Ok(())
 }
 
 /// After a failed accept: logs it (once per second at most, with the count) and waits,

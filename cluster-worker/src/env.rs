@@ -1,4 +1,4 @@
-//! Reading (once) and removing the handoff variables the master set.
+//! Reading (once) the handoff variables the master set.
 
 use std::sync::OnceLock;
 
@@ -6,23 +6,19 @@ use cluster_ipc::handoff::WorkerHandoff;
 
 static HANDOFF: OnceLock<Result<Option<WorkerHandoff>, String>> = OnceLock::new();
 
-/// The handoff, read from the environment at the first call. The variables are then removed
-/// so that processes this worker starts are not mistaken for workers; a process whose parent
-/// is not the master named in the handoff is not a worker either (it inherited a stale
-/// environment).
+/// The handoff, read from the environment at the first call and kept.
+///
+/// The variables are left in place: removing them would need `std::env::remove_var`, which
+/// is unsafe because foreign code may read the environment on another thread at that
+/// instant, and a library cannot know it does not. They are inert where they leak: a
+/// process is a worker only when the master named in the handoff is its parent, so the
+/// processes this worker starts (which inherit them) are not workers, and descriptor 3 is
+/// close-on-exec from the first use on, so a program this worker `exec`s fails to adopt it
+/// with an error rather than talk on a channel that is not its own.
 pub(crate) fn handoff() -> Result<Option<&'static WorkerHandoff>, String> {
     HANDOFF
         .get_or_init(|| {
             let read = WorkerHandoff::read(|name| std::env::var(name).ok());
-            if let Ok(Some(_)) = read {
-                for name in WorkerHandoff::VARIABLES {
-                    // SAFETY: std serialises its own environment access with a lock, so the
-                    // only hazard is foreign code calling libc `getenv` on another thread at
-                    // this instant; this runs once, at the worker's first use of the cluster
-                    // API, normally before any such code has started.
-                    unsafe { std::env::remove_var(name) };
-                }
-            }
             match read {
                 Ok(Some(h)) if h.master_pid != std::os::unix::process::parent_id() => {
                     tracing::debug!(

@@ -33,8 +33,9 @@
 //!
 //! # Caveats
 //!
-//! The first use of the API reads and removes the `CLUSTER_*` variables from the
-//! environment (so children of the worker are not taken for workers) and installs a SIGTERM
+//! The first use of the API reads the `CLUSTER_*` variables once (they stay in the
+//! environment, inert in the worker's children: a worker's parent must be the master they
+//! name) and installs a SIGTERM
 //! handler that disconnects gracefully; a worker still running `stop_timeout` after SIGTERM
 //! or after its master died exits with code 1. It also starts the heartbeat task (when the
 //! master's `heartbeat_timeout` is on): a runtime blocked for longer than that timeout (a
@@ -53,14 +54,16 @@ mod error;
 mod group;
 mod heartbeat;
 mod listen;
+mod listen_index;
 mod runtime;
 mod served;
 mod worker;
 
 pub use acceptor::Acceptor;
+pub use cluster_ipc::ListenOptions;
 pub use cluster_ipc::{Message, SendError};
 pub use error::WorkerError;
 pub use group::{group, group_incoming, group_listeners, group_unix_listeners};
-pub use listen::{incoming, listen, listen_unix};
+pub use listen::{bind_udp, incoming, incoming_with, listen, listen_unix, listen_with};
 pub use runtime::runtime;
 pub use worker::{ConnectionGuard, ServerGuard, Worker, is_worker};

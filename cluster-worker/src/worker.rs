@@ -9,7 +9,8 @@ use std::time::Duration;
 use cluster_ipc::handoff::WorkerHandoff;
 use cluster_ipc::pressure::LogThrottle;
 use cluster_ipc::{
-    ChannelOptions, Control, Grant, Incoming, Message, Origin, Recipient, SendError, Sender,
+    ChannelOptions, Control, Grant, Incoming, ListenFailure, Message, Origin, Recipient, SendError,
+    Sender,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -35,7 +36,7 @@ pub(crate) struct Feed {
     pub(crate) demand: Arc<tokio::sync::Semaphore>,
 }
 
-type ListenReply = Result<(String, Granted), String>;
+type ListenReply = Result<(String, Granted), ListenFailure>;
 
 /// Room for the round-robin connections the server asked for (its window, at most 4).
 const FEED_CAPACITY: usize = 4;
@@ -47,6 +48,7 @@ struct Inner {
     /// Where incoming user messages go; taken when the channel ends, so `recv` then ends.
     messages_tx: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     pending_listens: Mutex<HashMap<u64, oneshot::Sender<ListenReply>>>,
+    listen_indexes: crate::listen_index::ListenIndexes,
     next_seq: AtomicU64,
     disconnecting: AtomicBool,
     /// True once servers must stop accepting.
@@ -342,23 +344,41 @@ impl Worker {
         let _ = disconnected.wait_for(|d| *d).await;
     }
 
-    /// Asks the master for its listening socket on `address`.
-    pub(crate) async fn request_listener(&self, address: &str) -> ListenReply {
+    /// The indexes of this worker's sockets per address (`listen_index.rs`).
+    pub(crate) fn listen_indexes(&self) -> &crate::listen_index::ListenIndexes {
+        &self.inner.listen_indexes
+    }
+
+    /// Asks the master for its listening socket on `address`, the `index`th this worker
+    /// holds for it, bound with `options` if this request binds it.
+    pub(crate) async fn request_listener(
+        &self,
+        address: &str,
+        index: u32,
+        options: cluster_ipc::ListenOptions,
+    ) -> ListenReply {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending_listens).insert(seq, tx);
         let request = Control::ListenRequest {
             seq,
             address: address.to_string(),
+            index,
+            options,
         };
         if let Err(e) = self.inner.sender.send_control(&request, &[]).await {
             lock(&self.inner.pending_listens).remove(&seq);
-            return Err(format!(
-                "listen on {address}: asking the master failed: {e}"
+            return Err(ListenFailure::with_errno(
+                nix::libc::ENOTCONN,
+                format!("listen on {address}: asking the master failed: {e}"),
             ));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(format!("listen on {address}: the master is gone")))
+        rx.await.unwrap_or_else(|_| {
+            Err(ListenFailure::with_errno(
+                nix::libc::ENOTCONN,
+                format!("listen on {address}: the master is gone"),
+            ))
+        })
     }
 
     pub(crate) async fn report_listening(&self, address: String) {
@@ -438,6 +458,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             messages: tokio::sync::Mutex::new(messages_rx),
             messages_tx: Mutex::new(Some(messages_tx)),
             pending_listens: Mutex::new(HashMap::new()),
+            listen_indexes: Default::default(),
             next_seq: AtomicU64::new(1),
             disconnecting: AtomicBool::new(false),
             closing: watch::Sender::new(false),
@@ -662,9 +683,9 @@ impl Worker {
                 };
                 let result = result.and_then(|address| {
                     let parsed = || {
-                        address
-                            .parse()
-                            .map_err(|_| format!("the master granted {address:?}"))
+                        address.parse().map_err(|_| {
+                            ListenFailure::from(format!("the master granted {address:?}"))
+                        })
                     };
                     let granted = match grant {
                         Grant::ReusePort => Granted::BindOwn(parsed()?),
@@ -674,7 +695,8 @@ impl Worker {
                             None => {
                                 return Err(format!(
                                     "the master's reply for {address} carried no socket"
-                                ));
+                                )
+                                .into());
                             }
                         },
                     };

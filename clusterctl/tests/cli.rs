@@ -64,7 +64,7 @@ mod roles {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async {
             let exe = std::env::current_exe().expect("exe");
-            let master = Master::new(None);
+            let master = Master::new();
             let group = |address: SocketAddr, children: usize| {
                 let mut options = GroupOptions::new()
                     .listen(address)
@@ -82,10 +82,10 @@ mod roles {
                 options
             };
             master
-                .register("web", &exe, group(env_addr("CTL_WEB"), 2))
+                .register("web", group(env_addr("CTL_WEB"), 2).exec(&exe))
                 .expect("web");
             master
-                .register("api", &exe, group(env_addr("CTL_API"), 1))
+                .register("api", group(env_addr("CTL_API"), 1).exec(&exe))
                 .expect("api");
             master
                 .control_socket(std::env::var("CTL_SOCKET").expect("CTL_SOCKET"))
@@ -155,7 +155,7 @@ mod roles {
                 let _ = worker.ready().await;
             }
             let service =
-                hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+                graceful::service_fn(|request: Request<hyper::body::Incoming>| async move {
                     if request.uri().path() == "/panic" {
                         panic!("boom on purpose");
                     }
@@ -165,7 +165,7 @@ mod roles {
                     }
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
                 });
-            graceful::serve(listener, service).await;
+            graceful::serve(listener, service).await.expect("serve");
         });
     }
 }

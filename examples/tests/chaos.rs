@@ -109,21 +109,21 @@ async fn chaos_loses_nothing_but_what_killed_workers_held() {
         .init();
     let mut rng = Rng(seed);
 
-    let master = Master::new(None);
+    let master = Master::new();
     let mut events = master.events();
     let looping = master.clone();
     let run = tokio::spawn(async move { looping.run().await });
     master
         .register(
             "web",
-            env!("CARGO_BIN_EXE_pm_graceful_exit_worker"),
             GroupOptions::new()
                 // The app's own log lines would drown the test's.
                 .settings(Settings::new().silent(true))
                 .listen("127.0.0.1:0".parse().expect("addr"))
                 .children(2)
                 .ready_timeout(Duration::from_secs(10))
-                .reload_stable(Duration::from_millis(100)),
+                .reload_stable(Duration::from_millis(100))
+                .exec(env!("CARGO_BIN_EXE_pm_graceful_exit_worker")),
         )
         .expect("register");
     master.dispatch();

@@ -171,7 +171,7 @@ async fn the_handlers_are_in_place_before_the_first_fork_and_an_early_sigterm_ex
         within(10, "the master's handlers", async {
             loop {
                 let forked = !children_of(pid).is_empty();
-                let caught = signals.iter().all(|s| catches_signal(pid, *s as i32));
+                let caught = signals.iter().all(|s| catches_signal(pid, s.as_raw()));
                 assert!(caught || !forked, "a worker was forked before the handlers");
                 if caught {
                     return;

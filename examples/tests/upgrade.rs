@@ -1,7 +1,8 @@
 //! Hot upgrade of the pm demo's master (SIGUSR2) under load: the new master takes over the
 //! listening socket and the pidfile, the old one exits 0 once the new workers are ready,
 //! and no request fails (docs/SIGNALS.md). The control socket and the metrics endpoint
-//! are handed over too.
+//! are handed over too. Under `NOTIFY_SOCKET` the old master says `RELOADING=1`, the new one
+//! `MAINPID=<its pid>` with `READY=1`, and the old one no `STOPPING=1`.
 
 mod support;
 
@@ -27,6 +28,7 @@ async fn sigusr2_hands_the_pm_demo_over_to_a_new_master_and_moves_the_pidfile() 
     let oldbin = pidfile.with_extension("pid.oldbin");
     let control = std::env::temp_dir().join(format!("pm-upgrade-{port}.sock"));
     let metrics_port = free_port();
+    let notify = cluster_tests::NotifySocket::bind("pm-upgrade");
     let mut master = Console::start(
         env!("CARGO_BIN_EXE_pm_graceful_exit"),
         &[
@@ -34,9 +36,11 @@ async fn sigusr2_hands_the_pm_demo_over_to_a_new_master_and_moves_the_pidfile() 
             ("PIDFILE", pidfile.display().to_string()),
             ("CONTROL_SOCKET", control.display().to_string()),
             ("METRICS_ADDRESS", format!("127.0.0.1:{metrics_port}")),
+            ("NOTIFY_SOCKET", notify.path.display().to_string()),
         ],
     );
     let old_pid = master.process.id().expect("pid");
+    assert_eq!(notify.next_state(10).await.0, "READY=1");
     master
         .wait_for_count(&format!("[master:{old_pid}] new web:worker:"), 2)
         .await;
@@ -56,6 +60,8 @@ async fn sigusr2_hands_the_pm_demo_over_to_a_new_master_and_moves_the_pidfile() 
     load.answers(200).await;
 
     kill(old_pid, "USR2");
+    let (state, datagram) = notify.next_state(10).await;
+    assert_eq!(state, "RELOADING=1", "{datagram:?}");
     let new_pid = loop {
         let line = master.wait_for("new web:worker:").await;
         let pid = pid_after(&line, "[master:");
@@ -63,10 +69,25 @@ async fn sigusr2_hands_the_pm_demo_over_to_a_new_master_and_moves_the_pidfile() 
             break pid;
         }
     };
+    let (state, datagram) = notify.next_state(30).await;
+    assert_eq!(state, "READY=1", "{datagram:?}");
+    assert_eq!(
+        datagram.first().map(String::as_str),
+        Some(format!("MAINPID={new_pid}").as_str()),
+        "MAINPID= first, then READY=1: {datagram:?}"
+    );
     let status = within(30, "the old master to exit", master.process.wait())
         .await
         .expect("wait");
     assert_eq!(status.code(), Some(0), "{:?}", master.seen());
+    let mut buffer = vec![0u8; 4096];
+    while let Ok(n) = notify.socket().try_recv(&mut buffer) {
+        let text = String::from_utf8_lossy(&buffer[..n]).to_string();
+        assert!(
+            !text.lines().any(|l| l == "STOPPING=1"),
+            "the old master said STOPPING=1: {text:?}"
+        );
+    }
     assert_eq!(
         read_pidfile(),
         Some(new_pid),
@@ -97,6 +118,7 @@ async fn sigusr2_hands_the_pm_demo_over_to_a_new_master_and_moves_the_pidfile() 
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     kill(new_pid, "TERM");
+    assert_eq!(notify.next_state(10).await.0, "STOPPING=1");
     eventually(15, "the new master to stop", || process_gone(new_pid)).await;
     assert!(!pidfile.exists(), "the new master removed its pidfile");
 }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use cluster_ipc::pressure::{LogThrottle, accept_failed};
+use cluster_ipc::pressure::{LogThrottle, accept_failed, is_listener_broken};
 use cluster_worker::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -22,6 +22,12 @@ pub trait Connections: Send {
 
     /// The TCP address, for a hand-over's relief (none for Unix sockets).
     fn tcp_address(&self) -> Option<SocketAddr>;
+
+    /// Why `accept` returned `None` without [`Connections::stop`], if it did: the listener
+    /// cannot accept any more. [`crate::serve`] returns it. Taken once.
+    fn take_error(&mut self) -> Option<std::io::Error> {
+        None
+    }
 }
 
 impl Connections for Acceptor {
@@ -38,12 +44,17 @@ impl Connections for Acceptor {
     fn tcp_address(&self) -> Option<SocketAddr> {
         Some(self.local_addr())
     }
+
+    fn take_error(&mut self) -> Option<std::io::Error> {
+        Acceptor::take_error(self)
+    }
 }
 
 /// Connections of a Unix socket (from `cluster_worker::listen_unix`).
 pub struct UnixConnections {
     listener: Option<UnixListener>,
     failures: LogThrottle,
+    failed: Option<std::io::Error>,
 }
 
 impl Connections for UnixConnections {
@@ -54,6 +65,11 @@ impl Connections for UnixConnections {
             let listener = self.listener.as_ref()?;
             match listener.accept().await {
                 Ok((stream, _)) => return Some(stream),
+                Err(e) if is_listener_broken(&e) => {
+                    self.listener = None;
+                    self.failed = Some(e);
+                    return None;
+                }
                 Err(e) => {
                     // Out of descriptors and the like: the listener itself is fine. A full
                     // descriptor table pauses accepting (connections wait in the queue).
@@ -71,6 +87,10 @@ impl Connections for UnixConnections {
 
     fn tcp_address(&self) -> Option<SocketAddr> {
         None
+    }
+
+    fn take_error(&mut self) -> Option<std::io::Error> {
+        self.failed.take()
     }
 }
 
@@ -111,6 +131,7 @@ impl IntoConnections for UnixListener {
         Ok(UnixConnections {
             listener: Some(self),
             failures: LogThrottle::new(),
+            failed: None,
         })
     }
 }

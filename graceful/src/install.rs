@@ -178,6 +178,10 @@ pub(crate) fn state() -> Option<&'static Arc<State>> {
 /// Installs graceful in this process: from now on, the first panic on any thread starts the
 /// graceful exit (see the crate docs). Call once, inside the tokio runtime, before serving.
 ///
+/// Install your `tracing` subscriber first: without one, `install` writes one line to
+/// stderr saying so, and graceful's own warnings and errors go to stderr (see the crate
+/// docs, "Logs").
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), graceful::InstallError> {
 /// use std::time::Duration;
@@ -204,6 +208,7 @@ pub fn install(mut options: Options) -> Result<(), InstallError> {
     STATE
         .set(shared)
         .map_err(|_| InstallError::AlreadyInstalled)?;
+    crate::log::hint_without_subscriber();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         // Graceful's part first: printing a backtrace in the previous hook can take tens of
@@ -241,7 +246,7 @@ impl State {
         };
         match &self.options.on_error {
             Some(on_error) => on_error(&report),
-            None => tracing::error!("panic {}: {report}", report.count),
+            None => crate::log::failure!("panic {}: {report}", report.count),
         }
         if report_only || self.exiting.swap(true, Ordering::AcqRel) {
             return false;
@@ -255,7 +260,7 @@ impl State {
                 Duration::from_millis(200),
             );
             if let Err(e) = handed_over {
-                tracing::warn!("could not tell the master about the hand-over: {e}");
+                crate::log::warning!("could not tell the master about the hand-over: {e}");
             }
         }
         *self.first.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
@@ -285,7 +290,7 @@ impl State {
                 std::process::exit(1);
             });
         if let Err(e) = spawned {
-            tracing::error!("could not arm the kill timer: {e}");
+            crate::log::failure!("could not arm the kill timer: {e}");
         }
     }
 
@@ -300,7 +305,7 @@ impl State {
         if let (Some(hook), Some(report)) = (&self.options.last_words, first) {
             let timeout = self.options.last_words_timeout;
             if tokio::time::timeout(timeout, hook(report)).await.is_err() {
-                tracing::warn!(?timeout, "last words hook did not finish in time");
+                crate::log::warning!("last words hook did not finish within {timeout:?}");
             }
         }
 

@@ -35,10 +35,14 @@ impl RequestScope {
         self.panicked.notify_one();
     }
 
+    fn recorded(&self) -> Option<String> {
+        self.panic.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     async fn wait(&self) -> String {
         loop {
             let notified = self.panicked.notified();
-            if let Some(message) = self.panic.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            if let Some(message) = self.recorded() {
                 return message;
             }
             notified.await;
@@ -108,12 +112,20 @@ where
 
 /// Runs one request's handler in its own scope. A panic in it, or in a task it spawned with
 /// [`spawn`], yields `Err(message)` as soon as it happens.
+///
+/// A handler that awaits the task it spawned sees `None` from its handle once the task has
+/// panicked, and may then answer normally; the panic, recorded before the task ended, wins:
+/// the request still gets its 500.
 async fn run_scoped<F: Future>(handler: F) -> Result<F::Output, String> {
     let scope = Arc::new(RequestScope::default());
     let handler = SCOPE.scope(scope.clone(), CatchUnwind::new(handler));
     tokio::select! {
-        result = handler => result,
+        biased;
         message = scope.wait() => Err(message),
+        result = handler => match scope.recorded() {
+            Some(message) => Err(message),
+            None => result,
+        },
     }
 }
 
@@ -167,7 +179,9 @@ impl<S> CatchPanic<S> {
     }
 }
 
-/// The tower layer of [`CatchPanic`]: `Router::new().layer(CatchPanicLayer::new())` in axum.
+/// The tower layer of [`CatchPanic`], for servers other than [`crate::serve`] (which runs
+/// every request this way already), e.g. `axum::serve`:
+/// `Router::new().layer(CatchPanicLayer::new())`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CatchPanicLayer {
     message_in_body: bool,
@@ -197,7 +211,7 @@ impl<S> tower_layer::Layer<S> for CatchPanicLayer {
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Runs a service's response future in its own request scope; a panic becomes a 500.
-fn answer_500_on_panic<F, B, E>(
+pub(crate) fn answer_500_on_panic<F, B, E>(
     future: F,
     message_in_body: bool,
 ) -> BoxFuture<Result<Response<B>, E>>

@@ -3,6 +3,7 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,13 +19,27 @@ use tokio::sync::watch;
 
 use crate::connections::{Connections, IntoConnections};
 use crate::install::{ServerCount, State, state};
-use crate::scope::{BoxFuture, CatchPanic};
+use crate::scope::{BoxFuture, answer_500_on_panic};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Serves HTTP/1 on `listener` with `service`, wrapped in [`CatchPanic`], until the server
-/// must close; returns when its last connection is done. A panicking request's 500 names
-/// the panic only with [`crate::Options::panic_message_in_body`].
+/// Serves HTTP/1 on `listener` with `service` until the server must close; returns when its
+/// last connection is done.
+///
+/// `service` is any tower service of `Request<Incoming>`: an axum `Router` as it is (no
+/// adapter), a router with `tower-http` layers, a `tower::service_fn`. Plain hyper code
+/// uses [`crate::service_fn`] (in place of `hyper::service::service_fn`) or wraps its
+/// service in [`crate::HyperService`]. Each request runs as [`crate::CatchPanic`] runs it: a
+/// panic in the handler, or in a task it spawned with [`crate::spawn`], answers that request
+/// 500 (naming the panic only with [`crate::Options::panic_message_in_body`]).
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello\n" }));
+/// let listener = cluster_worker::incoming("127.0.0.1:3000".parse().unwrap()).await?;
+/// graceful::serve(listener, app).await
+/// # }
+/// ```
 ///
 /// The server closes when the worker disconnects (its own call, the master's request,
 /// SIGTERM, the master's death): it stops accepting at once. After a panic, with graceful
@@ -33,14 +48,19 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// `Connection: close`, and a keep-alive connection idle for `idle_grace` is closed, so no
 /// client that is sending has its connection reset. After a panic it does not return: the
 /// process ends when graceful's exit sequence is done.
-pub async fn serve<L, S, B>(listener: L, service: S)
+///
+/// # Errors
+///
+/// `Ok(())` once it has closed as above and its connections are done. An error when it
+/// cannot start accepting (the accept thread or its descriptors cannot be made), or when
+/// the listener stops accepting for good (it was closed, or is not a listening socket:
+/// `EINVAL`, `EBADF`, …); in that case the connections already accepted are served to
+/// their end first. Passing accept failures (a connection aborted, descriptors short) are
+/// logged and retried, never returned.
+pub async fn serve<L, S, B>(listener: L, service: S) -> io::Result<()>
 where
     L: IntoConnections,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
     B: Body + From<Bytes> + Send + 'static,
@@ -59,13 +79,12 @@ where
     let counted = state.map(CountedServer::new);
     // A dedicated accept thread spreads connections evenly over the workers sharing the
     // socket (see `cluster_worker::Acceptor`).
-    let mut acceptor = match listener.into_connections() {
-        Ok(acceptor) => acceptor,
-        Err(e) => {
-            tracing::error!("cannot start accepting: {e}");
-            return;
-        }
-    };
+    let mut acceptor = listener.into_connections().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("graceful::serve cannot start accepting: {e}"),
+        )
+    })?;
     let address = acceptor.tcp_address();
     let idle_grace = state.map_or(Duration::from_secs(1), |s| s.options_idle_grace());
     let message_in_body = state.is_some_and(|s| s.options_panic_message_in_body());
@@ -78,7 +97,8 @@ where
     let spawn_connection = |stream: <L::Connections as Connections>::Stream| {
         let connection = Arc::new(ConnectionState::new());
         let service = Tracked {
-            inner: CatchPanic::new(service.clone()).panic_message_in_body(message_in_body),
+            service: service.clone(),
+            message_in_body,
             connection: connection.clone(),
             closing: closing.subscribe(),
             worker: worker.clone(),
@@ -92,11 +112,15 @@ where
             drive(served, connection, closing, idle_grace).await;
         });
     };
+    let mut failed = None;
     loop {
         tokio::select! {
             accepted = acceptor.accept() => match accepted {
                 Some(stream) => spawn_connection(stream),
-                None => break,
+                None => {
+                    failed = acceptor.take_error();
+                    break;
+                }
             },
             _ = &mut stop_accepting => break,
         }
@@ -117,6 +141,13 @@ where
     // exit); returning now could let `main` end the process before that.
     if state.is_some_and(|s| *s.draining.borrow()) {
         std::future::pending::<()>().await;
+    }
+    match failed {
+        Some(e) => Err(io::Error::new(
+            e.kind(),
+            format!("graceful::serve: the listener stopped accepting: {e}"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -150,7 +181,9 @@ async fn stop_accepting(
             if let (Some(state), Some(worker), Some(address)) = (state, &worker, address) {
                 let timeout = state.options_handover_timeout();
                 if tokio::time::timeout(timeout, worker.relieved(address)).await.is_err() {
-                    tracing::warn!(%address, ?timeout, "no replacement accepts yet; closing anyway");
+                    crate::log::warning!(
+                        "no replacement accepts on {address} after {timeout:?}; closing anyway"
+                    );
                 }
             }
             false
@@ -253,9 +286,12 @@ impl ConnectionState {
 }
 
 /// Adds `Connection: close` once the server is closing, keeps the connection's in-flight
-/// count and last activity, and counts requests towards the worker's `max_requests`.
+/// count and last activity, counts requests towards the worker's `max_requests`, and calls
+/// the tower service (ready, then called, on a clone: the hyper connection calls through
+/// `&self`) in its own request scope, so a panic answers 500.
 struct Tracked<S> {
-    inner: CatchPanic<S>,
+    service: S,
+    message_in_body: bool,
     connection: Arc<ConnectionState>,
     closing: watch::Receiver<bool>,
     worker: Option<cluster_worker::Worker>,
@@ -281,7 +317,7 @@ impl Drop for InFlight {
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: From<Bytes> + Send + 'static,
@@ -296,7 +332,15 @@ where
             worker.request_served();
         }
         let closing = self.closing.clone();
-        let response = self.inner.call(request);
+        let mut service = self.service.clone();
+        // Readiness and the call itself are inside the scope too: a panic in either is a 500.
+        let response = answer_500_on_panic(
+            async move {
+                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                service.call(request).await
+            },
+            self.message_in_body,
+        );
         Box::pin(async move {
             let mut response = response.await?;
             if *closing.borrow() {

@@ -253,6 +253,16 @@ impl Lines {
         self.lines.into_inner()
     }
 
+    /// A line already read that contains `needle`, else the next one, within `secs`
+    /// seconds: for lines of two processes that share the output and may come in either
+    /// order.
+    pub async fn seen_or_wait_for(&mut self, secs: u64, needle: &str) -> String {
+        match self.seen.iter().find(|l| l.contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(secs, needle).await,
+        }
+    }
+
     /// The next line that contains `needle`, within `secs` seconds.
     pub async fn wait_for(&mut self, secs: u64, needle: &str) -> String {
         let found = tokio::time::timeout(Duration::from_secs(secs), async {

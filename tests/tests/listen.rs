@@ -107,6 +107,8 @@ async fn a_bind_error_reaches_the_workers_listen_naming_the_address() {
         assert_eq!(report.kind, "listen-error");
         assert!(report.data.contains(&address), "{}", report.data);
         assert!(report.data.contains("in use"), "{}", report.data);
+        // The kind survives the trip from the master's bind to the worker's listen().
+        assert!(report.data.starts_with("AddrInUse: "), "{}", report.data);
         let exit = wait_event(&mut events, 10, "exit", |e| match e {
             Event::Exit(_, exit) => Some(*exit),
             _ => None,
@@ -143,8 +145,8 @@ async fn reuse_port_is_refused_without_the_sysctl_unless_the_loss_is_accepted() 
     match setup_master(risky) {
         Err(e) => {
             assert_ne!(migrate.trim(), "1");
-            assert_eq!(e.setting, "scheduling");
-            assert!(e.reason.contains("tcp_migrate_req"), "{e}");
+            assert_eq!(e.setting(), Some("scheduling"));
+            assert!(e.to_string().contains("tcp_migrate_req"), "{e}");
         }
         Ok(_) => assert_eq!(migrate.trim(), "1", "accepted only when requests migrate"),
     }
@@ -187,4 +189,150 @@ async fn reuse_port_workers_each_listen_on_the_same_port() {
         "the kernel spreads connections over both sockets"
     );
     cluster.disconnect().await;
+}
+
+/// Starts `workers` test workers in `listen-twice:{address}` mode; returns each worker's
+/// three reports (kind and data), in order, by worker id.
+async fn listen_twice(address: &str, workers: usize) -> Vec<Vec<(String, String)>> {
+    let settings = worker_settings(&format!("listen-twice:{address}"));
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    for _ in 0..workers {
+        cluster.fork(&[]).expect("fork");
+    }
+    let mut reports = vec![Vec::new(); workers];
+    while reports.iter().any(|r| r.len() < 3) {
+        let (id, message) = next_message(&mut events, 10).await;
+        if message.kind != "hello" {
+            reports[id as usize - 1].push((message.kind, message.data));
+        }
+    }
+    cluster.stop(cluster_core::StopMode::Graceful).await;
+    reports
+}
+
+#[tokio::test]
+async fn test_cluster_child_index_net_each_listen_zero_gets_a_port_of_its_own() {
+    // Node's rule: a worker's second listen(0) while its first is open is another server
+    // on another port; the other workers' first and second listen(0) share those two
+    // ports; after closing the first, listening again gets its port back.
+    let reports = listen_twice("127.0.0.1:0", 2).await;
+    for worker in &reports {
+        let kinds: Vec<&str> = worker.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["first", "second", "third"], "{worker:?}");
+        assert_ne!(worker[0].1, worker[1].1, "two listen(0), two ports");
+        assert_eq!(
+            worker[2].1, worker[0].1,
+            "re-listening takes the first port back"
+        );
+    }
+    assert_eq!(
+        reports[0], reports[1],
+        "the workers share each index's socket"
+    );
+}
+
+#[tokio::test]
+async fn test_cluster_eaddrinuse_a_second_listen_on_a_fixed_address_in_one_worker() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    let address = probe.local_addr().expect("address").to_string();
+    drop(probe);
+    let reports = listen_twice(&address, 1).await;
+    let worker = &reports[0];
+    assert_eq!(worker[0], ("first".to_string(), address.clone()));
+    assert_eq!(worker[1].0, "listen-error", "{worker:?}");
+    assert!(worker[1].1.starts_with("AddrInUse: "), "{}", worker[1].1);
+    assert!(worker[1].1.contains(&address), "{}", worker[1].1);
+    // Closed, then asked for again: granted.
+    assert_eq!(worker[2], ("third".to_string(), address));
+}
+
+#[tokio::test]
+async fn test_cluster_net_listen_backlog_the_workers_backlog_is_the_sockets() {
+    // Node: the backlog a worker gives listen() is the one the primary's socket gets.
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .env("TEST_BACKLOG", "7");
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    cluster.fork(&[]).expect("fork");
+    let address = cluster_tests::wait_listening(&mut events, 1).await;
+    // `ss` shows a listening socket's backlog as its Send-Q.
+    let Ok(output) = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", address.port())])
+        .output()
+    else {
+        eprintln!("skipped: no `ss` (iproute2) on this machine");
+        return;
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let send_q: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(send_q, ["7"], "{text}");
+    cluster.stop(cluster_core::StopMode::Graceful).await;
+}
+
+#[tokio::test]
+async fn test_cluster_net_listen_ipv6only_false_dual_stack_unless_ipv6_only() {
+    // Node's test-cluster-net-listen-ipv6only-false: workers on `[::]` take IPv4 clients
+    // too; with ipv6_only they do not.
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("skipped: no IPv6 on this machine");
+        return;
+    }
+    for (ipv6_only, ipv4_served) in [("0", true), ("1", false)] {
+        let settings = worker_settings("serve")
+            .env("TEST_LISTEN", "[::]:0")
+            .env("TEST_IPV6_ONLY", ipv6_only);
+        let cluster = setup_master(settings).expect("setup");
+        let mut events = cluster.events();
+        for _ in 0..3 {
+            cluster.fork(&[]).expect("fork");
+        }
+        let address = cluster_tests::wait_listening(&mut events, 3).await;
+        let ipv4 = std::net::SocketAddr::from(([127, 0, 0, 1], address.port()));
+        let answer = http_get(ipv4, "/").await;
+        assert_eq!(
+            answer.is_ok(),
+            ipv4_served,
+            "ipv6_only={ipv6_only}: {answer:?}"
+        );
+        let ipv6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()));
+        assert_eq!(http_get(ipv6, "/").await.expect("IPv6 client").0, 200);
+        // Node's sequential/test-cluster-net-listen-ipv6only-none: an IPv6-only socket
+        // leaves the IPv4 port free for another program.
+        let ipv4_free = std::net::TcpListener::bind(ipv4).is_ok();
+        assert_eq!(ipv4_free, !ipv4_served, "ipv6_only={ipv6_only}");
+        cluster.stop(cluster_core::StopMode::Graceful).await;
+    }
+}
+
+#[tokio::test]
+async fn test_cluster_eaddrinuse_a_retry_binds_once_the_port_is_free() {
+    // Node's test-cluster-eaddrinuse: a listen fails with EADDRINUSE while another program
+    // holds the port; once it is freed, a retry works (the master keeps no failed bind).
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = holder.local_addr().expect("address").to_string();
+    let cluster = setup_master(worker_settings(&format!("listen-retry:{address}"))).expect("setup");
+    let mut events = cluster.events();
+    let worker = cluster.fork(&[]).expect("fork");
+    next_message(&mut events, 10).await; // hello
+    let (_, first) = next_message(&mut events, 10).await;
+    assert_eq!(first.kind, "listen-error");
+    assert!(first.data.starts_with("AddrInUse: "), "{}", first.data);
+    drop(holder);
+    worker
+        .send(&cluster_tests::TestMsg::new("retry", ""))
+        .await
+        .expect("send");
+    let (_, retry) = next_message(&mut events, 10).await;
+    assert_eq!(
+        (retry.kind.as_str(), retry.data.as_str()),
+        ("retry", address.as_str())
+    );
+    // The master's socket now: a client is accepted on it.
+    std::net::TcpStream::connect(&address).expect("connect");
+    cluster.stop(cluster_core::StopMode::Graceful).await;
 }

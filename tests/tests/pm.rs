@@ -76,7 +76,7 @@ async fn pid_at(address: SocketAddr) -> u32 {
 }
 
 fn start() -> (Master, UnboundedReceiver<GroupEvent>) {
-    let master = Master::new(None);
+    let master = Master::new();
     let events = master.events();
     let looping = master.clone();
     tokio::spawn(async move { looping.run().await });
@@ -87,10 +87,10 @@ fn start() -> (Master, UnboundedReceiver<GroupEvent>) {
 async fn two_groups_run_side_by_side() {
     let (master, mut events) = start();
     master
-        .register("alpha", graceful_worker_exe(), options(2))
+        .register("alpha", options(2).exec(graceful_worker_exe()))
         .expect("alpha");
     master
-        .register("beta", graceful_worker_exe(), options(1))
+        .register("beta", options(1).exec(graceful_worker_exe()))
         .expect("beta");
     master.dispatch();
     // Both groups start at once: collect their ready workers together.
@@ -134,8 +134,10 @@ async fn five_boot_crashes_give_up_with_growing_backoff_refuse_connections_then_
     master
         .register(
             "crashy",
-            graceful_worker_exe(),
-            options(1).policy(policy).env("BOOT_CRASH", "1"),
+            options(1)
+                .policy(policy)
+                .env("BOOT_CRASH", "1")
+                .exec(graceful_worker_exe()),
         )
         .expect("register");
     master.dispatch();
@@ -202,8 +204,10 @@ async fn a_long_backoff_after_boot_crashes_refuses_connections_until_the_next_fo
     master
         .register(
             "crashy",
-            graceful_worker_exe(),
-            options(1).policy(policy).env("BOOT_CRASH", "1"),
+            options(1)
+                .policy(policy)
+                .env("BOOT_CRASH", "1")
+                .exec(graceful_worker_exe()),
         )
         .expect("register");
     master.dispatch();
@@ -265,7 +269,7 @@ async fn healthy_workers_killed_by_hand_are_replaced_at_once_and_never_give_the_
         ..RestartPolicy::default()
     };
     master
-        .register("web", graceful_worker_exe(), options(2).policy(policy))
+        .register("web", options(2).policy(policy).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     let mut ready_at: std::collections::HashMap<u32, Instant> = Default::default();
@@ -309,7 +313,7 @@ async fn young_workers_killed_by_hand_give_the_group_up_it_refuses_then_serves_a
         ..RestartPolicy::default()
     };
     master
-        .register("web", graceful_worker_exe(), options(1).policy(policy))
+        .register("web", options(1).policy(policy).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     let (pids, address) = ready(&mut events, "web", 1).await;
@@ -348,8 +352,9 @@ async fn panics_right_after_ready_hand_over_and_never_give_the_group_up() {
     master
         .register(
             "web",
-            graceful_worker_exe(),
-            options(1).min_uptime(Duration::from_secs(30)),
+            options(1)
+                .min_uptime(Duration::from_secs(30))
+                .exec(graceful_worker_exe()),
         )
         .expect("register");
     master.dispatch();
@@ -382,8 +387,9 @@ async fn a_request_queued_while_workers_lived_is_answered_by_the_replacement() {
     master
         .register(
             "web",
-            graceful_worker_exe(),
-            options(1).min_uptime(Duration::from_secs(30)),
+            options(1)
+                .min_uptime(Duration::from_secs(30))
+                .exec(graceful_worker_exe()),
         )
         .expect("register");
     master.dispatch();
@@ -411,7 +417,7 @@ async fn a_request_queued_while_workers_lived_is_answered_by_the_replacement() {
 async fn a_group_scaled_to_zero_refuses_connections_until_scaled_up() {
     let (master, mut events) = start();
     master
-        .register("web", graceful_worker_exe(), options(1))
+        .register("web", options(1).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     let (_, address) = ready(&mut events, "web", 1).await;
@@ -434,8 +440,10 @@ async fn a_unix_socket_group_scaled_to_zero_closes_connections_at_once() {
     master
         .register(
             "web",
-            graceful_worker_exe(),
-            GroupOptions::new().listen_unix(&path).children(1),
+            GroupOptions::new()
+                .listen_unix(&path)
+                .children(1)
+                .exec(graceful_worker_exe()),
         )
         .expect("register");
     master.dispatch();
@@ -482,7 +490,7 @@ fn signal(pid: u32, signal: Signal) {
 async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
     let (master, mut events) = start();
     master
-        .register("web", graceful_worker_exe(), options(2))
+        .register("web", options(2).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     let (old, address) = ready(&mut events, "web", 2).await;
@@ -508,7 +516,7 @@ async fn a_reload_under_load_fails_no_request_and_ends_with_new_pids() {
 async fn a_scale_down_under_load_fails_no_request() {
     let (master, mut events) = start();
     master
-        .register("web", graceful_worker_exe(), options(3))
+        .register("web", options(3).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     let (_, address) = ready(&mut events, "web", 3).await;
@@ -526,7 +534,7 @@ async fn a_scale_down_under_load_fails_no_request() {
 async fn a_reload_whose_new_workers_crash_keeps_the_old_ones_serving() {
     let (master, mut events) = start();
     master
-        .register("web", graceful_worker_exe(), options(2))
+        .register("web", options(2).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     let (old, address) = ready(&mut events, "web", 2).await;
@@ -534,8 +542,9 @@ async fn a_reload_whose_new_workers_crash_keeps_the_old_ones_serving() {
     master
         .register(
             "web",
-            graceful_worker_exe(),
-            options(2).env("BOOT_CRASH", "1"),
+            options(2)
+                .env("BOOT_CRASH", "1")
+                .exec(graceful_worker_exe()),
         )
         .expect("register again");
     let reason = next(&mut events, 20, "reload failure", |e| match e {
@@ -564,7 +573,7 @@ async fn a_reload_whose_new_workers_crash_keeps_the_old_ones_serving() {
 async fn a_worker_reaches_the_other_workers_of_a_group_through_the_master() {
     let (master, mut events) = start();
     master
-        .register("web", graceful_worker_exe(), options(3))
+        .register("web", options(3).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     let (pids, _) = ready(&mut events, "web", 3).await;
@@ -599,7 +608,7 @@ async fn a_worker_reaches_the_other_workers_of_a_group_through_the_master() {
 async fn scale_up_and_down_at_run_time() {
     let (master, mut events) = start();
     master
-        .register("web", graceful_worker_exe(), options(1))
+        .register("web", options(1).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     ready(&mut events, "web", 1).await;
@@ -616,13 +625,13 @@ async fn scale_up_and_down_at_run_time() {
 async fn broadcast_reaches_every_worker_of_the_group() {
     let (master, mut events) = start();
     master
-        .register("web", graceful_worker_exe(), options(3))
+        .register("web", options(3).exec(graceful_worker_exe()))
         .expect("register");
     master.dispatch();
     let (pids, _) = ready(&mut events, "web", 3).await;
     // A group registered after dispatch starts at once; it must not get the broadcast.
     master
-        .register("other", graceful_worker_exe(), options(1))
+        .register("other", options(1).exec(graceful_worker_exe()))
         .expect("register");
     ready(&mut events, "other", 1).await;
     let reached = master
@@ -668,7 +677,7 @@ async fn broadcast_and_send_to_do_not_wait_for_deaf_workers() {
         .env("TEST_LISTEN", "127.0.0.1:0")
         .ready_timeout(Duration::from_secs(10));
     master
-        .register("web", cluster_tests::worker_exe(), options)
+        .register("web", options.exec(cluster_tests::worker_exe()))
         .expect("register");
     master.dispatch();
     let (pids, _) = ready(&mut events, "web", 4).await;
@@ -730,8 +739,10 @@ async fn a_group_serves_a_unix_socket_path_shared_by_its_workers() {
     master
         .register(
             "web",
-            graceful_worker_exe(),
-            GroupOptions::new().listen_unix(&path).children(2),
+            GroupOptions::new()
+                .listen_unix(&path)
+                .children(2)
+                .exec(graceful_worker_exe()),
         )
         .expect("register");
     master.dispatch();
@@ -770,29 +781,39 @@ async fn a_group_serves_a_unix_socket_path_shared_by_its_workers() {
 async fn a_file_in_the_way_of_a_unix_socket_is_an_error_at_registration() {
     let path = cluster_tests::unique_socket_path("cluster-pm-file");
     std::fs::write(&path, b"not a socket").expect("write");
-    let master = Master::new(None);
+    let master = Master::new();
     let err = master
         .register(
             "web",
-            graceful_worker_exe(),
-            GroupOptions::new().listen_unix(&path).children(1),
+            GroupOptions::new()
+                .listen_unix(&path)
+                .children(1)
+                .exec(graceful_worker_exe()),
         )
         .expect_err("a regular file is in the way");
-    assert_eq!(err.setting, "listen");
-    assert!(err.reason.contains(&path.display().to_string()), "{err}");
+    assert_eq!(
+        err.io_kind(),
+        Some(std::io::ErrorKind::AlreadyExists),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
     let _ = std::fs::remove_file(&path);
 }
 
 #[tokio::test]
 async fn a_min_uptime_below_the_floor_is_an_error_naming_it() {
-    let master = Master::new(None);
+    let master = Master::new();
     let err = master
         .register(
             "web",
-            graceful_worker_exe(),
-            options(1).min_uptime(Duration::from_millis(10)),
+            options(1)
+                .min_uptime(Duration::from_millis(10))
+                .exec(graceful_worker_exe()),
         )
         .expect_err("10 ms is below MIN_RESTART_DELAY");
-    assert_eq!(err.setting, "min_uptime");
+    assert_eq!(err.setting(), Some("min_uptime"));
     assert!(master.workers("web").is_empty());
 }

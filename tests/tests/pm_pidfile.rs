@@ -1,18 +1,18 @@
 //! The pidfile: written at dispatch, removed at exit when it still holds the master's pid.
 
-use cluster_core::pm::{GroupOptions, Master};
+use cluster_core::pm::{GroupOptions, Master, MasterOptions};
 
 #[tokio::test]
 async fn the_pidfile_is_written_at_dispatch_and_removed_at_exit() {
     let path = std::env::temp_dir().join(format!("cluster-test-{}.pid", std::process::id()));
-    let master = Master::new(Some(path.clone()));
+    let master = Master::with_options(MasterOptions::new().pidfile(path.clone()));
     master
         .register(
             "web",
-            cluster_tests::graceful_worker_exe(),
             GroupOptions::new()
                 .listen("127.0.0.1:0".parse().expect("addr"))
-                .children(1),
+                .children(1)
+                .exec(cluster_tests::graceful_worker_exe()),
         )
         .expect("register");
     master.dispatch();

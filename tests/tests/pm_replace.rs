@@ -12,12 +12,12 @@ use cluster_tests::{Load, http_get, watch_worker_exe, within};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn start(options: GroupOptions) -> (Master, UnboundedReceiver<GroupEvent>) {
-    let master = Master::new(None);
+    let master = Master::new();
     let events = master.events();
     let looping = master.clone();
     tokio::spawn(async move { looping.run().await });
     master
-        .register("web", watch_worker_exe(), options)
+        .register("web", options.exec(watch_worker_exe()))
         .expect("register");
     master.dispatch();
     (master, events)

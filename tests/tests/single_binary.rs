@@ -109,8 +109,7 @@ async fn setup_master_in_a_worker_is_an_error_naming_it_not_a_fork_bomb() {
     let output = all_output(lines).await;
     assert_eq!(output.matches("forked ").count(), 2, "{output}");
     assert_eq!(output.matches(" code 2").count(), 2, "{output}");
-    let refusal =
-        "generation 1: invalid setting `runtime`: setup_master was called in worker process";
+    let refusal = "generation 1: setup_master was called in worker process";
     assert_eq!(output.matches(refusal).count(), 2, "{output}");
     assert!(
         output.contains(&format!("that master {master_pid} started")),

@@ -223,3 +223,102 @@ async fn a_unix_socket_passed_by_path_is_adopted_not_replaced() {
     assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_file(&path);
 }
+
+/// Kills the new master (started by the old one, not by this test) if the test ends early.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !process_gone(self.0) {
+            let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Under `NOTIFY_SOCKET` a hot upgrade tells systemd, in order: `RELOADING=1` (the old
+/// master, before it starts the new one), then `MAINPID=<new pid>` and `READY=1` (the new
+/// master, once ready, before the old one exits). The old master then retires without a
+/// `STOPPING=1` (systemd would take it for the whole service stopping); the new master's
+/// `STOPPING=1` comes at its own SIGTERM. The new master pets systemd's watchdog.
+#[tokio::test]
+async fn an_upgrade_sends_reloading_then_mainpid_and_ready_and_no_stopping_from_the_old_master() {
+    let notify = NotifySocket::bind("upgrade");
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("address").to_string()
+    };
+    // As systemd starts it: WATCHDOG_PID names the main process (the shell execs the master).
+    let mut old_master = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$MASTER\""])
+        .env("MASTER", master_exe())
+        .env("WATCHDOG_USEC", "300000")
+        .env("TEST_LISTEN", &address)
+        .env("TEST_LOG", "1")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start master");
+    let old_pid = old_master.id().expect("pid");
+    let mut lines = Lines::new(old_master.stdout.take().expect("stdout"));
+    let (state, _) = notify.next_state(10).await;
+    assert_eq!(state, "READY=1");
+
+    signal(old_pid, Signal::SIGUSR2);
+    let (state, datagram) = notify.next_state(10).await;
+    assert_eq!(state, "RELOADING=1", "{datagram:?}");
+    assert!(
+        datagram.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{datagram:?}"
+    );
+    let (state, datagram) = notify.next_state(30).await;
+    assert_eq!(state, "READY=1", "{datagram:?}");
+    let main_pid = datagram
+        .iter()
+        .position(|l| l.starts_with("MAINPID="))
+        .unwrap_or_else(|| panic!("no MAINPID= with the new master's READY=1: {datagram:?}"));
+    let ready = datagram.iter().position(|l| l == "READY=1").expect("READY");
+    assert!(main_pid < ready, "MAINPID= must come first: {datagram:?}");
+    let new_pid: u32 = datagram[main_pid]["MAINPID=".len()..]
+        .parse()
+        .expect("a pid");
+    assert_ne!(new_pid, old_pid);
+    let _cleanup = KillOnDrop(new_pid);
+    // The pid is the new master's: it printed it itself.
+    lines
+        .seen_or_wait_for(10, &format!("master {new_pid}"))
+        .await;
+
+    let status = within(30, "the old master to exit", old_master.wait())
+        .await
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    // Everything the old master sent is queued by now: no STOPPING=1 in it.
+    let mut buffer = vec![0u8; 4096];
+    while let Ok(n) = notify.socket().try_recv(&mut buffer) {
+        let text = String::from_utf8_lossy(&buffer[..n]).to_string();
+        assert!(
+            !text.lines().any(|l| l == "STOPPING=1" || l == "READY=1"),
+            "after the hand-over: {text:?}"
+        );
+    }
+
+    // The new master, now the main process, pets the watchdog.
+    within(5, "WATCHDOG=1 from the new master", async {
+        loop {
+            let n = notify.socket().recv(&mut buffer).await.expect("recv");
+            if String::from_utf8_lossy(&buffer[..n])
+                .lines()
+                .any(|l| l == "WATCHDOG=1")
+            {
+                break;
+            }
+        }
+    })
+    .await;
+
+    signal(new_pid, Signal::SIGTERM);
+    let (state, _) = notify.next_state(10).await;
+    assert_eq!(state, "STOPPING=1", "the new master's, at its SIGTERM");
+    cluster_tests::eventually(15, "the new master to stop", || process_gone(new_pid)).await;
+}

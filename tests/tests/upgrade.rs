@@ -57,8 +57,21 @@ async fn new_master_pid(lines: &mut Lines) -> u32 {
 
 #[tokio::test]
 async fn sigusr2_under_load_hands_over_to_a_new_master_with_no_failed_request() {
+    upgrade_under_load(&[]).await;
+}
+
+#[tokio::test]
+async fn sigusr2_under_load_in_round_robin_fails_no_request() {
+    // The old master's dispatcher stops accepting at the hand-over and places what it
+    // accepted with its workers before retiring them: no connection is left in its hands.
+    upgrade_under_load(&[("TEST_SCHEDULING", "rr")]).await;
+}
+
+/// SIGUSR2 to a master started with `env`, under load: the new master takes over, the old
+/// one exits 0 with its workers, and no request fails (`Load::finish` asserts it).
+async fn upgrade_under_load(env: &[(&str, &str)]) {
     let address = free_port();
-    let (mut old_master, mut lines, old_workers) = start_master(address, &[]).await;
+    let (mut old_master, mut lines, old_workers) = start_master(address, env).await;
     let old_pid = old_master.id().expect("pid");
     let load = Load::start(address, 4);
     load.answers(200).await;
@@ -67,7 +80,9 @@ async fn sigusr2_under_load_hands_over_to_a_new_master_with_no_failed_request() 
     let new_pid = new_master_pid(&mut lines).await;
     let _cleanup = KillOnDrop(new_pid);
     assert_ne!(new_pid, old_pid);
-    lines.wait_for(30, &format!("master {new_pid}")).await;
+    lines
+        .seen_or_wait_for(30, &format!("master {new_pid}"))
+        .await;
     let status = within(30, "the old master to exit", old_master.wait())
         .await
         .expect("wait");
@@ -159,4 +174,49 @@ async fn a_new_master_whose_workers_never_get_ready_is_killed_at_the_upgrade_tim
         "not ready within",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_udp_socket_moves_to_the_new_master_on_upgrade() {
+    // The old master hands its UDP socket over with the TCP ones: without it the new
+    // master's bind would fail (the old one still holds the address) and the upgrade too.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    let address = probe.local_addr().expect("address");
+    drop(probe);
+    let listen = format!("udp:{address}");
+    let (mut old_master, mut lines, old_workers) =
+        start_test_master(&[("TEST_LISTEN", listen.as_str()), ("TEST_LOG", "1")]).await;
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("client");
+    let ask = || async {
+        client.send_to(b"who", address).await.expect("send");
+        let mut answer = [0u8; 32];
+        let (length, _) = within(5, "an answer", client.recv_from(&mut answer))
+            .await
+            .expect("recv");
+        std::str::from_utf8(&answer[..length])
+            .expect("utf-8")
+            .parse::<u32>()
+            .expect("a pid")
+    };
+    assert!(old_workers.contains(&ask().await));
+
+    let old_pid = old_master.id().expect("pid");
+    signal(old_pid, Signal::SIGUSR2);
+    let new_pid = new_master_pid(&mut lines).await;
+    let _cleanup = KillOnDrop(new_pid);
+    let status = within(30, "the old master to exit", old_master.wait())
+        .await
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "the old master exits 0");
+    let new_workers = children_of(new_pid);
+    assert_eq!(new_workers.len(), 2, "{new_workers:?}");
+    let served_by = ask().await;
+    assert!(
+        new_workers.contains(&served_by),
+        "answered by {served_by}, not a new worker {new_workers:?}"
+    );
+    signal(new_pid, Signal::SIGTERM);
+    eventually(15, "the new master to stop", || process_gone(new_pid)).await;
 }

@@ -4,7 +4,9 @@
 //!
 //! - `panic`: `GET PANIC_PATH` on a new connection (the app fails while handling it);
 //! - `kill`: SIGKILL to one worker (the master's child with the lowest pid);
-//! - `reload`: SIGHUP to the master.
+//! - `reload`: SIGHUP to the master;
+//! - `upgrade`: SIGUSR2 to the master (hot upgrade: a new master from the same program takes
+//!   the listening sockets over, then the old master and its workers retire).
 //!
 //! Answers must carry the answering worker's pid (`"pid":N` in a JSON body, or a bare pid).
 //! The run ends 300 ms after the replacement has answered and the old worker(s) exited, or
@@ -22,9 +24,10 @@
 //! - `replacement`: the first answer from a worker that was not there before the fault;
 //! - `gap`: the longest time without any answer, from 100 ms before the fault to the end;
 //! - `old_exit`: when the worker(s) the fault ends had exited (panic: the first one to exit;
-//!   kill: the killed one; reload: the last of them).
+//!   kill: the killed one; reload: the last of them; upgrade: the old master, after its
+//!   workers).
 //!
-//! Run: `fault_bench PORT MASTER_PID panic|kill|reload [PANIC_PATH]` (`bench/compare.sh` runs
+//! Run: `fault_bench PORT MASTER_PID panic|kill|reload|upgrade [PANIC_PATH]` (`bench/compare.sh` runs
 //! it for every system).
 
 use std::net::SocketAddr;
@@ -48,6 +51,7 @@ enum Fault {
     Panic,
     Kill,
     Reload,
+    Upgrade,
 }
 
 /// What the clients and the fault share.
@@ -71,7 +75,7 @@ struct Seen {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: fault_bench PORT MASTER_PID panic|kill|reload [PANIC_PATH]";
+    let usage = "usage: fault_bench PORT MASTER_PID panic|kill|reload|upgrade [PANIC_PATH]";
     let (Some(port), Some(master), Some(fault)) = (
         args.get(1).and_then(|p| p.parse::<u16>().ok()),
         args.get(2).and_then(|p| p.parse::<i32>().ok()),
@@ -79,6 +83,7 @@ fn main() {
             "panic" => Some(Fault::Panic),
             "kill" => Some(Fault::Kill),
             "reload" => Some(Fault::Reload),
+            "upgrade" => Some(Fault::Upgrade),
             _ => None,
         }),
     ) else {
@@ -140,10 +145,20 @@ async fn run(address: SocketAddr, master: Pid, fault: Fault, panic_path: String)
             let _ = kill(master, Signal::SIGHUP);
             None
         }
+        Fault::Upgrade => {
+            let _ = kill(master, Signal::SIGUSR2);
+            None
+        }
     };
-    // The workers whose exit ends the fault.
-    let ending = match fault {
+    // The processes whose exit ends the fault (the new master's workers are not the old
+    // master's children: any answer from a pid not in `before` is a replacement's).
+    let ending: Vec<u32> = match fault {
         Fault::Kill => before.iter().take(1).copied().collect(),
+        Fault::Upgrade => before
+            .iter()
+            .copied()
+            .chain([master.as_raw() as u32])
+            .collect(),
         _ => before.clone(),
     };
     let mut old_exit = None;

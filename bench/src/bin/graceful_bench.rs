@@ -37,16 +37,15 @@ async fn worker() {
     let listener = cluster_worker::listen("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("listen");
-    let service =
-        hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
-            if request.uri().path() == "/panic" {
-                panic!("benchmark panic");
-            }
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                std::process::id().to_string(),
-            ))))
-        });
-    graceful::serve(listener, service).await;
+    let service = graceful::service_fn(|request: Request<hyper::body::Incoming>| async move {
+        if request.uri().path() == "/panic" {
+            panic!("benchmark panic");
+        }
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
+            std::process::id().to_string(),
+        ))))
+    });
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 fn percentile(samples: &mut [Duration], p: usize) -> Duration {

@@ -40,11 +40,11 @@ async fn worker() {
         .expect("address");
     let listener = cluster_worker::incoming(address).await.expect("incoming");
     let pid = Bytes::from(std::process::id().to_string());
-    let service = hyper::service::service_fn(move |_| {
+    let service = graceful::service_fn(move |_| {
         let pid = pid.clone();
         async move { Ok::<_, Infallible>(Response::new(Full::new(pid))) }
     });
-    graceful::serve(listener, service).await;
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 /// Requests per second and sorted latencies of `CLIENTS` clients for `seconds`.

@@ -33,25 +33,25 @@ async fn worker() {
     if let Some(worker) = cluster_worker::Worker::current() {
         let _ = worker.ready().await;
     }
-    let service = hyper::service::service_fn(|_| async {
+    let service = graceful::service_fn(|_| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     });
-    graceful::serve(listener, service).await;
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 /// One round's requests per second.
 async fn round(metrics: bool, seconds: f64) -> f64 {
-    let master = Master::new(None);
+    let master = Master::new();
     let mut events = master.events();
     let looping = master.clone();
     tokio::spawn(async move { looping.run().await });
     master
         .register(
             "web",
-            std::env::current_exe().expect("exe"),
             GroupOptions::new()
                 .listen("127.0.0.1:0".parse().expect("addr"))
-                .children(2),
+                .children(2)
+                .exec(std::env::current_exe().expect("exe")),
         )
         .expect("register");
     let endpoint = metrics.then(|| {

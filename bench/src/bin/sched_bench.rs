@@ -37,11 +37,11 @@ async fn worker() {
         let _ = worker.ready().await;
     }
     let pid = Bytes::from(std::process::id().to_string());
-    let service = hyper::service::service_fn(move |_| {
+    let service = graceful::service_fn(move |_| {
         let pid = pid.clone();
         async move { Ok::<_, Infallible>(Response::new(Full::new(pid))) }
     });
-    graceful::serve(listener, service).await;
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 struct Load {
@@ -147,19 +147,19 @@ async fn master() {
         ),
         ("RoundRobin", Scheduling::RoundRobin),
     ] {
-        let master = Master::new(None);
+        let master = Master::new();
         let mut events = master.events();
         let looping = master.clone();
         tokio::spawn(async move { looping.run().await });
         master
             .register(
                 "web",
-                &exe,
                 GroupOptions::new()
                     .listen("127.0.0.1:0".parse().expect("addr"))
                     .children(2)
                     .reload_stable(Duration::from_millis(100))
-                    .settings(Settings::new().scheduling(scheduling)),
+                    .settings(Settings::new().scheduling(scheduling))
+                    .exec(&exe),
             )
             .expect("register");
         master.dispatch();

@@ -44,16 +44,15 @@ async fn worker() {
     let listener = cluster_worker::incoming("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("incoming");
-    let service =
-        hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
-            if request.uri().path() == "/block" {
-                std::thread::sleep(Duration::from_secs(60));
-            }
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                std::process::id().to_string(),
-            ))))
-        });
-    graceful::serve(listener, service).await;
+    let service = graceful::service_fn(|request: Request<hyper::body::Incoming>| async move {
+        if request.uri().path() == "/block" {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
+            std::process::id().to_string(),
+        ))))
+    });
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 fn arg(n: usize, default: u64) -> u64 {

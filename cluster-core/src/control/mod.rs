@@ -89,7 +89,7 @@ fn exit_info(worker: &Worker, exit: Option<Exit>) -> Option<ExitInfo> {
     }
     let mut info = ExitInfo {
         code: exit.and_then(|e| e.code),
-        signal: exit.and_then(|e| e.signal).map(|s| s.as_str().to_string()),
+        signal: exit.and_then(|e| e.signal).map(|s| s.to_string()),
         ..ExitInfo::default()
     };
     if let Some(reason) = reason {

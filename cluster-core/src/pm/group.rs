@@ -226,7 +226,7 @@ impl Group {
         self.end_on_purpose(id, Purpose::Retired);
         if let Some(member) = self.members.get_mut(&id) {
             member.worker.set_exit_reason(reason);
-            member.worker.disconnect();
+            member.worker.request_disconnect();
         }
     }
 
@@ -258,11 +258,12 @@ impl Group {
         match event {
             Event::Fork(worker) => out.push(GroupEvent::Fork { group, worker }),
             // Only `ready()` makes it ready then.
-            Event::Listening(..) | Event::ListeningUnix(..) if self.options.settings.wait_ready => {
-            }
+            Event::Listening(..) | Event::ListeningUnix(..) | Event::ListeningUdp(..)
+                if self.options.settings.wait_ready => {}
             Event::Ready(worker)
             | Event::Listening(worker, _)
-            | Event::ListeningUnix(worker, _) => {
+            | Event::ListeningUnix(worker, _)
+            | Event::ListeningUdp(worker, _) => {
                 if let Some(member) = self.members.get_mut(&worker.id()) {
                     if member.ready_at.is_none() {
                         member.ready_at = Some(now);

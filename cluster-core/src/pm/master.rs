@@ -14,8 +14,7 @@ use crate::events::Event;
 use crate::pm::delivery::{DEFAULT_SEND_TIMEOUT, Delivery, send_to_all, send_within};
 use crate::pm::events::GroupEvent;
 use crate::pm::group::{Group, MemberSnapshot};
-use crate::pm::options::GroupOptions;
-use crate::settings::SettingsError;
+use crate::pm::options::{GroupOptions, MasterOptions};
 use crate::signals::{MasterSignals, SignalRequest};
 use crate::worker::Worker;
 use crate::{RunError, SendError};
@@ -56,7 +55,7 @@ struct Inner {
 ///
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     let master = Master::new(None);
+///     let master = Master::new();
 ///     master.on(|master, event| match event {
 ///         GroupEvent::GiveUp { group, fatals, pause } => eprintln!(
 ///             "giveup to restart \"{group}\" process after {fatals} times. pm will try after {pause:?}."),
@@ -67,7 +66,8 @@ struct Inner {
 ///         }
 ///         _ => {}
 ///     });
-///     master.register("web", "./worker", GroupOptions::new()
+///     master.register("web", GroupOptions::new()
+///         .exec("./worker")
 ///         .listen("127.0.0.1:1984".parse()?)
 ///         .children(2))?;
 ///     master.dispatch();
@@ -85,13 +85,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Master {
-    /// A master with no groups yet; `pidfile`, if given, is written at `dispatch` and
-    /// removed at exit if it still holds this process's pid. Must be called inside a tokio
-    /// runtime. The master's signal handlers are installed here, before any worker starts
-    /// (see [`Master::run`]).
-    pub fn new(pidfile: Option<PathBuf>) -> Master {
+    /// A master with no groups yet and the default [`MasterOptions`] (no pidfile). Must be
+    /// called inside a tokio runtime. The master's signal handlers are installed here,
+    /// before any worker starts (see [`Master::run`]).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Master {
+        Master::with_options(MasterOptions::new())
+    }
+
+    /// A master with no groups yet and these options (a pidfile, written at `dispatch`
+    /// and removed at exit if it still holds this process's pid).
+    pub fn with_options(options: MasterOptions) -> Master {
+        let pidfile = options.pidfile;
         crate::upgrade::start();
         crate::activation::adopt_from_env();
+        crate::init::start();
         let signals = MasterSignals::install()
             .inspect_err(|e| tracing::error!("could not install the signal handlers: {e}"))
             .ok();
@@ -120,18 +128,18 @@ impl Master {
         }
     }
 
-    /// Registers the group `name` running `exec`. Its listen addresses are bound now (an
+    /// Registers the group `name` running [`GroupOptions::exec`] (default: this same
+    /// executable, which then branches on `cluster_worker::is_worker()` or uses
+    /// [`crate::run`]). Its listen addresses are bound now (an
     /// error names the one that failed); a bad restart policy is an error naming the setting. Registering a name again replaces that group's
     /// program and options through a reload: the old workers serve until the new ones are
     /// ready.
-    pub fn register(
-        &self,
-        name: &str,
-        exec: impl AsRef<Path>,
-        options: GroupOptions,
-    ) -> Result<(), SettingsError> {
+    pub fn register(&self, name: &str, options: GroupOptions) -> Result<(), crate::SetupError> {
         options.policy.validate()?;
-        let mut settings = options.settings.clone().exec(exec.as_ref());
+        let mut settings = options.settings.clone();
+        if let Some(exec) = &options.exec {
+            settings = settings.exec(exec);
+        }
         if settings.name.is_none() {
             settings = settings.name(name);
         }
@@ -144,7 +152,8 @@ impl Master {
         // The group's restart policy (`policy.rs`) judges workers that die at start-up.
         settings = settings
             .env(cluster_ipc::handoff::ENV_GROUP, name)
-            .max_boot_failures(None);
+            .max_boot_failures(None)
+            .respawn(crate::Respawn::Manual);
         let mut state = lock(&self.inner.state);
         if let Some(group) = state.groups.get_mut(name) {
             let bound = bind_all(&group.cluster, &options)?;
@@ -486,6 +495,7 @@ impl Master {
         let mut snapshot = crate::systemd::Snapshot {
             all_ready: !state.groups.is_empty(),
             stopping: *self.inner.phase.borrow() != Phase::Running,
+            handed_over: crate::upgrade::handed_over(),
             ..Default::default()
         };
         for group in state.groups.values() {
@@ -565,6 +575,11 @@ impl Master {
             .unwrap_or(Duration::from_secs(60));
         let pid =
             crate::upgrade::hand_over(sockets, timeout, self.inner.pidfile.as_deref()).await?;
+        let dispatchers: Vec<_> = clusters
+            .iter()
+            .flat_map(|c| c.shared.dispatchers())
+            .collect();
+        crate::round_robin::hand_off(&dispatchers, crate::upgrade::HAND_OFF_WITHIN).await;
         tracing::info!(
             pid,
             "upgrade: the new master is ready; this one retires its workers"
@@ -663,17 +678,19 @@ impl Master {
 
 /// Binds every address and Unix path now, so a bad one is an error at start-up; returns the
 /// bound addresses, comma-separated, for the workers' environment.
-fn bind_all(cluster: &crate::Cluster, options: &GroupOptions) -> Result<String, SettingsError> {
-    let failed = |e: std::io::Error| SettingsError {
-        setting: "listen",
-        reason: e.to_string(),
-    };
+fn bind_all(cluster: &crate::Cluster, options: &GroupOptions) -> Result<String, crate::SetupError> {
+    let failed = crate::SetupError::io;
     let mut bound = Vec::new();
     for address in &options.listen {
-        bound.push(cluster.listen(*address).map_err(failed)?.to_string());
+        let local = cluster
+            .listen(*address)
+            .map_err(failed("bind the group's address"))?;
+        bound.push(local.to_string());
     }
     for path in &options.listen_unix {
-        cluster.listen_unix(path).map_err(failed)?;
+        cluster
+            .listen_unix(path)
+            .map_err(failed("bind the group's Unix socket"))?;
         bound.push(format!("{}{}", cluster_ipc::UNIX_PREFIX, path.display()));
     }
     Ok(bound.join(","))

@@ -30,5 +30,5 @@ pub(crate) mod policy;
 pub use delivery::{DEFAULT_SEND_TIMEOUT, Delivery, Unreached};
 pub use events::GroupEvent;
 pub use master::Master;
-pub use options::GroupOptions;
+pub use options::{GroupOptions, MasterOptions};
 pub use policy::{MIN_RESTART_DELAY, RestartPolicy};

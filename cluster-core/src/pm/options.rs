@@ -21,6 +21,7 @@ use crate::settings::Settings;
 /// ```
 #[derive(Debug, Clone)]
 pub struct GroupOptions {
+    pub(crate) exec: Option<PathBuf>,
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) listen_unix: Vec<PathBuf>,
     pub(crate) children: usize,
@@ -35,6 +36,7 @@ pub struct GroupOptions {
 impl Default for GroupOptions {
     fn default() -> Self {
         GroupOptions {
+            exec: None,
             listen: Vec::new(),
             listen_unix: Vec::new(),
             children: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -52,6 +54,12 @@ impl GroupOptions {
     /// The defaults: one worker per CPU, no listen address, pm's restart policy.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The workers' program (default: this same executable, as [`Settings::exec`]).
+    pub fn exec(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exec = Some(path.into());
+        self
     }
 
     /// An address the group's workers serve (pm's `listen`); may be given several times.
@@ -119,6 +127,34 @@ impl GroupOptions {
     /// uid/gid…); `exec`, args and env are the group's.
     pub fn settings(mut self, settings: Settings) -> Self {
         self.settings = settings;
+        self
+    }
+}
+
+/// Options of a [`crate::pm::Master`] (pm's `createMaster(options)`).
+///
+/// ```
+/// use cluster_core::pm::{Master, MasterOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let master = Master::with_options(MasterOptions::new().pidfile("/run/web.pid"));
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MasterOptions {
+    pub(crate) pidfile: Option<PathBuf>,
+}
+
+impl MasterOptions {
+    /// The defaults: no pidfile.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Write this process's pid to `path` at `dispatch`, and remove the file at exit if it
+    /// still holds this pid (pm's `pidfile`; default none).
+    pub fn pidfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pidfile = Some(path.into());
         self
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::cluster::{Cluster, StopMode};
 
-use super::{UpgradeError, hand_over, sockets_of};
+use super::{HAND_OFF_WITHIN, UpgradeError, hand_over, sockets_of};
 
 impl Cluster {
     /// Hot upgrade (SIGUSR2): starts a new master from the program this one was started
@@ -18,6 +18,7 @@ impl Cluster {
         let sockets = sockets_of(&self.shared.listeners);
         let timeout = self.shared.settings().upgrade_timeout;
         let pid = hand_over(sockets, timeout, None).await?;
+        crate::round_robin::hand_off(&self.shared.dispatchers(), HAND_OFF_WITHIN).await;
         tracing::info!(
             pid,
             "upgrade: the new master is ready; this one retires its workers"

@@ -1,9 +1,9 @@
 //! The listening sockets a new master inherits from the old one, named in
-//! [`ENV_INHERITED`]: `FD:ADDRESS` or `FD:unix:PATH`, comma-separated
-//! (`3:127.0.0.1:1337,4:unix:/run/x.sock`).
+//! [`ENV_INHERITED`]: `FD:ADDRESS`, `FD:unix:PATH` or `FD:udp:ADDRESS`, comma-separated
+//! (`3:127.0.0.1:1337,4:unix:/run/x.sock,5:udp:127.0.0.1:5353`).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ pub const ENV_INHERITED: &str = "CLUSTER_INHERITED";
 pub(crate) enum Address {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    Udp(SocketAddr),
 }
 
 /// The inherited sockets no listener table has taken yet.
@@ -56,9 +57,12 @@ pub(crate) fn adopt_from_env() {
 fn parse_entry(entry: &str) -> Option<(RawFd, Address)> {
     let (fd, rest) = entry.split_once(':')?;
     let fd: RawFd = fd.parse().ok().filter(|fd| *fd > 2)?;
-    let address = match rest.strip_prefix(cluster_ipc::UNIX_PREFIX) {
-        Some(path) => Address::Unix(PathBuf::from(path)),
-        None => Address::Tcp(rest.parse().ok()?),
+    let address = if let Some(udp) = cluster_ipc::udp_address(rest) {
+        Address::Udp(udp.ok()?)
+    } else if let Some(path) = cluster_ipc::unix_path(rest) {
+        Address::Unix(path.to_path_buf())
+    } else {
+        Address::Tcp(rest.parse().ok()?)
     };
     Some((fd, address))
 }
@@ -70,6 +74,7 @@ pub(crate) fn encode(sockets: &[(RawFd, Address)]) -> Result<String, String> {
     for (fd, address) in sockets {
         match address {
             Address::Tcp(a) => entries.push(format!("{fd}:{a}")),
+            Address::Udp(a) => entries.push(format!("{fd}:{}{a}", cluster_ipc::UDP_PREFIX)),
             Address::Unix(path) => {
                 let path = path.to_str().filter(|p| !p.contains(','));
                 let path =
@@ -93,6 +98,11 @@ pub(crate) fn take_unix(path: &Path) -> Option<UnixListener> {
         .map(UnixListener::from)
 }
 
+/// The inherited UDP socket for `address`, if there is one and nobody took it yet.
+pub(crate) fn take_udp(address: SocketAddr) -> Option<UdpSocket> {
+    lock().remove(&Address::Udp(address)).map(UdpSocket::from)
+}
+
 /// The descriptor of a socket for the new master.
 pub(crate) fn entry(fd: &impl AsRawFd, address: Address) -> (RawFd, Address) {
     (fd.as_raw_fd(), address)
@@ -108,9 +118,13 @@ mod tests {
             (3, Address::Tcp("127.0.0.1:1337".parse().expect("address"))),
             (4, Address::Tcp("[::1]:80".parse().expect("address"))),
             (5, Address::Unix(PathBuf::from("/run/x.sock"))),
+            (6, Address::Udp("127.0.0.1:5353".parse().expect("address"))),
         ];
         let value = encode(&sockets).expect("encode");
-        assert_eq!(value, "3:127.0.0.1:1337,4:[::1]:80,5:unix:/run/x.sock");
+        assert_eq!(
+            value,
+            "3:127.0.0.1:1337,4:[::1]:80,5:unix:/run/x.sock,6:udp:127.0.0.1:5353"
+        );
         let parsed: Vec<_> = value
             .split(',')
             .map(|e| parse_entry(e).expect("entry"))
@@ -120,7 +134,14 @@ mod tests {
 
     #[test]
     fn bad_entries_are_refused() {
-        for entry in ["", "x:127.0.0.1:1", "3", "3:nowhere", "1:127.0.0.1:1"] {
+        for entry in [
+            "",
+            "x:127.0.0.1:1",
+            "3",
+            "3:nowhere",
+            "1:127.0.0.1:1",
+            "3:udp:x",
+        ] {
             assert_eq!(parse_entry(entry), None, "{entry}");
         }
         let comma = [(3, Address::Unix(PathBuf::from("/a,b")))];

@@ -35,7 +35,7 @@ use tokio::io::AsyncReadExt;
 
 pub(crate) use extra::hand_over_too;
 pub use inherit::ENV_INHERITED;
-pub(crate) use inherit::{Address, take_tcp, take_unix};
+pub(crate) use inherit::{Address, take_tcp, take_udp, take_unix};
 pub use notify::ENV_READY_FD;
 pub(crate) use notify::ReadyNotifier;
 
@@ -49,6 +49,13 @@ pub enum UpgradeError {
     /// The master is stopping.
     #[error("the master is stopping")]
     Stopping,
+    /// This master is PID 1 of its PID namespace (a container's init): when it exits the
+    /// kernel kills every process in the namespace, the new master with them.
+    #[error(
+        "this master is PID 1 (a container's init): its exit would kill the new master; \
+         replace the container instead"
+    )]
+    PidOne,
     /// The new master could not be started.
     #[error("could not start the new master: {0}")]
     Start(String),
@@ -89,6 +96,10 @@ static START: OnceLock<Result<StartCommand, String>> = OnceLock::new();
 static UPGRADING: AtomicBool = AtomicBool::new(false);
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 
+/// How long the old master waits, after the hand-over, for its round-robin dispatchers to
+/// place the connections they accepted (`round_robin::hand_off`).
+pub(crate) const HAND_OFF_WITHIN: Duration = Duration::from_secs(2);
+
 /// Called when a master is made, before its first fork: remembers how this process was
 /// started, and adopts what an old master handed over (its sockets and the readiness
 /// socket). Runs once per process.
@@ -128,19 +139,24 @@ pub(crate) async fn hand_over(
     timeout: Duration,
     pidfile: Option<&Path>,
 ) -> Result<u32, UpgradeError> {
+    if crate::init::is_pid_one() {
+        return Err(UpgradeError::PidOne);
+    }
     if UPGRADING.swap(true, Ordering::AcqRel) {
         return Err(UpgradeError::AlreadyUpgrading);
     }
     let mut sockets = sockets;
     sockets.extend(extra::sockets());
     let moved = pidfile.map(pidfile::move_to_oldbin);
+    crate::systemd::tell_upgrade_starting();
     let outcome = start_and_wait(&sockets, timeout).await;
     match &outcome {
         Ok(_) => HANDED_OVER.store(true, Ordering::Release),
-        Err(_) => {
+        Err(e) => {
             if let (Some(path), Some(true)) = (pidfile, moved) {
                 pidfile::move_back(path);
             }
+            crate::systemd::tell_upgrade_failed(&e.to_string());
         }
     }
     UPGRADING.store(false, Ordering::Release);
@@ -172,6 +188,10 @@ async fn start_and_wait(
         .args(&command.args)
         .env(ENV_INHERITED, &inherited)
         .env(ENV_READY_FD, theirs.as_raw_fd().to_string())
+        // systemd's WATCHDOG_PID names the main process, this one: left as it is, the new
+        // master (the main process once ready, `MAINPID=`) would think the watchdog is
+        // not its own and stop petting it.
+        .env_remove("WATCHDOG_PID")
         .kill_on_drop(false);
     sys::prepare_new_master(&mut new_master, keep);
     let mut child = new_master
@@ -223,6 +243,12 @@ pub(crate) fn sockets_of(
             .iter()
             .map(|(path, l)| inherit::entry(l.as_ref(), Address::Unix(path.clone()))),
     );
+    sockets.extend(
+        listeners
+            .udp()
+            .iter()
+            .map(|(address, s)| inherit::entry(s.as_ref(), Address::Udp(*address))),
+    );
     sockets
 }
 
@@ -235,7 +261,10 @@ pub(crate) async fn notify_when_cluster_ready(cluster: crate::Cluster, notifier:
     while let Some(event) = events.next().await {
         let relevant = matches!(
             event,
-            Event::Listening(..) | Event::ListeningUnix(..) | Event::Ready(_)
+            Event::Listening(..)
+                | Event::ListeningUnix(..)
+                | Event::ListeningUdp(..)
+                | Event::Ready(_)
         );
         if relevant && cluster_ready(&cluster.workers(), wait_ready) {
             notifier.notify();

@@ -15,7 +15,10 @@ pub(crate) struct ReadyNotifier(UnixStream);
 
 impl ReadyNotifier {
     /// Writes the one byte; the old master then retires its workers and exits.
+    /// Under systemd, `MAINPID=` (this process) and `READY=1` go first, so that systemd
+    /// follows this master before the old one exits.
     pub(crate) fn notify(mut self) {
+        crate::systemd::told_ready_as_new_master();
         match self.0.write_all(b"R") {
             Ok(()) => tracing::info!("upgrade: every worker is ready; the old master retires"),
             Err(e) => tracing::warn!("upgrade: the old master did not hear that we are ready: {e}"),

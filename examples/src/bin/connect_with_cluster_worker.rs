@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use examples::app::{app, rest_api};
 use examples::js_date;
-use hyper::service::service_fn;
+use graceful::service_fn;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -59,7 +59,9 @@ async fn serve() -> std::io::Result<()> {
     )
     .map_err(std::io::Error::other)?;
 
-    tokio::join!(
+    // Each server drains on its own; an error of either (its listener stopped accepting) is
+    // the worker's, once both are done.
+    let (web, rest) = tokio::join!(
         graceful::serve(
             web,
             service_fn(|req| async { Ok::<_, Infallible>(app(req).await) })
@@ -69,5 +71,5 @@ async fn serve() -> std::io::Result<()> {
             service_fn(|req| async { Ok::<_, Infallible>(rest_api(req).await) })
         ),
     );
-    Ok(())
+    web.and(rest)
 }

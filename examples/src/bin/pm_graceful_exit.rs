@@ -1,12 +1,13 @@
 //! The seed's pm `dispatch.js`: a master with one group, `web`, of 2 workers on `PORT`
 //! (default 1984), logging giveup, disconnect, fork and quit as the seed does.
 //! `CONTROL_SOCKET=PATH` opens the control socket for `clusterctl`; `METRICS_ADDRESS=HOST:PORT`
-//! serves Prometheus metrics and health endpoints.
+//! serves Prometheus metrics and health endpoints. `HOST=0.0.0.0` listens on every interface
+//! (default 127.0.0.1; a container needs 0.0.0.0, see docs/CONTAINERS.md).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use cluster_core::pm::{GroupEvent, GroupOptions, Master};
+use cluster_core::pm::{GroupEvent, GroupOptions, Master, MasterOptions};
 use examples::js_date;
 
 #[tokio::main]
@@ -17,7 +18,11 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let pid = std::process::id();
-    let master = Master::new(std::env::var_os("PIDFILE").map(Into::into));
+    let mut options = MasterOptions::new();
+    if let Some(path) = std::env::var_os("PIDFILE") {
+        options = options.pidfile(path);
+    }
+    let master = Master::with_options(options);
 
     master.on(move |master, event| match event {
         GroupEvent::GiveUp { group, fatals, pause } => examples::outln!(
@@ -54,14 +59,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(1984);
+    let host: std::net::IpAddr = match std::env::var("HOST") {
+        Ok(host) => host
+            .parse()
+            .map_err(|e| format!("HOST={host:?} is not an IP address: {e}"))?,
+        Err(_) => Ipv4Addr::LOCALHOST.into(),
+    };
     let mut worker = std::env::current_exe()?;
     worker.set_file_name("pm_graceful_exit_worker");
     master.register(
         "web",
-        worker,
         GroupOptions::new()
-            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-            .children(2),
+            .listen(SocketAddr::from((host, port)))
+            .children(2)
+            .exec(worker),
     )?;
 
     // `CONTROL_SOCKET=PATH`: serve `clusterctl --socket PATH` (docs/CONTROL.md).

@@ -59,7 +59,6 @@ async fn serve() -> std::io::Result<()> {
             examples::errln!("[worker:{pid}] could not report ready: {e}");
         }
     }
-    let service = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(app(req).await) });
-    graceful::serve(listener, service).await;
-    Ok(())
+    let service = graceful::service_fn(|req| async { Ok::<_, Infallible>(app(req).await) });
+    graceful::serve(listener, service).await
 }

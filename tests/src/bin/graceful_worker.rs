@@ -123,10 +123,10 @@ async fn main() {
             }
         }
     });
-    let service = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) });
+    let service = graceful::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) });
     match (unix, listener) {
-        (Some(unix), _) => graceful::serve(unix, service).await,
-        (None, Some(tcp)) => graceful::serve(tcp, service).await,
+        (Some(unix), _) => graceful::serve(unix, service).await.expect("serve"),
+        (None, Some(tcp)) => graceful::serve(tcp, service).await.expect("serve"),
         (None, None) => panic!("the group listens nowhere"),
     }
 }

@@ -4,7 +4,7 @@
 //! In case `setup_master` ever succeeds in a worker again, a generation counter in the
 //! environment keeps the test's process tree bounded (no fork past generation 2).
 
-use cluster_core::{Settings, setup_master};
+use cluster_core::{Respawn, Settings, setup_master};
 
 const GENERATION: &str = "SETUP_MASTER_TEST_GENERATION";
 
@@ -14,7 +14,9 @@ async fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|g| g.parse().ok())
         .unwrap_or(0);
-    let cluster = match setup_master(Settings::new()) {
+    // Manual: the test counts the first two workers' refusals; with the default respawn
+    // their boot failures would be replaced until `max_boot_failures` stops the master.
+    let cluster = match setup_master(Settings::new().respawn(Respawn::Manual)) {
         Ok(cluster) => cluster,
         Err(e) => {
             // One write, so the line does not interleave with the master's.

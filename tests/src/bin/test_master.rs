@@ -4,8 +4,9 @@
 //! output and forwards it.
 //!
 //! Options for the tests of hostile workers: `TEST_SERIALIZATION` (`json`, `binary`),
-//! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_REFORK=1` (fork a replacement for
-//! every worker that exits), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
+//! `TEST_MAX_LISTENS` (`max_listens_per_worker`), `TEST_SCHEDULING=rr` (round-robin), `TEST_REFORK=1` (fork a replacement for
+//! every worker that exits, in the `exit` callback), `TEST_RESPAWN=manual`
+//! (`Respawn::Manual`: no replacement unless `TEST_REFORK`; default: the master's own), `TEST_PRINT_MESSAGES=1` (a line per user message, decoded as
 //! `TestMsg`), `TEST_LOG=1` (the master's log lines on stdout too), `TEST_NOFILE`
 //! (`Settings::nofile_limit`), `TEST_HEARTBEAT_MS` (the heartbeat timeout).
 //!
@@ -15,7 +16,7 @@
 //! an upgrade only: `TEST_FAIL_AS_UPGRADE=1` (exit 1 at once), `TEST_HANG_AS_UPGRADE=1`
 //! (fork workers with `READY_DELAY_MS=600000`: with `TEST_WAIT_READY` they never get ready).
 
-use cluster_core::{Event, Settings, Stdio, setup_master};
+use cluster_core::{Event, Respawn, Settings, Stdio, setup_master};
 use cluster_tests::TestMsg;
 
 #[tokio::main]
@@ -48,6 +49,9 @@ async fn main() -> std::process::ExitCode {
     if let Some(serialization) = env_parsed("TEST_SERIALIZATION") {
         settings = settings.serialization(serialization);
     }
+    if std::env::var("TEST_SCHEDULING").as_deref() == Ok("rr") {
+        settings = settings.scheduling(cluster_core::Scheduling::RoundRobin);
+    }
     if let Some(max) = env_parsed("TEST_MAX_LISTENS") {
         settings = settings.max_listens_per_worker(max);
     }
@@ -64,6 +68,9 @@ async fn main() -> std::process::ExitCode {
         .and_then(|v| v.parse().ok())
     {
         settings = settings.heartbeat_timeout(Some(std::time::Duration::from_millis(ms)));
+    }
+    if std::env::var("TEST_RESPAWN").as_deref() == Ok("manual") {
+        settings = settings.respawn(Respawn::Manual);
     }
     if std::env::var_os("TEST_WAIT_READY").is_some() {
         settings = settings.wait_ready(true);
@@ -89,6 +96,9 @@ async fn main() -> std::process::ExitCode {
         Event::Fork(w) => println!("fork {} {}", w.id(), w.pid()),
         Event::Online(w) => println!("online {} {}", w.id(), w.pid()),
         Event::Listening(w, address) => println!("listening {} {} {address}", w.id(), w.pid()),
+        Event::ListeningUdp(w, address) => {
+            println!("listening-udp {} {} {address}", w.id(), w.pid())
+        }
         Event::Disconnect(w) => println!("disconnect {} {}", w.id(), w.pid()),
         Event::Exit(w, exit) => {
             println!(

@@ -2,13 +2,17 @@
 //!
 //! - `serve` (default): announce itself, listen on `TEST_LISTEN` if set (a minimal HTTP
 //!   server answering its pid, one connection at a time; for a `unix:PATH` address it only
-//!   reports `listened` or `listen-error`), echo every message back, and
+//!   reports `listened` or `listen-error`; for `udp:ADDRESS` it reports `listened` with the
+//!   bound address, then answers every datagram with its pid), echo every message back, and
 //!   disconnect when asked by a `disconnect` message. A `deaf` message is answered with
 //!   `deaf`, then the worker's runtime blocks for good (its thread sleeps): nothing reads
 //!   its channel or serves its connections any more, as in a hung worker.
 //! - `exit:N`: exit with code N once online.
 //! - `garbage`: write bytes that are no frame on the channel, then wait.
 //! - `big`: send an 8 MiB message, then try one over the limit and report the error.
+//!
+//! `TEST_BACKLOG` and `TEST_IPV6_ONLY` (`1` or `0`) are the listen options of the server
+//! on `TEST_LISTEN`.
 //!
 //! With `TEST_CHATTY_LINES=N` it also writes N lines to stdout from its (single-threaded)
 //! runtime once it serves: a write that blocked would stop its server too.
@@ -17,8 +21,23 @@
 //!   serve.
 //! - `bad-user-frame`: write a binary user frame whose `TestMsg` claims 3·10¹⁸ bytes of
 //!   `data`, then serve.
+//!
+//! With `TEST_ORPHAN=1` (the PID 1 test), once it serves it starts a grandchild that
+//! orphans itself (`sh -c 'sleep 0.3 & echo $!'`: the shell exits at once, the `sleep` is
+//! re-parented to PID 1), then watches `/proc/PID/status` until the `sleep` is gone
+//! (reaped) or still a zombie 10 s later, and reports `orphan reaped PID` or
+//! `orphan zombie PID`. With `TEST_ORPHAN_EXIT=N` as well, the first generation (ids up to
+//! `TEST_WORKERS`, default 2) then exits with code N.
 //! - `listen-many:N`: ask to listen on N distinct loopback addresses (127.0.x.y:0), report
-//!   each result (`listened` or `listen-error`), ask for the first again, then serve.
+//!   each result (`listened` or `listen-error`), close the first and ask for it again, then
+//!   serve.
+//! - `listen-retry:ADDRESS`: `listen()` on ADDRESS and report it (`first` or
+//!   `listen-error`), wait for a `retry` message, then listen again and report (`retry`).
+//! - `listen-twice:ADDRESS`: `listen()` on ADDRESS, then again while the first is open,
+//!   then close the first and listen again; reports `first`, `second`, `third` with the
+//!   bound address (or `listen-error`), then serves.
+//!
+//! A `listen-error` report reads `KIND: MESSAGE`, `KIND` being the `io::ErrorKind` (Debug).
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -83,25 +102,61 @@ async fn main() {
                 .expect("report");
             listeners
         }
-        None => Vec::new(),
+        None => match (
+            mode.strip_prefix("listen-twice:"),
+            mode.strip_prefix("listen-retry:"),
+        ) {
+            (Some(address), _) => listen_twice(&worker, address.parse().expect("address")).await,
+            (_, Some(address)) => listen_retry(&worker, address.parse().expect("address")).await,
+            _ => Vec::new(),
+        },
     };
 
     let server = match std::env::var("TEST_LISTEN") {
+        Ok(address) if address.starts_with("udp:") => {
+            let bound =
+                cluster_worker::bind_udp(address["udp:".len()..].parse().expect("TEST_LISTEN"))
+                    .await;
+            match bound {
+                Ok(socket) => {
+                    let local = socket.local_addr().expect("address").to_string();
+                    worker
+                        .send(&TestMsg::new("listened", local))
+                        .await
+                        .expect("report");
+                    Some(tokio::spawn(answer_datagrams(worker.clone(), socket)))
+                }
+                Err(e) => {
+                    worker.send(&listen_error(&e)).await.expect("report");
+                    std::process::exit(3);
+                }
+            }
+        }
         Ok(address) if address.starts_with("unix:") => {
             let path = std::path::PathBuf::from(&address["unix:".len()..]);
             let report = match cluster_worker::listen_unix(&path).await {
                 Ok(_) => TestMsg::new("listened", address),
-                Err(e) => TestMsg::new("listen-error", e.to_string()),
+                Err(e) => listen_error(&e),
             };
             worker.send(&report).await.expect("report");
             None
         }
         Ok(address) => {
-            match cluster_worker::incoming(address.parse().expect("TEST_LISTEN")).await {
+            let mut options = cluster_worker::ListenOptions::new();
+            if let Some(backlog) = std::env::var("TEST_BACKLOG")
+                .ok()
+                .and_then(|b| b.parse().ok())
+            {
+                options = options.backlog(backlog);
+            }
+            if let Ok(only) = std::env::var("TEST_IPV6_ONLY") {
+                options = options.ipv6_only(only == "1");
+            }
+            let address = address.parse().expect("TEST_LISTEN");
+            match cluster_worker::incoming_with(address, options).await {
                 Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
                 Err(e) => {
-                    let report = TestMsg::new("listen-error", e.to_string());
-                    worker.send(&report).await.expect("report");
+                    worker.send(&listen_error(&e)).await.expect("report");
                     std::process::exit(3);
                 }
             }
@@ -114,6 +169,27 @@ async fn main() {
         .and_then(|n| n.parse::<usize>().ok())
     {
         tokio::spawn(chatter(lines));
+    }
+
+    if std::env::var_os("TEST_ORPHAN").is_some() {
+        let (pid, fate) = make_an_orphan().await;
+        worker
+            .send(&TestMsg::new("orphan", format!("{fate} {pid}")))
+            .await
+            .expect("report the orphan");
+        let first_generation = std::env::var("TEST_WORKERS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2u32);
+        let id = worker.id();
+        if let Some(code) = std::env::var("TEST_ORPHAN_EXIT")
+            .ok()
+            .and_then(|c| c.parse().ok())
+        {
+            if id <= first_generation {
+                std::process::exit(code);
+            }
+        }
     }
 
     let echo = worker.clone();
@@ -141,6 +217,106 @@ async fn main() {
         server.await.expect("server task");
     }
     worker.drained().await;
+}
+
+/// `listen-twice`: two listens on `address` while the first is open, then one after closing
+/// the first; each reported with the bound address. Returns what stays open.
+async fn listen_twice(
+    worker: &Worker,
+    address: std::net::SocketAddr,
+) -> Vec<tokio::net::TcpListener> {
+    let mut open = Vec::new();
+    for (step, close_first) in [("first", false), ("second", false), ("third", true)] {
+        if close_first && !open.is_empty() {
+            drop(open.remove(0));
+        }
+        let report = match cluster_worker::listen(address).await {
+            Ok(listener) => {
+                let local = listener.local_addr().expect("address").to_string();
+                open.push(listener);
+                TestMsg::new(step, local)
+            }
+            Err(e) => listen_error(&e),
+        };
+        worker.send(&report).await.expect("report");
+    }
+    open
+}
+
+/// `listen-retry`: a listen, then another once the master says `retry`.
+async fn listen_retry(
+    worker: &Worker,
+    address: std::net::SocketAddr,
+) -> Vec<tokio::net::TcpListener> {
+    let mut open = Vec::new();
+    for step in ["first", "retry"] {
+        if step == "retry" {
+            while let Some(message) = worker.recv().await {
+                if message.decode::<TestMsg>().is_ok_and(|m| m.kind == "retry") {
+                    break;
+                }
+            }
+        }
+        let report = match cluster_worker::listen(address).await {
+            Ok(listener) => {
+                open.push(listener);
+                TestMsg::new(step, address.to_string())
+            }
+            Err(e) => listen_error(&e),
+        };
+        worker.send(&report).await.expect("report");
+    }
+    open
+}
+
+/// The report of a failed listen: `KIND: MESSAGE`.
+fn listen_error(error: &std::io::Error) -> TestMsg {
+    TestMsg::new("listen-error", format!("{:?}: {error}", error.kind()))
+}
+
+/// Answers every datagram on the cluster's shared UDP socket with this process's pid, until
+/// the worker disconnects.
+async fn answer_datagrams(worker: Worker, socket: tokio::net::UdpSocket) {
+    let pid = std::process::id().to_string();
+    let mut packet = [0u8; 1500];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut packet) => {
+                if let Ok((_, peer)) = received {
+                    let _ = socket.send_to(pid.as_bytes(), peer).await;
+                }
+            }
+            _ = worker.closing() => return,
+        }
+    }
+}
+
+/// Starts a `sleep` whose parent shell exits at once, then waits until the `sleep` is gone
+/// from `/proc` ("reaped") or is still a zombie 10 s later ("zombie").
+async fn make_an_orphan() -> (u32, &'static str) {
+    let output = tokio::process::Command::new("sh")
+        .args(["-c", "sleep 0.3 >/dev/null 2>&1 </dev/null & echo $!"])
+        .output()
+        .await
+        .expect("start the orphan");
+    let pid: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("the orphan's pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+        let zombie = match &status {
+            Err(_) => return (pid, "reaped"),
+            Ok(status) => status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z')),
+        };
+        if zombie && std::time::Instant::now() > deadline {
+            return (pid, "zombie");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Writes `lines` numbered lines to stdout, yielding to the server every 100.
@@ -223,16 +399,21 @@ async fn listen_many(worker: &Worker, count: usize) -> Vec<tokio::net::TcpListen
                 listeners.push(listener);
                 TestMsg::new("listened", address)
             }
-            Err(e) => TestMsg::new("listen-error", e.to_string()),
+            Err(e) => listen_error(&e),
         };
         worker.send(&report).await.expect("report");
+    }
+    // Closed and asked for again: the same socket of the master (index 0 again), which the
+    // cap does not count twice.
+    if !listeners.is_empty() {
+        drop(listeners.remove(0));
     }
     let again = match cluster_worker::listen("127.0.0.1:0".parse().expect("address")).await {
         Ok(listener) => {
             listeners.push(listener);
             TestMsg::new("listened-again", "127.0.0.1:0")
         }
-        Err(e) => TestMsg::new("listen-error", e.to_string()),
+        Err(e) => listen_error(&e),
     };
     worker.send(&again).await.expect("report");
     listeners

@@ -49,8 +49,8 @@ async fn serve() {
     let Ok(listener) = listener else {
         return;
     };
-    let service = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) });
-    graceful::serve(listener, service).await;
+    let service = graceful::service_fn(|req| async { Ok::<_, Infallible>(route(req).await) });
+    graceful::serve(listener, service).await.expect("serve");
 }
 
 /// The value of `name` in the request's query.
