@@ -94,7 +94,8 @@ impl Shared {
         let grant = match settings.scheduling {
             Scheduling::Shared => Grant::Shared,
             Scheduling::ReusePort { .. } => Grant::ReusePort,
-            Scheduling::RoundRobin => Grant::RoundRobin,
+            // Sticky: the master chooses the worker differently, the worker takes it alike.
+            Scheduling::RoundRobin | Scheduling::Sticky => Grant::RoundRobin,
         };
         (settings.backlog, grant)
     }
@@ -109,8 +110,14 @@ impl Shared {
         if let Some(dispatcher) = dispatchers.get(&address) {
             return Some(dispatcher.clone());
         }
-        let timeout = self.settings().dispatch_timeout;
-        let dispatcher = match Dispatcher::start(listener?, timeout) {
+        let (timeout, sticky) = {
+            let settings = self.settings();
+            (
+                settings.dispatch_timeout,
+                settings.scheduling == Scheduling::Sticky,
+            )
+        };
+        let dispatcher = match Dispatcher::start(listener?, timeout, sticky) {
             Ok(dispatcher) => dispatcher,
             Err(e) => {
                 tracing::error!(%address, "cannot start round-robin dispatching: {e}");
@@ -290,7 +297,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SetupError> {
     });
     if shared.settings().respawn != crate::Respawn::Manual {
         // `run` replaces workers from the events it reads.
-        shared.events.callbacks_registered();
+        shared.events.respawn_registered();
     }
     shared.events.emit(Event::Setup);
     if let Some(notifier) = crate::systemd::Notifier::claim() {
@@ -354,7 +361,7 @@ impl Cluster {
         let limit = crate::nofile::apply(settings.nofile_limit)?;
         self.shared.nofile_limit.store(limit, Ordering::Relaxed);
         if settings.respawn != crate::Respawn::Manual {
-            self.shared.events.callbacks_registered();
+            self.shared.events.respawn_registered();
         }
         *self.shared.settings() = settings;
         crate::foreign::bind(self)?;

@@ -75,6 +75,10 @@ pub(crate) struct EventBus {
     /// Nothing is queued for callbacks until one is registered, so a master that only uses
     /// streams does not accumulate events.
     has_callbacks: AtomicBool,
+    /// The master's respawn reads the endings (`Disconnect`, `Exit`) in `run`: only those
+    /// are queued when no callback is registered, so a `Message` (and the descriptors it
+    /// carries) is never held for a `run` that may never come.
+    queue_endings: AtomicBool,
     streams: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
 }
 
@@ -84,6 +88,7 @@ impl EventBus {
         let bus = EventBus {
             callbacks,
             has_callbacks: AtomicBool::new(false),
+            queue_endings: AtomicBool::new(false),
             streams: Mutex::new(Vec::new()),
         };
         (bus, queue)
@@ -94,7 +99,10 @@ impl EventBus {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         streams.retain(|tx| tx.send(event.clone()).is_ok());
         drop(streams);
-        if self.has_callbacks.load(Ordering::Acquire) {
+        let ending = matches!(event, Event::Disconnect(_) | Event::Exit(..));
+        if self.has_callbacks.load(Ordering::Acquire)
+            || (ending && self.queue_endings.load(Ordering::Acquire))
+        {
             // The queue lives as long as the cluster; a send can only fail while it is dropped.
             let _ = self.callbacks.send(event);
         }
@@ -102,6 +110,11 @@ impl EventBus {
 
     pub(crate) fn callbacks_registered(&self) {
         self.has_callbacks.store(true, Ordering::Release);
+    }
+
+    /// The master's respawn is on: queue the workers' endings for `run`.
+    pub(crate) fn respawn_registered(&self) {
+        self.queue_endings.store(true, Ordering::Release);
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {

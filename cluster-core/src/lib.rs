@@ -128,6 +128,7 @@ mod settings;
 mod signal;
 mod signals;
 mod spawn;
+mod sticky;
 mod supervise;
 mod systemd;
 pub mod upgrade;

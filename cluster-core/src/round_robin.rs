@@ -2,6 +2,10 @@
 //! a ready worker, keeping its own copy until the worker says it took it, so a worker that
 //! dies or refuses before that loses nothing (Node's `round_robin_handle.js`).
 //!
+//! In sticky mode ([`crate::Scheduling::Sticky`]) the same dispatcher chooses the worker by
+//! the client's IP address (`sticky.rs`) instead of in turn; hand-over, answers, take-back
+//! and re-dispatch are the same.
+//!
 //! Two guards keep one worker from holding clients it cannot serve:
 //! - **Dispatch timeout.** A hand-over not answered within `dispatch_timeout` is taken back
 //!   and given to another worker; the silent worker is not chosen again until it answers
@@ -13,7 +17,7 @@
 //!   worker that could take it had no room (rather than bouncing between full workers).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,6 +27,7 @@ use cluster_ipc::pressure::{LogThrottle, accept_failed};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::sticky::{self, Slots};
 use crate::worker::{Worker, WorkerState};
 
 /// No worker can take a connection and the cluster refuses them.
@@ -43,9 +48,16 @@ fn reset(stream: TcpStream) {
 /// Hand-overs a worker may have unanswered at once.
 const MAX_IN_FLIGHT: usize = 4;
 
+/// The same in sticky mode, where a busy worker's clients wait for it (the accept loop
+/// with them) rather than go to another: a deeper queue keeps one slow answer from holding
+/// up every client.
+const STICKY_MAX_IN_FLIGHT: usize = 32;
+
 /// A connection waiting for a worker.
 struct Queued {
     stream: TcpStream,
+    /// The client's address (sticky mode chooses by it); `None` if the kernel gave none.
+    client: Option<IpAddr>,
     /// Workers that had no room for its descriptor.
     no_room: Vec<u32>,
 }
@@ -109,6 +121,8 @@ struct State {
     handed_off: bool,
     /// The run loop holds a connection it has not placed yet (with a worker or requeued).
     in_hand: bool,
+    /// Sticky mode: each target's place in the hash.
+    slots: Slots,
 }
 
 /// Log lines that would repeat for every connection under pressure.
@@ -123,6 +137,8 @@ struct Throttles {
 pub(crate) struct Dispatcher {
     address: SocketAddr,
     timeout: Option<Duration>,
+    /// Chooses by client address (sticky sessions) rather than in turn.
+    sticky: bool,
     state: Mutex<State>,
     throttles: Mutex<Throttles>,
     wake: Notify,
@@ -132,16 +148,19 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     /// Starts accepting on `listener` (the master's socket for `address`); hand-overs not
-    /// answered within `timeout` are taken back.
+    /// answered within `timeout` are taken back. `sticky`: each client address goes to the
+    /// same worker while it accepts (`sticky.rs`), instead of the next in turn.
     pub(crate) fn start(
         listener: &std::net::TcpListener,
         timeout: Option<Duration>,
+        sticky: bool,
     ) -> std::io::Result<Arc<Dispatcher>> {
         let address = listener.local_addr()?;
         let accept = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
         let dispatcher = Arc::new(Dispatcher {
             address,
             timeout,
+            sticky,
             state: Mutex::new(State::default()),
             throttles: Mutex::new(Throttles::default()),
             wake: Notify::new(),
@@ -159,6 +178,9 @@ impl Dispatcher {
         let mut state = self.lock();
         if !state.targets.iter().any(|w| w.id() == worker.id()) {
             state.targets.push(worker.clone());
+            if self.sticky {
+                state.slots.join(worker.id());
+            }
         }
         drop(state);
         self.wake.notify_one();
@@ -167,7 +189,9 @@ impl Dispatcher {
     /// `worker` takes no new connections (it is closing); those it has not answered stay
     /// pending until it answers or its channel closes.
     pub(crate) fn stop_sending_to(&self, worker: &Worker) {
-        self.lock().targets.retain(|w| w.id() != worker.id());
+        let mut state = self.lock();
+        state.targets.retain(|w| w.id() != worker.id());
+        state.slots.leave(worker.id());
     }
 
     /// `worker`'s channel is closed: it can take nothing more, and every hand-over it did not
@@ -175,6 +199,7 @@ impl Dispatcher {
     pub(crate) fn worker_gone(&self, worker: &Worker) {
         let mut state = self.lock();
         state.targets.retain(|w| w.id() != worker.id());
+        state.slots.leave(worker.id());
         state.in_flight.remove(&worker.id());
         state.silent.remove(&worker.id());
         let orphaned: Vec<u64> = state
@@ -293,9 +318,13 @@ impl Dispatcher {
         !state.in_hand && state.pending.is_empty() && state.requeue.is_empty()
     }
 
-    /// The next worker in turn that can take a connection; `Err` if there is none and the
-    /// connection is to be refused.
-    fn pick(&self) -> Result<Option<Worker>, Refuse> {
+    /// The worker to hand `queued` to: the next in turn that can take a connection, or in
+    /// sticky mode the one its client's address maps to; `Ok(None)` to wait for one, `Err`
+    /// if there is none and the connection is to be refused.
+    fn pick(&self, queued: &Queued) -> Result<Option<Worker>, Refuse> {
+        if self.sticky {
+            return self.pick_sticky(queued);
+        }
         let mut state = self.lock();
         let count = state.targets.len();
         for step in 0..count {
@@ -317,6 +346,29 @@ impl Dispatcher {
         Ok(None)
     }
 
+    /// Sticky mode: among the workers that can take connections (not closing, not silent,
+    /// not out of room for this one), the one the client's address maps to. If it has
+    /// [`STICKY_MAX_IN_FLIGHT`] hand-overs unanswered, the connection waits for it.
+    fn pick_sticky(&self, queued: &Queued) -> Result<Option<Worker>, Refuse> {
+        let state = self.lock();
+        let candidates = state.targets.iter().filter_map(|worker| {
+            let able = worker.state() < WorkerState::Disconnecting
+                && !state.silent.contains(&worker.id())
+                && !queued.no_room.contains(&worker.id());
+            let slot = state.slots.slot_of(worker.id())?;
+            able.then_some((slot, worker))
+        });
+        let client = queued.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        match sticky::choose(client, candidates) {
+            Some(worker) => {
+                let busy = state.in_flight.get(&worker.id()).copied().unwrap_or(0);
+                Ok((busy < STICKY_MAX_IN_FLIGHT).then(|| worker.clone()))
+            }
+            None if state.refusing && state.targets.is_empty() => Err(Refuse),
+            None => Ok(None),
+        }
+    }
+
     /// The next connection to hand over: one to hand over again, else a new one (none once
     /// the socket is handed off). Marks it in hand.
     async fn next_connection(&self, listener: &tokio::net::TcpListener) -> Queued {
@@ -335,10 +387,10 @@ impl Dispatcher {
                 continue;
             }
             tokio::select! {
-                accepted = listener.accept() => match accepted.and_then(|(s, _)| s.into_std()) {
-                    Ok(stream) => {
+                accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
+                    Ok((stream, peer)) => {
                         self.lock().in_hand = true;
-                        return Queued { stream, no_room: Vec::new() };
+                        return Queued { stream, client: Some(peer.ip()), no_room: Vec::new() };
                     }
                     Err(e) => self.under_pressure("accept failed", &e).await,
                 },
@@ -358,12 +410,12 @@ impl Dispatcher {
         tokio::time::sleep(pause).await;
     }
 
-    async fn next_worker(&self) -> Result<Worker, Refuse> {
+    async fn next_worker(&self, queued: &Queued) -> Result<Worker, Refuse> {
         loop {
             let wake = self.wake.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
-            if let Some(worker) = self.pick()? {
+            if let Some(worker) = self.pick(queued)? {
                 return Ok(worker);
             }
             // No worker can take it: the connection waits here, and the next ones in the
@@ -377,7 +429,7 @@ impl Dispatcher {
             // The previous connection is placed: with a worker, requeued, or reset.
             self.lock().in_hand = false;
             let queued = self.next_connection(&listener).await;
-            let Ok(worker) = self.next_worker().await else {
+            let Ok(worker) = self.next_worker(&queued).await else {
                 reset(queued.stream);
                 continue;
             };

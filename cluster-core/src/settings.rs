@@ -29,6 +29,14 @@ pub enum Scheduling {
     /// keeping its copy until the worker has taken it (Node's default on Linux). Even
     /// balance whatever the clients do; the master's accept loop is the bottleneck.
     RoundRobin,
+    /// Sticky sessions (what Node's `sticky-session` and socket.io's cluster adapter are
+    /// for): the master accepts and hands over as in `RoundRobin`, but each client IP
+    /// address always goes to the same worker while that worker accepts, by rendezvous
+    /// hashing. A worker that dies, hangs or leaves moves only its own clients, to the
+    /// others until its replacement takes its place (and its clients back); a new worker
+    /// takes about 1/n of the clients, from every worker alike; a reload moves every client
+    /// to the new generation. Clients behind one address (a NAT, a proxy) share a worker.
+    Sticky,
 }
 
 /// Where the kernel says whether queued connections migrate between `SO_REUSEPORT` sockets.

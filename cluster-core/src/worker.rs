@@ -1,6 +1,7 @@
 //! The master's handle on one worker process (Node's `Worker` in the primary).
 
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -266,6 +267,30 @@ impl Worker {
     pub async fn send<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), SendError> {
         let sender = self.sender().ok_or(SendError::Closed)?;
         sender.send(message).await
+    }
+
+    /// Sends a message with descriptors to the worker (Node's `worker.send(message,
+    /// sendHandle)`): an accepted connection, a listener, any open descriptor. The worker
+    /// gets its own copies, close-on-exec, from the received message's
+    /// [`take_fds`](cluster_ipc::Message::take_fds); the master keeps (and may close) its
+    /// own. At most [`cluster_ipc::MAX_FDS_PER_MESSAGE`]: more is
+    /// [`SendError::TooManyFds`], and a worker whose channel is closed gives
+    /// [`SendError::Closed`]; either way nothing is sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(worker: cluster_core::Worker, client: std::net::TcpStream) -> Result<(), cluster_core::SendError> {
+    /// use std::os::fd::AsFd;
+    /// worker.send_with(&"serve this client", &[client.as_fd()]).await?;
+    /// drop(client); // the worker holds its own descriptor now
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_with<T: Serialize + ?Sized>(
+        &self,
+        message: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError> {
+        let sender = self.sender().ok_or(SendError::Closed)?;
+        sender.send_with(message, fds).await
     }
 
     /// Asks the worker to disconnect gracefully: it stops accepting, finishes its

@@ -46,7 +46,8 @@ pub enum Incoming {
     /// message itself is intact and the channel stays in step; see
     /// [`Receiver::descriptors_lost`].
     Control(Control, Vec<OwnedFd>),
-    /// A message of the user's code.
+    /// A message of the user's code, with the descriptors sent with it
+    /// ([`Message::take_fds`]).
     User(Message),
 }
 
@@ -121,18 +122,37 @@ impl Sender {
         self.write_frame(&frame, &[]).await
     }
 
+    /// Sends a user message with descriptors attached (Node's `send(message, sendHandle)`):
+    /// a socket, a listener, any open descriptor. The other side gets duplicates, installed
+    /// close-on-exec, through [`Message::take_fds`]; the caller keeps its own and may close
+    /// them once this returns. At most [`crate::MAX_FDS_PER_MESSAGE`]; more is
+    /// [`SendError::TooManyFds`] and nothing is sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(tx: cluster_ipc::Sender, stream: std::net::TcpStream) -> Result<(), cluster_ipc::SendError> {
+    /// use std::os::fd::AsFd;
+    /// tx.send_with(&"client", &[stream.as_fd()]).await?;
+    /// drop(stream); // the receiver has its own descriptor
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_with<T: Serialize + ?Sized>(
+        &self,
+        message: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError> {
+        check_fd_count(fds)?;
+        let frame = self.encode(FrameKind::User, message, fds.len() as u8)?;
+        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        self.write_frame(&frame, &raw).await
+    }
+
     /// Sends a control message with `fds` attached.
     pub async fn send_control(
         &self,
         message: &Control,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), SendError> {
-        if fds.len() > sys::MAX_FDS_PER_MESSAGE {
-            return Err(SendError::TooManyFds {
-                count: fds.len(),
-                max: sys::MAX_FDS_PER_MESSAGE,
-            });
-        }
+        check_fd_count(fds)?;
         let frame = self.encode(FrameKind::Control, message, fds.len() as u8)?;
         let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
         self.write_frame(&frame, &raw).await
@@ -301,6 +321,17 @@ impl Drop for PartialWrite<'_> {
     }
 }
 
+/// At most [`sys::MAX_FDS_PER_MESSAGE`] descriptors travel with one frame.
+fn check_fd_count(fds: &[BorrowedFd<'_>]) -> Result<(), SendError> {
+    if fds.len() > sys::MAX_FDS_PER_MESSAGE {
+        return Err(SendError::TooManyFds {
+            count: fds.len(),
+            max: sys::MAX_FDS_PER_MESSAGE,
+        });
+    }
+    Ok(())
+}
+
 fn classify(e: io::Error) -> SendError {
     match e.kind() {
         io::ErrorKind::BrokenPipe
@@ -316,6 +347,7 @@ pub(crate) fn decode_frame(
     frame: &Frame<'_>,
     serialization: Serialization,
     fds: Vec<OwnedFd>,
+    lost: usize,
 ) -> Result<Incoming, RecvError> {
     match frame.header.kind {
         FrameKind::Control => {
@@ -328,8 +360,13 @@ pub(crate) fn decode_frame(
             serialization
                 .validate(frame.payload)
                 .map_err(|e| RecvError::Malformed(format!("user message: {e}")))?;
-            // Descriptors are not part of user messages; `fds` closes them here.
-            Ok(Incoming::User(Message::new(serialization, frame.payload)))
+            // On error above, `fds` is dropped: the descriptors are closed, not leaked.
+            Ok(Incoming::User(Message::with_fds(
+                serialization,
+                frame.payload,
+                fds,
+                lost,
+            )))
         }
     }
 }
@@ -400,7 +437,7 @@ impl Receiver {
                 "descriptors sent with a message did not arrive: the descriptor table is full"
             );
         }
-        let incoming = decode_frame(&frame, options.serialization, claimed.fds)?;
+        let incoming = decode_frame(&frame, options.serialization, claimed.fds, claimed.lost)?;
         self.start += frame_len;
         self.stream_pos += frame_len as u64;
         if self.start == self.end {

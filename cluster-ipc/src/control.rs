@@ -66,6 +66,11 @@ fn errno_of(kind: std::io::ErrorKind) -> Option<i32> {
     use std::io::ErrorKind;
     Some(match kind {
         ErrorKind::AddrInUse => libc::EADDRINUSE,
+        ErrorKind::AlreadyExists => libc::EEXIST,
+        ErrorKind::ResourceBusy => libc::EBUSY,
+        ErrorKind::StorageFull => libc::ENOSPC,
+        ErrorKind::IsADirectory => libc::EISDIR,
+        ErrorKind::InvalidFilename => libc::ENAMETOOLONG,
         ErrorKind::AddrNotAvailable => libc::EADDRNOTAVAIL,
         ErrorKind::PermissionDenied => libc::EACCES,
         ErrorKind::InvalidInput => libc::EINVAL,
@@ -257,6 +262,7 @@ mod tests {
             io::ErrorKind::PermissionDenied,
             io::ErrorKind::AddrNotAvailable,
             io::ErrorKind::QuotaExceeded,
+            io::ErrorKind::AlreadyExists,
         ] {
             let wrapped = io::Error::new(kind, "listen on 127.0.0.1:80: it failed");
             let failure = ListenFailure::from_io(&wrapped);

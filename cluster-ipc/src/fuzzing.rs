@@ -32,7 +32,7 @@ pub fn decode_frames(
             }
         };
         fds_arrived -= frame.header.fd_count;
-        messages.push(decode_frame(&frame, options.serialization, Vec::new())?);
+        messages.push(decode_frame(&frame, options.serialization, Vec::new(), 0)?);
         bytes = &bytes[frame.len()..];
     }
 }

@@ -164,3 +164,81 @@ async fn a_panic_hand_over_carries_its_message_and_location_in_both_encodings() 
         assert_eq!(got, Control::HandOver, "{serialization:?}");
     }
 }
+
+/// True once the peer of `stream` is closed everywhere: a read returns end-of-stream.
+fn peer_closed(stream: &UnixStream) -> bool {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 1];
+    matches!(std::io::Read::read(&mut &*stream, &mut buf), Ok(0))
+}
+
+#[tokio::test]
+async fn user_messages_carry_descriptors_handed_out_once() {
+    for serialization in [Serialization::Json, Serialization::Binary] {
+        let options = ChannelOptions {
+            serialization,
+            ..Default::default()
+        };
+        let (tx, mut rx) = pair(options);
+        let (mut ours, theirs) = UnixStream::pair().expect("pair");
+        let null = std::fs::File::open("/dev/null").expect("open");
+        tx.send_with(&("two", 2u32), &[theirs.as_fd(), null.as_fd()])
+            .await
+            .expect("send");
+        drop(theirs);
+        let message = next_user(&mut rx).await;
+        assert_eq!(message.decode::<(String, u32)>().expect("decode").1, 2);
+        assert_eq!(message.fd_count(), 2);
+        let clone = message.clone();
+        let mut fds = clone.take_fds();
+        assert_eq!(fds.len(), 2, "in the order sent");
+        assert!(
+            message.take_fds().is_empty(),
+            "the first caller takes them all"
+        );
+        assert_eq!(message.fd_count(), 0);
+        drop(fds.pop()); // /dev/null
+        let mut received = UnixStream::from(fds.pop().expect("stream"));
+        ours.write_all(b"ping").expect("write");
+        let mut buf = [0u8; 4];
+        std::io::Read::read_exact(&mut received, &mut buf).expect("read");
+        assert_eq!(&buf, b"ping");
+        // Plain messages carry none.
+        tx.send(&("none", 0u32)).await.expect("send");
+        assert!(next_user(&mut rx).await.take_fds().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn descriptors_nobody_takes_are_closed_with_the_last_clone() {
+    let (tx, mut rx) = pair(ChannelOptions::default());
+    let (ours, theirs) = UnixStream::pair().expect("pair");
+    tx.send_with(&"untaken", &[theirs.as_fd()])
+        .await
+        .expect("send");
+    drop(theirs);
+    let message = next_user(&mut rx).await;
+    let clone = message.clone();
+    drop(message);
+    assert!(!peer_closed(&ours), "a clone still holds it");
+    drop(clone);
+    assert!(peer_closed(&ours), "the received descriptor leaked");
+}
+
+#[tokio::test]
+async fn more_than_16_descriptors_are_refused_and_nothing_is_sent() {
+    let (tx, mut rx) = pair(ChannelOptions::default());
+    let files: Vec<std::fs::File> = (0..17)
+        .map(|_| std::fs::File::open("/dev/null").expect("open"))
+        .collect();
+    let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+    let err = tx.send_with(&"many", &fds).await.expect_err("17");
+    assert!(
+        matches!(err, SendError::TooManyFds { count: 17, max: 16 }),
+        "{err}"
+    );
+    tx.send_with(&"sixteen", &fds[..16]).await.expect("16");
+    let message = next_user(&mut rx).await;
+    assert_eq!(message.decode::<String>().expect("decode"), "sixteen");
+    assert_eq!(message.take_fds().len(), 16);
+}

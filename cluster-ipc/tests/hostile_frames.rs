@@ -530,3 +530,39 @@ fn random_and_mutated_binary_frames_are_errors_never_aborts() {
 fn random_and_mutated_json_frames_are_errors_never_aborts() {
     feed(Serialization::Json);
 }
+
+#[test]
+fn a_user_frame_announcing_more_descriptors_than_it_carries_is_an_error_and_closes_them() {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (ours, theirs) = cluster_ipc::socketpair().expect("socketpair");
+        let bytes = frame(USER, 2, b"\"hi\"");
+        let (probe, sent_end) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let fds = [sent_end.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(&bytes)];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let sent = sendmsg::<()>(ours.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None);
+        assert_eq!(sent.expect("sendmsg"), bytes.len());
+        drop(sent_end);
+        let (_tx, mut rx) = cluster_ipc::channel(theirs, Default::default()).expect("channel");
+        match rx.recv().await {
+            Err(RecvError::Malformed(reason)) => {
+                assert!(
+                    reason.contains("announces 2 descriptors, 1 arrived"),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        // The one that arrived was closed, not kept.
+        probe.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 1];
+        assert!(matches!(std::io::Read::read(&mut &probe, &mut buf), Ok(0)));
+        drop(ours);
+    });
+}

@@ -21,7 +21,7 @@ enum Obtained {
 /// shared with every worker that asks (bound by the master at the first request); outside a
 /// cluster it is bound here with the same options. Errors name the address.
 ///
-/// In `RoundRobin` scheduling the master accepts and there is no socket to give: use
+/// In `RoundRobin` and `Sticky` scheduling the master accepts and there is no socket to give: use
 /// [`incoming`], which works in every mode.
 ///
 /// ```no_run

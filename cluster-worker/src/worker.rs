@@ -153,6 +153,28 @@ impl Worker {
         self.inner.sender.send(message).await
     }
 
+    /// Sends a message with descriptors to the master (Node's `process.send(message,
+    /// sendHandle)`): it arrives as a `message` event whose
+    /// [`Message::take_fds`] hands the master its own copies (close-on-exec). The worker
+    /// keeps its descriptors and may close them once this returns. At most
+    /// [`cluster_ipc::MAX_FDS_PER_MESSAGE`] ([`SendError::TooManyFds`] otherwise; nothing is
+    /// sent).
+    ///
+    /// ```no_run
+    /// # async fn demo(worker: cluster_worker::Worker, stream: tokio::net::TcpStream) -> Result<(), cluster_worker::SendError> {
+    /// use std::os::fd::AsFd;
+    /// worker.send_with(&"take this client", &[stream.as_fd()]).await?;
+    /// drop(stream);
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_with<T: Serialize + ?Sized>(
+        &self,
+        message: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError> {
+        self.inner.sender.send_with(message, fds).await
+    }
+
     /// Sends a message to every other live worker of `group`, through the master (pm's
     /// `broadcast` between workers). Receivers see its [`Message::origin`].
     pub async fn send_to_group<T: Serialize + ?Sized>(

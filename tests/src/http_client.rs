@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 client for tests and benchmarks: one connection kept alive between
 //! requests, as load generators do.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 /// a new one after a `Connection: close` answer.
 pub struct KeepAliveClient {
     address: SocketAddr,
+    /// The local address its connections are bound to, if any.
+    source: Option<IpAddr>,
     stream: Option<BufReader<TcpStream>>,
     request_close: bool,
 }
@@ -47,6 +49,7 @@ impl KeepAliveClient {
     pub fn new(address: SocketAddr) -> Self {
         KeepAliveClient {
             address,
+            source: None,
             stream: None,
             request_close: false,
         }
@@ -59,6 +62,25 @@ impl KeepAliveClient {
             request_close: true,
             ..KeepAliveClient::new(address)
         }
+    }
+
+    /// Connects from `source` (e.g. `127.0.0.7`: any loopback address is local), as a client
+    /// of that address would: sticky scheduling chooses the worker by it.
+    pub fn from(mut self, source: IpAddr) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let Some(source) = self.source else {
+            return TcpStream::connect(self.address).await;
+        };
+        let socket = match source {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.connect(self.address).await
     }
 
     /// Drops the connection (after a cancelled request, whose answer may still come); the
@@ -81,7 +103,7 @@ impl KeepAliveClient {
     async fn exchange(&mut self, path: &str) -> std::io::Result<Answer> {
         let stream = match self.stream.take() {
             Some(stream) => stream,
-            None => BufReader::new(TcpStream::connect(self.address).await?),
+            None => BufReader::new(self.connect().await?),
         };
         let stream = self.stream.insert(stream);
         let connection = if self.request_close {

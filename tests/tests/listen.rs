@@ -275,15 +275,23 @@ async fn test_cluster_net_listen_backlog_the_workers_backlog_is_the_sockets() {
 }
 
 #[tokio::test]
-async fn test_cluster_net_listen_ipv6only_false_dual_stack_unless_ipv6_only() {
-    // Node's test-cluster-net-listen-ipv6only-false: workers on `[::]` take IPv4 clients
-    // too; with ipv6_only they do not.
+async fn test_cluster_net_listen_ipv6only_none_ipv4_is_refused_and_free_with_ipv6_only() {
+    // Node's sequential/test-cluster-net-listen-ipv6only-none and -rr: workers on `[::]`
+    // take IPv4 clients too (dual stack), unless they listen with ipv6_only; in both
+    // scheduling modes, since the master binds the socket with the request's options.
+    use cluster_core::Scheduling;
     if std::net::TcpListener::bind("[::]:0").is_err() {
         eprintln!("skipped: no IPv6 on this machine");
         return;
     }
-    for (ipv6_only, ipv4_served) in [("0", true), ("1", false)] {
+    let cases = [
+        (Scheduling::Shared, "0", true),
+        (Scheduling::Shared, "1", false),
+        (Scheduling::RoundRobin, "1", false),
+    ];
+    for (scheduling, ipv6_only, ipv4_served) in cases {
         let settings = worker_settings("serve")
+            .scheduling(scheduling)
             .env("TEST_LISTEN", "[::]:0")
             .env("TEST_IPV6_ONLY", ipv6_only);
         let cluster = setup_master(settings).expect("setup");
@@ -297,20 +305,23 @@ async fn test_cluster_net_listen_ipv6only_false_dual_stack_unless_ipv6_only() {
         assert_eq!(
             answer.is_ok(),
             ipv4_served,
-            "ipv6_only={ipv6_only}: {answer:?}"
+            "{scheduling:?} ipv6_only={ipv6_only}: {answer:?}"
         );
         let ipv6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()));
         assert_eq!(http_get(ipv6, "/").await.expect("IPv6 client").0, 200);
         // Node's sequential/test-cluster-net-listen-ipv6only-none: an IPv6-only socket
         // leaves the IPv4 port free for another program.
         let ipv4_free = std::net::TcpListener::bind(ipv4).is_ok();
-        assert_eq!(ipv4_free, !ipv4_served, "ipv6_only={ipv6_only}");
+        assert_eq!(
+            ipv4_free, !ipv4_served,
+            "{scheduling:?} ipv6_only={ipv6_only}"
+        );
         cluster.stop(cluster_core::StopMode::Graceful).await;
     }
 }
 
 #[tokio::test]
-async fn test_cluster_eaddrinuse_a_retry_binds_once_the_port_is_free() {
+async fn a_listen_retried_after_eaddrinuse_binds_once_the_port_is_free() {
     // Node's test-cluster-eaddrinuse: a listen fails with EADDRINUSE while another program
     // holds the port; once it is freed, a retry works (the master keeps no failed bind).
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

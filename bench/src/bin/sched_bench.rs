@@ -1,12 +1,15 @@
 //! Scheduling benchmark (not a test): for each scheduling mode, requests per second and
-//! latency under keep-alive load, the split of new connections between 2 workers, and the
-//! duration of a zero-downtime reload. The same binary is master and worker.
+//! latency under keep-alive load, then with a new connection per request (the cost of the
+//! master's dispatch in RoundRobin and Sticky mode), the split of new connections between 2
+//! workers, and the duration of a zero-downtime reload. The same binary is master and
+//! worker. Clients connect from 20 loopback addresses (127.0.0.1–20), so sticky scheduling
+//! has clients to spread.
 //!
 //! Run: `cargo run --release -p cluster-bench --bin sched_bench [SECONDS]`
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -51,7 +54,16 @@ struct Load {
     by_pid: HashMap<u32, usize>,
 }
 
-/// Runs `clients` clients until `stop` is set or `seconds` pass.
+/// Client addresses the load comes from.
+const SOURCES: u8 = 20;
+
+/// The `n`th client address: 127.0.0.1 to 127.0.0.20, round and round.
+fn source(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, (n % SOURCES as usize) as u8 + 1))
+}
+
+/// Runs `clients` clients until `stop` is set or `seconds` pass. Keep-alive client `i`
+/// connects from [`source`]`(i)`; a closing client from the next address at each request.
 async fn load(
     address: SocketAddr,
     clients: usize,
@@ -60,14 +72,11 @@ async fn load(
     stop: Arc<AtomicBool>,
 ) -> Load {
     let tasks: Vec<_> = (0..clients)
-        .map(|_| {
+        .map(|i| {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let mut client = if close {
-                    KeepAliveClient::closing(address)
-                } else {
-                    KeepAliveClient::new(address)
-                };
+                let mut client = KeepAliveClient::new(address).from(source(i));
+                let mut sent = i;
                 let mut out = Load {
                     requests: 0,
                     failed: 0,
@@ -75,6 +84,10 @@ async fn load(
                     by_pid: HashMap::new(),
                 };
                 while !stop.load(Ordering::Relaxed) {
+                    if close {
+                        client = KeepAliveClient::closing(address).from(source(sent));
+                        sent += clients;
+                    }
                     let start = Instant::now();
                     match client.get("/").await.ok().and_then(|a| a.pid()) {
                         Some(pid) => {
@@ -134,9 +147,9 @@ async fn master() {
         .unwrap_or(5.0);
     let exe = std::env::current_exe().expect("exe");
     println!(
-        "| mode | keep-alive req/s | p50 | p99 | keep-alive split | new-connection split | failed | reload |"
+        "| mode | keep-alive req/s | p50 | p99 | keep-alive split | new-connection req/s | p50 | p99 | new-connection split | failed | reload |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, scheduling) in [
         ("Shared", Scheduling::Shared),
         (
@@ -146,6 +159,7 @@ async fn master() {
             },
         ),
         ("RoundRobin", Scheduling::RoundRobin),
+        ("Sticky", Scheduling::Sticky),
     ] {
         let master = Master::new();
         let mut events = master.events();
@@ -174,9 +188,10 @@ async fn master() {
         let address = address.expect("address");
         let never = || Arc::new(AtomicBool::new(false));
         let keep_alive = load(address, 8, seconds, false, never()).await;
-        let fresh = load(address, 1, seconds.min(3.0), true, never()).await;
-        let pct = |p: usize| {
-            keep_alive.latencies[keep_alive.latencies.len() * p / 100].as_secs_f64() * 1e6
+        let fresh_seconds = seconds.min(3.0);
+        let fresh = load(address, 1, fresh_seconds, true, never()).await;
+        let pct = |load: &Load, p: usize| {
+            load.latencies[load.latencies.len() * p / 100].as_secs_f64() * 1e6
         };
 
         // Reload under the same keep-alive load.
@@ -196,11 +211,14 @@ async fn master() {
         let during_reload = background.await.expect("reload load");
 
         println!(
-            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {} | {:.0} ms |",
+            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {:.0} ms |",
             keep_alive.requests as f64 / seconds,
-            pct(50),
-            pct(99),
+            pct(&keep_alive, 50),
+            pct(&keep_alive, 99),
             share(&keep_alive.by_pid),
+            fresh.requests as f64 / fresh_seconds,
+            pct(&fresh, 50),
+            pct(&fresh, 99),
             share(&fresh.by_pid),
             keep_alive.failed + fresh.failed + during_reload.failed,
             reload.as_secs_f64() * 1000.0

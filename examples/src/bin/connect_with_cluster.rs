@@ -15,9 +15,11 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut worker = std::env::current_exe()?;
     worker.set_file_name("connect_with_cluster_worker");
-    // SCHEDULING=round-robin makes the master hand connections out (default: shared socket).
+    // SCHEDULING=round-robin makes the master hand connections out (default: shared socket);
+    // SCHEDULING=sticky too, each client address always to the same worker.
     let scheduling = match std::env::var("SCHEDULING").as_deref() {
         Ok("round-robin") => Scheduling::RoundRobin,
+        Ok("sticky") => Scheduling::Sticky,
         _ => Scheduling::Shared,
     };
     // WORKER_OUTPUT=forward: the master captures the workers' output and forwards it line by

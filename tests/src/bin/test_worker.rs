@@ -21,6 +21,25 @@
 //!   serve.
 //! - `bad-user-frame`: write a binary user frame whose `TestMsg` claims 3·10¹⁸ bytes of
 //!   `data`, then serve.
+//! - `hand-back`: listen on `TEST_LISTEN` and send every accepted connection to the master
+//!   with a `client` message (its descriptor attached), without reading or answering it;
+//!   `hand-back-twice` sends each one twice.
+//! - `relisten`: take connections on `TEST_LISTEN` (`incoming`), stop, take them again,
+//!   report `relistened` with both local addresses, stop again and disconnect (Node's
+//!   server-restart tests).
+//! - `lying-fds`: the first worker (id 1) writes a user frame announcing 2 descriptors with
+//!   only 1 attached, then waits; later ones serve.
+//!
+//! Messages with descriptors, in every mode that echoes: `stream` carries one Unix stream,
+//! on which the worker writes its pid, then answers `took` with the count it received;
+//! `send-too-many` makes it send 17 descriptors and report the error (`too-many`);
+//! `send-fds:N:M` makes it send N `fds` messages with M descriptors (of /dev/null) each,
+//! then `sent`; `reflect` sends its descriptors back in a `reflected` message with the same
+//! data; `listener` carries a listening TCP socket, on which the worker answers one
+//! connection with its pid, then says `served`; `connection` carries an accepted TCP
+//! connection, which the worker answers with its pid, then says `served`. `cwd` is answered
+//! with the worker's working directory, `env` with the value of the variable its data names.
+//! A message that is no `TestMsg` is answered `undecodable`.
 //!
 //! With `TEST_ORPHAN=1` (the PID 1 test), once it serves it starts a grandchild that
 //! orphans itself (`sh -c 'sleep 0.3 & echo $!'`: the shell exits at once, the `sleep` is
@@ -40,7 +59,7 @@
 //! A `listen-error` report reads `KIND: MESSAGE`, `KIND` being the `io::ErrorKind` (Debug).
 
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 
 use cluster_tests::TestMsg;
 use cluster_worker::Worker;
@@ -56,6 +75,10 @@ async fn main() {
     }
     if mode == "bad-user-frame" {
         write_raw_frame(1, &[0x02, b'h', b'i', 0xfd]);
+    }
+    if mode == "lying-fds" && first {
+        write_lying_fds_frame();
+        std::future::pending::<()>().await;
     }
     if mode == "garbage" {
         // SAFETY: fd 3 is the channel end the master mapped for us; it is used only here and
@@ -132,6 +155,30 @@ async fn main() {
                 }
             }
         }
+        Ok(address) if mode == "relisten" => {
+            let address = address.parse().expect("TEST_LISTEN");
+            let first = cluster_worker::incoming(address).await.expect("listen");
+            let a = first.local_addr();
+            drop(first);
+            let second = cluster_worker::incoming(address)
+                .await
+                .expect("listen again");
+            let b = second.local_addr();
+            drop(second);
+            worker
+                .send(&TestMsg::new("relistened", format!("{a} {b}")))
+                .await
+                .expect("report");
+            worker.disconnect();
+            None
+        }
+        Ok(address) if mode.starts_with("hand-back") => {
+            let listener = cluster_worker::listen(address.parse().expect("TEST_LISTEN"))
+                .await
+                .expect("listen");
+            let times = if mode == "hand-back-twice" { 2 } else { 1 };
+            Some(tokio::spawn(hand_back(worker.clone(), listener, times)))
+        }
         Ok(address) if address.starts_with("unix:") => {
             let path = std::path::PathBuf::from(&address["unix:".len()..]);
             let report = match cluster_worker::listen_unix(&path).await {
@@ -156,7 +203,8 @@ async fn main() {
             match cluster_worker::incoming_with(address, options).await {
                 Ok(listener) => Some(tokio::spawn(serve(worker.clone(), listener))),
                 Err(e) => {
-                    worker.send(&listen_error(&e)).await.expect("report");
+                    // Not delivered when the worker was disconnected before it listened.
+                    let _ = worker.send(&listen_error(&e)).await;
                     std::process::exit(3);
                 }
             }
@@ -195,7 +243,15 @@ async fn main() {
     let echo = worker.clone();
     tokio::spawn(async move {
         while let Some(message) = echo.recv().await {
-            let msg: TestMsg = message.decode().expect("decode");
+            let msg: TestMsg = match message.decode() {
+                Ok(msg) => msg,
+                Err(e) => {
+                    echo.send(&TestMsg::new("undecodable", e.to_string()))
+                        .await
+                        .expect("answer");
+                    continue;
+                }
+            };
             if msg.kind == "disconnect" {
                 echo.disconnect();
             } else if msg.kind == "deaf" {
@@ -204,6 +260,20 @@ async fn main() {
                     .expect("ack");
                 // Blocks the only runtime thread: the worker is alive and deaf.
                 std::thread::sleep(std::time::Duration::from_secs(3600));
+            } else if msg.kind == "cwd" {
+                let cwd = std::env::current_dir().expect("cwd");
+                echo.send(&TestMsg::new("cwd", cwd.display().to_string()))
+                    .await
+                    .expect("answer");
+            } else if msg.kind == "env" {
+                let value = std::env::var(&msg.data).unwrap_or_default();
+                echo.send(&TestMsg::new("env", value))
+                    .await
+                    .expect("answer");
+            } else if msg.kind.starts_with("send")
+                || ["stream", "reflect", "listener", "connection"].contains(&msg.kind.as_str())
+            {
+                with_fds(&echo, &msg, &message).await;
             } else {
                 echo.send(&TestMsg::new("echo", msg.data))
                     .await
@@ -317,6 +387,120 @@ async fn make_an_orphan() -> (u32, &'static str) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Answers the messages that carry descriptors or ask for some.
+async fn with_fds(worker: &Worker, msg: &TestMsg, message: &cluster_worker::Message) {
+    if msg.kind == "stream" {
+        let fds = message.take_fds();
+        let count = fds.len();
+        // The first is the stream; any others are only counted.
+        if let Some(fd) = fds.into_iter().next() {
+            let mut stream = std::os::unix::net::UnixStream::from(fd);
+            stream
+                .write_all(std::process::id().to_string().as_bytes())
+                .expect("write the pid");
+        }
+        worker
+            .send(&TestMsg::new("took", count.to_string()))
+            .await
+            .expect("answer");
+    } else if msg.kind == "reflect" {
+        let fds = message.take_fds();
+        let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+        worker
+            .send_with(&TestMsg::new("reflected", msg.data.clone()), &borrowed)
+            .await
+            .expect("send the descriptors back");
+    } else if msg.kind == "listener" {
+        let fd = message.take_fds().pop().expect("a listening socket");
+        let listener = std::net::TcpListener::from(fd);
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        answer(&mut stream, std::process::id())
+            .await
+            .expect("answer");
+        worker
+            .send(&TestMsg::new("served", ""))
+            .await
+            .expect("report");
+    } else if msg.kind == "connection" {
+        let fd = message.take_fds().pop().expect("a connection");
+        let stream = std::net::TcpStream::from(fd);
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut stream = tokio::net::TcpStream::from_std(stream).expect("tokio stream");
+        answer(&mut stream, std::process::id())
+            .await
+            .expect("answer");
+        worker
+            .send(&TestMsg::new("served", ""))
+            .await
+            .expect("report");
+    } else if msg.kind == "send-too-many" {
+        let files: Vec<std::fs::File> = (0..17)
+            .map(|_| std::fs::File::open("/dev/null").expect("open"))
+            .collect();
+        let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+        let err = worker
+            .send_with(&TestMsg::new("fds", "17"), &fds)
+            .await
+            .expect_err("17 descriptors");
+        worker
+            .send(&TestMsg::new("too-many", err.to_string()))
+            .await
+            .expect("report");
+    } else if let Some(counts) = msg.kind.strip_prefix("send-fds:") {
+        let (n, m) = counts.split_once(':').expect("send-fds:N:M");
+        let (n, m): (usize, usize) = (n.parse().expect("N"), m.parse().expect("M"));
+        for i in 0..n {
+            let files: Vec<std::fs::File> = (0..m)
+                .map(|_| std::fs::File::open("/dev/null").expect("open"))
+                .collect();
+            let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+            worker
+                .send_with(&TestMsg::new("fds", i.to_string()), &fds)
+                .await
+                .expect("send with descriptors");
+        }
+        worker
+            .send(&TestMsg::new("sent", n.to_string()))
+            .await
+            .expect("report");
+    }
+}
+
+/// Sends every accepted connection to the master `times` times, unread, and closes its own
+/// copy.
+async fn hand_back(worker: Worker, listener: tokio::net::TcpListener, times: usize) {
+    let _guard = worker.register_server();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted.expect("accept"),
+            _ = worker.closing() => return,
+        };
+        for _ in 0..times {
+            worker
+                .send_with(&TestMsg::new("client", peer.to_string()), &[stream.as_fd()])
+                .await
+                .expect("send the connection");
+        }
+    }
+}
+
+/// Writes a user frame on the channel (fd 3) that announces 2 descriptors and carries 1.
+fn write_lying_fds_frame() {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let payload = br#"{"kind":"lie","data":""}"#;
+    let mut frame = vec![0xC1, 1, 2, 0];
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(payload);
+    let one = std::fs::File::open("/dev/null").expect("open");
+    let fds = [one.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(&frame)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let sent = sendmsg::<()>(3, &iov, &cmsg, MsgFlags::empty(), None).expect("sendmsg");
+    assert_eq!(sent, frame.len());
 }
 
 /// Writes `lines` numbered lines to stdout, yielding to the server every 100.
