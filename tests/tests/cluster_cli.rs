@@ -19,21 +19,31 @@ use tokio::process::{Child, Command};
 fn cluster_exe() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let mut dir = std::env::current_exe().expect("current_exe");
-            dir.pop();
-            if dir.ends_with("deps") {
-                dir.pop();
-            }
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "cluster-cli", "--bin", "cluster"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo build -p cluster-cli");
-            assert!(status.success(), "building the cluster binary failed");
-            dir.join("cluster")
-        })
+        .get_or_init(|| workspace_bin("cluster-cli", "cluster"))
         .clone()
+}
+
+/// `clusterctl`, built the same way.
+fn clusterctl_exe() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_bin("clusterctl", "clusterctl"))
+        .clone()
+}
+
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("current_exe");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building {bin} failed");
+    dir.join(bin)
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -325,4 +335,45 @@ async fn cluster_start_runs_every_group_of_a_file() {
         .expect("wait");
     assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusterctl_status_shows_the_programs_own_pids() {
+    let server = cluster_tests::sibling_exe("listenfd_server");
+    let socket = cluster_tests::unique_socket_path("cluster-cli-ctl");
+    let socket_arg = socket.to_str().expect("utf-8").to_string();
+    let run = cluster_run(
+        2,
+        &["--notify", "--control-socket", &socket_arg],
+        &[server.to_str().expect("utf-8")],
+    )
+    .await;
+    let ctl = clusterctl_exe();
+    let mut shown = BTreeSet::new();
+    eventually(10, "clusterctl status with both workers ready", || {
+        let out = std::process::Command::new(&ctl)
+            .args(["--socket", &socket_arg, "status"])
+            .output()
+            .expect("clusterctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Rows: GROUP ID PID STATE GEN READY …
+        shown = text
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split_whitespace().collect();
+                (cells.first() == Some(&"app") && cells.get(5) == Some(&"yes"))
+                    .then(|| cells.get(2).and_then(|pid| pid.parse::<u32>().ok()))
+                    .flatten()
+            })
+            .collect();
+        shown.len() == 2
+    })
+    .await;
+    assert_eq!(
+        shown,
+        run.pids.iter().copied().collect(),
+        "the programs' pids"
+    );
+    let (code, _) = run.terminate().await;
+    assert_eq!(code, 0);
 }
