@@ -33,7 +33,7 @@ need_apt wrk wrk
 need_apt curl curl
 need_apt node nodejs npm
 (cd bench/node && npm install --no-audit --no-fund --silent >/dev/null)
-cargo build --release -q -p examples -p cluster-bench
+cargo build --release -q -p examples -p cluster-bench -p cluster-cli
 
 rss_tree() { # RSS in KiB of a process and its children: "master workers..."
   local pid=$1 out
@@ -59,6 +59,10 @@ start() { # system; $! is then the top process
     shared) PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster >/dev/null 2>&1 & ;;
     round-robin) SCHEDULING=round-robin PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster >/dev/null 2>&1 & ;;
     pm) PORT=$PORT ./target/release/pm_graceful_exit >/dev/null 2>&1 & ;;
+    # The same worker, unmodified, under the `cluster` command (sockets passed as fd 3, 4).
+    cluster-run) PORT=$PORT REST_PORT=$REST_PORT ./target/release/cluster run -w 2 \
+        -l "127.0.0.1:$PORT" -l "127.0.0.1:$REST_PORT" --ready-after 200 \
+        -- ./target/release/connect_with_cluster_worker >/dev/null 2>&1 & ;;
     node) PORT=$PORT REST_PORT=$REST_PORT node bench/node/dispatch.js >/dev/null 2>&1 & ;;
   esac
 }
@@ -67,7 +71,7 @@ stop() { # pid; returns once nothing answers on the port any more
   kill -TERM "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
   pkill -f "bench/node/worker.js" 2>/dev/null || true
-  pkill -f "target/release/(connect_with_cluster|pm_graceful_exit)" 2>/dev/null || true
+  pkill -f "target/release/(connect_with_cluster|pm_graceful_exit|cluster run)" 2>/dev/null || true
   for _ in $(seq 200); do
     curl -s -o /dev/null "http://127.0.0.1:$PORT/" || return 0
     sleep 0.05
@@ -99,7 +103,7 @@ fi
 
 # 1. Throughput.
 declare -A RPS_KA RPS_CLOSE P50 P99 IDLE LOADED
-SYSTEMS="single shared round-robin node"
+SYSTEMS="single shared round-robin cluster-run node"
 for round in $(seq "$ROUNDS"); do
   for system in $SYSTEMS; do
     start "$system"; pid=$!

@@ -172,6 +172,22 @@ impl Shared {
         lock(&self.workers).get(&id).cloned()
     }
 
+    /// Puts a just forked worker in the table and emits its `fork`.
+    pub(crate) fn add_worker(&self, worker: &Worker) {
+        {
+            let mut workers = lock(&self.workers);
+            workers.insert(worker.id(), worker.clone());
+            self.live.send_replace(workers.len());
+        }
+        tracing::debug!(id = worker.id(), pid = worker.pid(), "forked worker");
+        self.events.emit(Event::Fork(worker.clone()));
+    }
+
+    /// The spawner thread (every worker is forked from it).
+    pub(crate) fn spawner(&self) -> &Spawner {
+        &self.spawner
+    }
+
     pub(crate) fn remove_worker(&self, id: u32) {
         let mut workers = lock(&self.workers);
         workers.remove(&id);
@@ -302,6 +318,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SetupError> {
         shared.monitor.bell(),
     ));
     let cluster = Cluster { shared };
+    crate::foreign::bind(&cluster)?;
     if let Some(notifier) = crate::upgrade::take_notifier() {
         tokio::spawn(crate::upgrade::notify_when_cluster_ready(
             cluster.clone(),
@@ -394,6 +411,9 @@ impl Cluster {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         cluster_ipc::timing::phase("fork", id);
         let settings = shared.settings().clone();
+        if let Some(foreign) = &settings.foreign {
+            return crate::foreign::fork(shared, id, &settings, foreign, env);
+        }
         let options = ChannelOptions {
             serialization: settings.serialization,
             max_message_bytes: settings.max_message_bytes,
@@ -443,13 +463,7 @@ impl Cluster {
             .collect();
         let worker = Worker::new(id, pid, fork_env, sender, settings.stop_timeout);
         crate::handed_sockets::record(&worker, handed);
-        {
-            let mut workers = lock(&shared.workers);
-            workers.insert(id, worker.clone());
-            shared.live.send_replace(workers.len());
-        }
-        tracing::debug!(id, pid, "forked worker");
-        shared.events.emit(Event::Fork(worker.clone()));
+        shared.add_worker(&worker);
         tokio::spawn(supervise(shared.clone(), worker.clone(), receiver, child));
         Ok(worker)
     }

@@ -53,6 +53,22 @@ struct Sink {
 
 static SINK: OnceLock<Option<Sink>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Pipes still read, and lines queued but not written yet (for [`flush_output`]).
+static PUMPS: AtomicU64 = AtomicU64::new(0);
+static QUEUED: AtomicU64 = AtomicU64::new(0);
+
+/// Waits (at most `deadline`) until the forwarded output of the workers that have exited is
+/// written: their pipes read to the end and the queue empty. A master calls it after its
+/// `run` returned and before exiting, so the last lines of its workers (what they printed
+/// as they stopped) are not lost with the process.
+pub async fn flush_output(deadline: std::time::Duration) {
+    let started = std::time::Instant::now();
+    while (PUMPS.load(Ordering::Acquire) > 0 || QUEUED.load(Ordering::Acquire) > 0)
+        && started.elapsed() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
 
 /// How many lines of forwarded worker output this process has dropped because its own
 /// output was too slow or broken.
@@ -72,6 +88,7 @@ fn sink() -> Option<&'static Sink> {
                         Target::Stdout => std::io::stdout().lock().write_all(&line),
                         Target::Stderr => std::io::stderr().lock().write_all(&line),
                     };
+                    QUEUED.fetch_sub(1, Ordering::AcqRel);
                     if written.is_err() {
                         DROPPED.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -106,9 +123,11 @@ pub(crate) fn forward(child: &mut Child, name: &str, id: u32) {
     let pid = child.id().unwrap_or_default();
     let prefix = format!("[{name}:{id}:{pid}] ");
     if let Some(stdout) = child.stdout.take() {
+        PUMPS.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(pump(stdout, prefix.clone(), Target::Stdout));
     }
     if let Some(stderr) = child.stderr.take() {
+        PUMPS.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(pump(stderr, prefix, Target::Stderr));
     }
 }
@@ -137,6 +156,7 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, prefix: String, target: Target) 
     if !pending.is_empty() {
         send(&prefix, &pending, target);
     }
+    PUMPS.fetch_sub(1, Ordering::AcqRel);
 }
 
 fn send(prefix: &str, line: &[u8], target: Target) {
@@ -148,9 +168,11 @@ fn send(prefix: &str, line: &[u8], target: Target) {
     out.extend_from_slice(prefix.as_bytes());
     out.extend_from_slice(line);
     out.push(b'\n');
+    QUEUED.fetch_add(1, Ordering::AcqRel);
     match sink.queue.try_send((target, out)) {
         Ok(()) => {}
         Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            QUEUED.fetch_sub(1, Ordering::AcqRel);
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }

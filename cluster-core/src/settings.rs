@@ -90,6 +90,8 @@ pub struct Settings {
     pub(crate) allowed_listen: Vec<String>,
     /// See [`Settings::respawn`] (in `respawn.rs`).
     pub(crate) respawn: crate::respawn::Respawn,
+    /// See [`Settings::foreign`] (in `foreign.rs`).
+    pub(crate) foreign: Option<crate::foreign::Foreign>,
 }
 
 impl Default for Settings {
@@ -121,6 +123,7 @@ impl Default for Settings {
             max_boot_failures: Some(crate::boot_failures::DEFAULT_MAX_BOOT_FAILURES),
             allowed_listen: Vec::new(),
             respawn: crate::respawn::Respawn::default(),
+            foreign: None,
         }
     }
 }
@@ -451,6 +454,7 @@ impl Settings {
         }
         crate::boot_failures::validate(self.max_boot_failures)?;
         crate::respawn::validate(&self.respawn)?;
+        crate::foreign::validate(&mut self)?;
         Ok(self)
     }
 }

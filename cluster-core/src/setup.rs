@@ -82,6 +82,7 @@ impl crate::Cluster {
             self.shared.events.respawn_registered();
         }
         *self.shared.settings() = settings.clone();
+        crate::foreign::bind(self)?;
         self.shared.events.emit(Event::Setup(Arc::new(settings)));
         Ok(())
     }

@@ -51,6 +51,11 @@ impl Spawner {
         inherited: Vec<RawFd>,
     ) -> io::Result<Child> {
         prepare_child(&mut command, channel_end.as_raw_fd(), inherited);
+        self.spawn_prepared(command)
+    }
+
+    /// Starts `command` as it is (its `pre_exec` closures already set, see [`detach`]).
+    pub(crate) fn spawn_prepared(&self, command: Command) -> io::Result<Child> {
         let (reply, result) = mpsc::sync_channel(1);
         let gone = || io::Error::other("the cluster's spawner thread is gone");
         self.requests
@@ -63,10 +68,38 @@ impl Spawner {
 /// Sets what runs in the child between fork and exec: die with the master, leave the
 /// master's process group, and map the channel end to its fixed number.
 fn prepare_child(command: &mut Command, channel_end: RawFd, inherited: Vec<RawFd>) {
+    detach(command);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (dup2, fcntl); it allocates nothing (`inherited` was
+    // allocated before the fork and is only read).
+    unsafe {
+        command.pre_exec(move || {
+            use nix::libc;
+            if channel_end == CHANNEL_FD {
+                // dup2 onto itself would keep close-on-exec: clear it instead.
+                if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(channel_end, CHANNEL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The handed sockets keep their numbers; exec must not close them.
+            for &fd in &inherited {
+                if fd != CHANNEL_FD && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The first thing every worker does between fork and exec: die with the master (SIGTERM)
+/// and leave the master's process group.
+pub(crate) fn detach(command: &mut Command) {
     let master_pid = std::process::id() as nix::libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (prctl, getppid, setpgid, dup2, fcntl, _exit); it allocates
-    // nothing (`inherited` was allocated before the fork and is only read).
+    // async-signal-safe calls (prctl, getppid, setpgid, _exit); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             use nix::libc;
@@ -84,20 +117,6 @@ fn prepare_child(command: &mut Command, channel_end: RawFd, inherited: Vec<RawFd
             // workers in order instead of racing them.
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
-            }
-            if channel_end == CHANNEL_FD {
-                // dup2 onto itself would keep close-on-exec: clear it instead.
-                if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(channel_end, CHANNEL_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The handed sockets keep their numbers; exec must not close them.
-            for &fd in &inherited {
-                if fd != CHANNEL_FD && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
             }
             Ok(())
         });

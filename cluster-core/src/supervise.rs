@@ -60,6 +60,19 @@ pub(crate) async fn supervise(
         let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await;
         disconnected(&shared, &worker);
     }
+    finish(&shared, &worker, status, disconnect_held).await;
+}
+
+/// The worker has been reaped: holds back a boot failure, reports the disconnect if it is
+/// still `held` (`disconnect` then `exit`, in that order), and removes the worker.
+pub(crate) async fn finish(
+    shared: &Arc<Shared>,
+    worker: &Worker,
+    status: std::io::Result<std::process::ExitStatus>,
+    held: bool,
+) {
+    let (shared, worker) = (shared.clone(), worker.clone());
+    let disconnect_held = held;
     crate::init::untrack(worker.pid());
     let exit = match status {
         Ok(status) => Exit {
@@ -130,7 +143,7 @@ async fn hold_back_boot_failure(shared: &Arc<Shared>, worker: &Worker, exit: &Ex
 
 /// The channel is finished: close our end, report `leaving` if the worker did not announce
 /// it already, then `disconnect` (Node's: the channel is closed, `is_connected()` false).
-fn disconnected(shared: &Shared, worker: &Worker) {
+pub(crate) fn disconnected(shared: &Shared, worker: &Worker) {
     if let Some(sender) = worker.sender() {
         sender.close();
     }

@@ -109,6 +109,9 @@ struct Inner {
     /// The TCP sockets it was granted, as `(requested address, index)`: its replacement gets
     /// them with its handoff (`handed_sockets.rs`).
     granted_tcp: Mutex<Vec<(String, u32)>>,
+    /// A foreign program (`foreign.rs`): no channel; `disconnect` is SIGTERM, then SIGKILL
+    /// after this long.
+    foreign_stop: Option<Duration>,
 }
 
 /// A worker process, seen from the master. Cheap to clone.
@@ -133,6 +136,28 @@ impl Worker {
         sender: Sender,
         kill_timeout: Duration,
     ) -> Self {
+        Self::with(id, pid, fork_env, Some(sender), None, kill_timeout)
+    }
+
+    /// A foreign program's worker: no channel; [`Worker::disconnect`] sends SIGTERM and
+    /// SIGKILL after `stop_timeout`.
+    pub(crate) fn new_foreign(
+        id: u32,
+        pid: u32,
+        fork_env: Vec<(String, String)>,
+        stop_timeout: Duration,
+    ) -> Self {
+        Self::with(id, pid, fork_env, None, Some(stop_timeout), stop_timeout)
+    }
+
+    fn with(
+        id: u32,
+        pid: u32,
+        fork_env: Vec<(String, String)>,
+        sender: Option<Sender>,
+        foreign_stop: Option<Duration>,
+        kill_timeout: Duration,
+    ) -> Self {
         Worker {
             inner: Arc::new(Inner {
                 id,
@@ -148,7 +173,7 @@ impl Worker {
                     addresses: Vec::new(),
                     exit: None,
                     exit_reason: None,
-                    sender: Some(sender),
+                    sender,
                     last_beat: None,
                     load: None,
                     replaced: None,
@@ -162,6 +187,7 @@ impl Worker {
                 kill_timeout,
                 dead: tokio::sync::watch::Sender::new(false),
                 granted_tcp: Mutex::new(Vec::new()),
+                foreign_stop,
             }),
         }
     }
@@ -296,6 +322,9 @@ impl Worker {
     /// Asks the worker to disconnect gracefully: it stops accepting, finishes its
     /// connections and exits. Its exit is then not treated as a crash, and the default
     /// [`crate::Respawn`] does not replace it.
+    ///
+    /// A foreign program (see [`crate::foreign`]) gets SIGTERM instead, and SIGKILL if it is
+    /// still running after the stop timeout.
     pub fn disconnect(&self) {
         self.status().ended_by_master = true;
         self.request_disconnect();
@@ -304,20 +333,32 @@ impl Worker {
     /// [`Worker::disconnect`] for the master's own reasons (stop, reload, recycling), which
     /// it records elsewhere.
     pub(crate) fn request_disconnect(&self) {
-        let Some(sender) = self.sender() else { return };
-        {
-            let mut status = self.status();
-            if status.state >= WorkerState::Disconnecting {
-                return;
+        if let Some(deadline) = self.inner.foreign_stop {
+            if self.begin_disconnect() {
+                crate::foreign::terminate(self.clone(), deadline);
             }
-            status.exited_after_disconnect = true;
-            status.state = WorkerState::Disconnecting;
+            return;
+        }
+        let Some(sender) = self.sender() else { return };
+        if !self.begin_disconnect() {
+            return;
         }
         tokio::spawn(async move {
             if let Err(e) = sender.send_control(&Control::Disconnect, &[]).await {
                 tracing::debug!("disconnect request not delivered: {e}");
             }
         });
+    }
+
+    /// Marks it as leaving on purpose; false if it already was.
+    fn begin_disconnect(&self) -> bool {
+        let mut status = self.status();
+        if status.state >= WorkerState::Disconnecting {
+            return false;
+        }
+        status.exited_after_disconnect = true;
+        status.state = WorkerState::Disconnecting;
+        true
     }
 
     /// Sends `signal` to the worker process (Node's `worker.kill(signal)`; [`Worker::terminate`]

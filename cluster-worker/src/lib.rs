@@ -48,6 +48,7 @@
 compile_error!("cluster-worker supports Linux only (see the README)");
 
 mod acceptor;
+mod activated;
 mod env;
 mod error;
 mod group;

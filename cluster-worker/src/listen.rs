@@ -122,7 +122,12 @@ pub async fn incoming_with(address: SocketAddr, options: ListenOptions) -> io::R
 async fn obtain(address: SocketAddr, options: ListenOptions) -> io::Result<Obtained> {
     let worker = Worker::try_current().map_err(io::Error::other)?;
     let Some(worker) = worker else {
-        let own = cluster_ipc::bind_tcp_with(address, DEFAULT_BACKLOG, options, false)?;
+        // Passed by systemd or the `cluster` command (bound already: `options` were the
+        // binder's), else bound here.
+        let own = match crate::activated::take_tcp(address) {
+            Some(passed) => passed,
+            None => cluster_ipc::bind_tcp_with(address, DEFAULT_BACKLOG, options, false)?,
+        };
         return Ok(Obtained::Listener(TcpListener::from_std(own)?));
     };
     let requested = address.to_string();

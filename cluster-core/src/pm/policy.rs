@@ -59,7 +59,7 @@ impl Default for RestartPolicy {
 
 impl RestartPolicy {
     /// Checks the settings; the error names the bad one.
-    pub(crate) fn validate(&self) -> Result<(), SettingsError> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
         if self.max_fatal_restart == 0 {
             return Err(SettingsError {
                 setting: "max_fatal_restart",
