@@ -406,13 +406,73 @@ impl Cluster {
         env: &[(&str, &str)],
         predecessor: Option<u32>,
     ) -> Result<Worker, ForkError> {
+        let prepared = match self.prepare_fork(env, predecessor)? {
+            Prepared::Started(worker) => return Ok(worker),
+            Prepared::Ready(fork) => fork,
+        };
+        let prepared = *prepared;
+        let child = self.shared.spawner.spawn(
+            prepared.command,
+            &prepared.worker_end,
+            crate::handed_sockets::descriptors(&prepared.rest.handed),
+        );
+        drop(prepared.worker_end);
+        self.finish_fork(prepared.rest, child)
+    }
+
+    /// [`Cluster::fork`] without blocking the calling thread while the process starts
+    /// (`fork` waits for the master's spawner thread, about a millisecond, which a
+    /// current-thread runtime spends doing nothing else). Use it from async code; `fork`
+    /// stays for the callbacks, which are not async. Called while the callbacks of a
+    /// replaced worker run, or with foreign programs ([`Settings::foreign`]), it is `fork`.
+    ///
+    /// ```no_run
+    /// # async fn demo(cluster: cluster_core::Cluster) -> Result<(), cluster_core::ForkError> {
+    /// for _ in 0..4 {
+    ///     cluster.fork_async(&[]).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn fork_async(&self, env: &[(&str, &str)]) -> Result<Worker, ForkError> {
+        if *self.shared.phase.borrow() != Phase::Running {
+            return Err(ForkError::Stopping);
+        }
+        if lock(&self.shared.dispatching_for).is_some() {
+            return self.fork(env);
+        }
+        let prepared = match self.prepare_fork(env, None)? {
+            Prepared::Started(worker) => return Ok(worker),
+            Prepared::Ready(fork) => fork,
+        };
+        let prepared = *prepared;
+        let child = self
+            .shared
+            .spawner
+            .spawn_async(
+                prepared.command,
+                &prepared.worker_end,
+                crate::handed_sockets::descriptors(&prepared.rest.handed),
+            )
+            .await;
+        drop(prepared.worker_end);
+        self.finish_fork(prepared.rest, child)
+    }
+
+    /// Everything of a fork before the process starts: the channel, the handoff, the
+    /// command. A foreign program is started at once (`foreign.rs`).
+    fn prepare_fork(
+        &self,
+        env: &[(&str, &str)],
+        predecessor: Option<u32>,
+    ) -> Result<Prepared, ForkError> {
         let shared = &self.shared;
         let _runtime = shared.runtime.enter();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         cluster_ipc::timing::phase("fork", id);
         let settings = shared.settings().clone();
         if let Some(foreign) = &settings.foreign {
-            return crate::foreign::fork(shared, id, &settings, foreign, env);
+            return crate::foreign::fork(shared, id, &settings, foreign, env)
+                .map(Prepared::Started);
         }
         let options = ChannelOptions {
             serialization: settings.serialization,
@@ -443,24 +503,46 @@ impl Cluster {
             ..handoff
         };
         let command = worker_command(&settings, &handoff, env);
-        let mut child = shared
-            .spawner
-            .spawn(
-                command,
-                &worker_end,
-                crate::handed_sockets::descriptors(&handed),
-            )
-            .map_err(ForkError::Spawn)?;
-        cluster_ipc::timing::phase("spawned", id);
-        if settings.stdio == Stdio::Forward {
-            crate::output::forward(&mut child, settings.name.as_deref().unwrap_or("worker"), id);
-        }
-        drop(worker_end);
-        let pid = child.id().unwrap_or_default();
         let fork_env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        Ok(Prepared::Ready(Box::new(PreparedFork {
+            command,
+            worker_end,
+            rest: ForkRest {
+                id,
+                settings,
+                sender,
+                receiver,
+                fork_env,
+                handed,
+            },
+        })))
+    }
+
+    /// Everything of a fork once the process started (or failed to).
+    fn finish_fork(
+        &self,
+        rest: ForkRest,
+        child: std::io::Result<tokio::process::Child>,
+    ) -> Result<Worker, ForkError> {
+        let shared = &self.shared;
+        let _runtime = shared.runtime.enter();
+        let ForkRest {
+            id,
+            settings,
+            sender,
+            receiver,
+            fork_env,
+            handed,
+        } = rest;
+        let mut child = child.map_err(ForkError::Spawn)?;
+        cluster_ipc::timing::phase("spawned", id);
+        if settings.stdio == Stdio::Forward {
+            crate::output::forward(&mut child, settings.name.as_deref().unwrap_or("worker"), id);
+        }
+        let pid = child.id().unwrap_or_default();
         let worker = Worker::new(id, pid, fork_env, sender, settings.stop_timeout);
         crate::handed_sockets::record(&worker, handed);
         shared.add_worker(&worker);
@@ -885,4 +967,29 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
     }
     command.kill_on_drop(true);
     command
+}
+
+/// A fork up to the start of the process ([`Cluster::fork`], [`Cluster::fork_async`]).
+enum Prepared {
+    /// Started already (a foreign program).
+    Started(Worker),
+    /// The process to start.
+    Ready(Box<PreparedFork>),
+}
+
+struct PreparedFork {
+    command: tokio::process::Command,
+    /// The worker's end of the channel: the child's descriptor 3; closed here once started.
+    worker_end: std::os::fd::OwnedFd,
+    rest: ForkRest,
+}
+
+/// What the fork needs once the process has started.
+struct ForkRest {
+    id: u32,
+    settings: Settings,
+    sender: cluster_ipc::Sender,
+    receiver: cluster_ipc::Receiver,
+    fork_env: Vec<(String, String)>,
+    handed: Vec<crate::handed_sockets::Handed>,
 }

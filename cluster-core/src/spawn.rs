@@ -15,7 +15,28 @@ use cluster_ipc::handoff::CHANNEL_FD;
 
 struct Request {
     command: Command,
-    reply: mpsc::SyncSender<io::Result<Child>>,
+    reply: Reply,
+}
+
+/// Where the spawner thread sends the started child: to a caller blocked on it, or to a
+/// task awaiting it.
+enum Reply {
+    Blocking(mpsc::SyncSender<io::Result<Child>>),
+    Async(tokio::sync::oneshot::Sender<io::Result<Child>>),
+}
+
+impl Reply {
+    /// The requester may have given up; nothing to do then.
+    fn send(self, result: io::Result<Child>) {
+        match self {
+            Reply::Blocking(tx) => drop(tx.send(result)),
+            Reply::Async(tx) => drop(tx.send(result)),
+        }
+    }
+}
+
+fn spawner_gone() -> io::Error {
+    io::Error::other("the cluster's spawner thread is gone")
 }
 
 /// The handle to the spawner thread; the thread ends when this is dropped.
@@ -34,8 +55,7 @@ impl Spawner {
                     // Recorded under the reaper's lock: as PID 1 it must not take a worker
                     // that dies at once for an orphan (`init.rs`).
                     let result = crate::init::spawn_tracked(|| request.command.spawn(), Child::id);
-                    // The requester may have given up; nothing to do then.
-                    let _ = request.reply.send(result);
+                    request.reply.send(result);
                 }
             })?;
         Ok(Spawner { requests })
@@ -54,14 +74,32 @@ impl Spawner {
         self.spawn_prepared(command)
     }
 
+    /// [`Spawner::spawn`] without blocking the calling thread: the task awaits the spawner
+    /// thread's answer. If the future is dropped once the request is made, the worker is
+    /// started all the same and, with its channel closed, exits as an orphan does.
+    pub(crate) async fn spawn_async(
+        &self,
+        mut command: Command,
+        channel_end: &OwnedFd,
+        inherited: Vec<RawFd>,
+    ) -> io::Result<Child> {
+        prepare_child(&mut command, channel_end.as_raw_fd(), inherited);
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let reply = Reply::Async(reply);
+        self.requests
+            .send(Request { command, reply })
+            .map_err(|_| spawner_gone())?;
+        result.await.map_err(|_| spawner_gone())?
+    }
+
     /// Starts `command` as it is (its `pre_exec` closures already set, see [`detach`]).
     pub(crate) fn spawn_prepared(&self, command: Command) -> io::Result<Child> {
         let (reply, result) = mpsc::sync_channel(1);
-        let gone = || io::Error::other("the cluster's spawner thread is gone");
+        let reply = Reply::Blocking(reply);
         self.requests
             .send(Request { command, reply })
-            .map_err(|_| gone())?;
-        result.recv().map_err(|_| gone())?
+            .map_err(|_| spawner_gone())?;
+        result.recv().map_err(|_| spawner_gone())?
     }
 }
 

@@ -159,3 +159,39 @@ async fn a_bad_setting_is_an_error_naming_it() {
     assert_eq!(err.setting(), Some("exec"));
     assert!(err.to_string().contains("/nonexistent/worker"), "{err}");
 }
+
+#[tokio::test]
+async fn fork_async_starts_workers_that_serve_and_is_refused_once_stopping() {
+    // The runtime stays free while the spawner thread starts the process: a task of the
+    // same current-thread runtime makes progress while both forks are awaited.
+    let cluster =
+        setup_master(worker_settings("serve").env("TEST_LISTEN", "127.0.0.1:0")).expect("setup");
+    let mut events = cluster.events();
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticking = ticks.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            ticking.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
+    });
+    let (a, b) = tokio::join!(
+        cluster.fork_async(&[]),
+        cluster.fork_async(&[("TEST_VALUE", "b")])
+    );
+    let (a, b) = (a.expect("fork a"), b.expect("fork b"));
+    assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    ticker.abort();
+    assert_ne!(a.id(), b.id());
+    assert!(a.pid() > 0 && b.pid() > 0);
+    let address = cluster_tests::wait_listening(&mut events, 2).await;
+    let (status, body) = cluster_tests::http_get(address, "/").await.expect("GET");
+    assert_eq!(status, 200);
+    let pid: u32 = body.trim().parse().expect("a pid");
+    assert!([a.pid(), b.pid()].contains(&pid), "{pid}");
+    cluster.stop(cluster_core::StopMode::Graceful).await;
+    assert!(matches!(
+        cluster.fork_async(&[]).await,
+        Err(cluster_core::ForkError::Stopping)
+    ));
+}
