@@ -62,7 +62,8 @@ pub use control::{Control, Grant, ListenFailure, Recipient};
 pub use error::{RecvError, SendError};
 pub use listener::{
     DEFAULT_BACKLOG, ListenOptions, UDP_PREFIX, UNIX_PREFIX, bind_tcp, bind_tcp_reuse_port,
-    bind_tcp_with, bind_udp, bind_udp_with, bind_unix, reserve_tcp, udp_address, unix_path,
+    bind_tcp_with, bind_udp, bind_udp_reuse_port, bind_udp_with, bind_unix, reserve_tcp,
+    udp_address, unix_path,
 };
 pub use message::{Message, Origin};
 pub use sys::MAX_FDS_PER_MESSAGE;

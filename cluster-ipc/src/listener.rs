@@ -208,6 +208,25 @@ pub fn bind_udp_with(
     address: SocketAddr,
     options: ListenOptions,
 ) -> io::Result<std::net::UdpSocket> {
+    udp_socket(address, options, false)
+}
+
+/// A UDP socket of its own at `address`, with `SO_REUSEPORT` (and `ipv6_only` from
+/// `options`): every process that binds one the same way shares the port, and the kernel
+/// spreads the datagrams over their sockets by the senders' addresses (Node's
+/// `reusePort: true` for `dgram`). Errors keep their kind and name the address.
+pub fn bind_udp_reuse_port(
+    address: SocketAddr,
+    options: ListenOptions,
+) -> io::Result<std::net::UdpSocket> {
+    udp_socket(address, options, true)
+}
+
+fn udp_socket(
+    address: SocketAddr,
+    options: ListenOptions,
+    reuse_port: bool,
+) -> io::Result<std::net::UdpSocket> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("bind udp {address}: {e}"));
     let socket = Socket::new(
         Domain::for_address(address),
@@ -217,6 +236,9 @@ pub fn bind_udp_with(
     .map_err(named)?;
     if let (SocketAddr::V6(_), Some(only)) = (address, options.ipv6_only) {
         socket.set_only_v6(only).map_err(named)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true).map_err(named)?;
     }
     socket.set_nonblocking(true).map_err(named)?;
     socket.bind(&address.into()).map_err(named)?;

@@ -66,7 +66,8 @@ pub use cluster_ipc::{Message, SendError};
 pub use error::WorkerError;
 pub use group::{group, group_incoming, group_listeners, group_unix_listeners};
 pub use listen::{
-    bind_udp, bind_udp_with, incoming, incoming_with, listen, listen_unix, listen_with,
+    bind_udp, bind_udp_reuse_port, bind_udp_with, incoming, incoming_with, listen, listen_unix,
+    listen_with,
 };
 pub use runtime::runtime;
 pub use unix_mode::{UnixOptions, listen_unix_with};

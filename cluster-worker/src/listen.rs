@@ -280,6 +280,30 @@ pub async fn bind_udp_with(
     Ok(socket)
 }
 
+/// A UDP socket of this worker's own on `address`, with `SO_REUSEPORT`, bound here without
+/// asking the master (Node's `dgram` with `reusePort: true`): every worker that does the
+/// same shares the port, and the kernel spreads datagrams over their sockets by the
+/// senders' addresses. Unlike [`bind_udp`], datagrams queued on a worker's socket are lost
+/// with it if it dies, and the port is free while no worker holds one. The master still
+/// hears that the worker listens (`Event::ListeningUdp`).
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let socket = cluster_worker::bind_udp_reuse_port("0.0.0.0:5353".parse().unwrap()).await?;
+/// # drop(socket); Ok(()) }
+/// ```
+pub async fn bind_udp_reuse_port(address: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let own = cluster_ipc::bind_udp_reuse_port(address, ListenOptions::new())?;
+    let local = own.local_addr()?;
+    let socket = tokio::net::UdpSocket::from_std(own)?;
+    if let Some(worker) = Worker::try_current().map_err(io::Error::other)? {
+        worker
+            .report_listening(format!("{}{local}", cluster_ipc::UDP_PREFIX))
+            .await;
+    }
+    Ok(socket)
+}
+
 /// The master's socket for a `unix:` or `udp:` address (shared in every scheduling mode),
 /// the next index of this worker's for it, and the address to report as listening.
 async fn shared_socket(

@@ -157,3 +157,43 @@ async fn bind_udp_outside_a_cluster_binds_by_itself() {
         .expect("recv");
     assert_eq!(&packet[..length], b"ping");
 }
+
+#[tokio::test]
+async fn test_cluster_dgram_reuseport_workers_bind_their_own_sockets_on_one_port() {
+    // Node's test-cluster-dgram-reuseport: `reusePort` sockets are bound by each worker
+    // itself, all on one port; the master binds nothing for them.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    let address = probe.local_addr().expect("address");
+    drop(probe);
+    let settings = worker_settings("serve")
+        .env("TEST_LISTEN", format!("udp:{address}"))
+        .env("TEST_UDP_REUSE_PORT", "1");
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    for _ in 0..2 {
+        cluster.fork(&[]).expect("fork");
+    }
+    for _ in 0..2 {
+        let bound = wait_event(&mut events, 10, "listening udp", |e| match e {
+            Event::ListeningUdp(_, bound) => Some(*bound),
+            _ => None,
+        })
+        .await;
+        assert_eq!(bound, address);
+    }
+    // Each client's datagrams go to one worker's socket; clients from many ports reach
+    // both workers, and every datagram is answered (bounded: 200 clients).
+    let pids: HashSet<u32> = cluster.workers().iter().map(|w| w.pid()).collect();
+    let mut answered_by = HashSet::new();
+    for _ in 0..200 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        let pid = ask(&client, address).await.expect("answered");
+        assert!(pids.contains(&pid), "{pid}");
+        answered_by.insert(pid);
+        if answered_by.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(answered_by.len(), 2, "{answered_by:?}");
+    cluster.stop(StopMode::Graceful).await;
+}

@@ -3,7 +3,8 @@
 //! - `serve` (default): announce itself, listen on `TEST_LISTEN` if set (a minimal HTTP
 //!   server answering its pid, one connection at a time; for a `unix:PATH` address it only
 //!   reports `listened` or `listen-error`; for `udp:ADDRESS` it reports `listened` with the
-//!   bound address, then answers every datagram with its pid), echo every message back, and
+//!   bound address, then answers every datagram with its pid; with `TEST_UDP_REUSE_PORT=1`
+//!   on a socket of its own in an `SO_REUSEPORT` group), echo every message back, and
 //!   disconnect when asked by a `disconnect` message; end itself with `destroy()` on a
 //!   `destroy` message, with `kill()` on `kill`, exit with code N on `exit` N, and on `disconnect-destroy` disconnect,
 //!   wait for its channel to close, then `destroy()`. A `deaf` message is answered with
@@ -200,9 +201,12 @@ async fn main() {
 
     let server = match std::env::var("TEST_LISTEN") {
         Ok(address) if address.starts_with("udp:") => {
-            let bound =
-                cluster_worker::bind_udp(address["udp:".len()..].parse().expect("TEST_LISTEN"))
-                    .await;
+            let address = address["udp:".len()..].parse().expect("TEST_LISTEN");
+            let bound = if std::env::var_os("TEST_UDP_REUSE_PORT").is_some() {
+                cluster_worker::bind_udp_reuse_port(address).await
+            } else {
+                cluster_worker::bind_udp(address).await
+            };
             match bound {
                 Ok(socket) => {
                     let local = socket.local_addr().expect("address").to_string();
