@@ -347,3 +347,44 @@ async fn a_listen_retried_after_eaddrinuse_binds_once_the_port_is_free() {
     std::net::TcpStream::connect(&address).expect("connect");
     cluster.stop(cluster_core::StopMode::Graceful).await;
 }
+
+/// A test master run as `nobody` (uid and gid 65534) whose workers listen on `address`;
+/// returns the first worker's listen report line.
+async fn listen_report_as_nobody(address: &str, scheduling: Option<&str>) -> String {
+    let mut command = tokio::process::Command::new(cluster_tests::master_exe());
+    command
+        .env("TEST_LISTEN", address)
+        .env("TEST_PRINT_MESSAGES", "1")
+        .env("TEST_WORKERS", "1")
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(scheduling) = scheduling {
+        command.env("TEST_SCHEDULING", scheduling);
+    }
+    let mut master = command.spawn().expect("start the master as nobody");
+    let mut lines = cluster_tests::Lines::new(master.stdout.take().expect("stdout"));
+    let report = lines.wait_for(10, "message 1 listen").await;
+    master.kill().await.expect("kill the master");
+    report
+}
+
+#[tokio::test]
+async fn test_cluster_bind_privileged_port_and_shared_handle_bind_privileged_port() {
+    // Node's tests run as a non-root user: a worker's listen on port 42 fails with EACCES
+    // in its own listen, in round-robin (bind-privileged-port) and in shared mode
+    // (shared-handle-bind-privileged-port). Here the master runs as `nobody`, so its bind
+    // fails, and the worker's `listen()` gets `PermissionDenied` naming the address.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to start the master as nobody");
+        return;
+    }
+    for scheduling in [Some("rr"), None] {
+        let report = listen_report_as_nobody("127.0.0.1:42", scheduling).await;
+        assert!(
+            report.contains("listen-error PermissionDenied: ") && report.contains("127.0.0.1:42"),
+            "{scheduling:?}: {report}"
+        );
+    }
+}
