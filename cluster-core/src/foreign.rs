@@ -235,6 +235,9 @@ pub(crate) fn fork(
         .clone()
         .ok_or_else(|| ForkError::Spawn(io::Error::other("no program to run")))?;
     let mut vars = environment(settings, env);
+    // Which instance this is (pm2's `NODE_APP_INSTANCE`): also tells the program it is one
+    // of several processes (`cluster_worker::runtime` then takes one thread).
+    vars.push((INSTANCE_ENV.into(), id.to_string().into()));
     if !sockets.is_empty() {
         let names: Vec<&str> = foreign.sockets.iter().map(|s| s.name.as_str()).collect();
         vars.push(("LISTEN_FDS".into(), sockets.len().to_string().into()));
@@ -322,6 +325,7 @@ fn environment(settings: &Settings, env: &[(&str, &str)]) -> Vec<(OsString, OsSt
             || key == "NOTIFY_SOCKET"
             || key == "WATCHDOG_USEC"
             || key == "WATCHDOG_PID"
+            || key == INSTANCE_ENV
     };
     let mut vars: Vec<(OsString, OsString)> = Vec::new();
     let mut set = |key: OsString, value: OsString| {
@@ -341,6 +345,9 @@ fn environment(settings: &Settings, env: &[(&str, &str)]) -> Vec<(OsString, OsSt
     }
     vars
 }
+
+/// The variable that gives a foreign worker its id (1, 2, …).
+pub const INSTANCE_ENV: &str = "CLUSTER_INSTANCE";
 
 /// `argv` and `envp` for `execve`, built in the master before the fork, so the child only
 /// writes its pid into a slot and calls `execve`.

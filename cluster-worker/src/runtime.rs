@@ -2,7 +2,8 @@
 
 use std::io;
 
-/// A tokio runtime for this process: one thread when it is a cluster worker, all cores when
+/// A tokio runtime for this process: one thread when it is a cluster worker (or one of the
+/// programs `cluster run` starts, which it tells with `CLUSTER_INSTANCE`), all cores when
 /// it runs alone.
 ///
 /// In a cluster the processes are the parallelism (one worker per core, as with Node): a
@@ -22,7 +23,8 @@ use std::io;
 /// ```
 pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
     let _ = STARTED_NS.set(cluster_ipc::clock::monotonic_ns());
-    let mut builder = if crate::is_worker() {
+    let one_of_several = crate::is_worker() || std::env::var_os("CLUSTER_INSTANCE").is_some();
+    let mut builder = if one_of_several {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()

@@ -189,6 +189,11 @@ async fn a_python_program_serves_descriptor_3() {
         .await
         .expect("request");
     assert!(body.contains("\"server\":\"python\""), "{body}");
+    // Each program knows which instance it is (pm2's NODE_APP_INSTANCE).
+    assert!(
+        body.contains("\"instance\":\"1\"") || body.contains("\"instance\":\"2\""),
+        "{body}"
+    );
     let pids = run.pids.clone();
     let (code, mut lines) = run.terminate().await;
     assert_eq!(code, 0);
