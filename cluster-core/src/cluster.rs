@@ -941,31 +941,7 @@ fn worker_command(settings: &Settings, handoff: &WorkerHandoff, env: &[(&str, &s
     for key in crate::activation::MASTER_ONLY_ENV {
         command.env_remove(key);
     }
-    if let Some(cwd) = &settings.cwd {
-        command.current_dir(cwd);
-    }
-    if let Some(uid) = settings.uid {
-        command.uid(uid);
-    }
-    if let Some(gid) = settings.gid {
-        command.gid(gid);
-        if settings.uid.is_none() {
-            crate::spawn::drop_supplementary_groups(&mut command);
-        }
-    }
-    command.stdin(std::process::Stdio::null());
-    match settings.stdio {
-        Stdio::Inherit => {}
-        Stdio::Null => {
-            command.stdout(std::process::Stdio::null());
-            command.stderr(std::process::Stdio::null());
-        }
-        Stdio::Forward => {
-            command.stdout(std::process::Stdio::piped());
-            command.stderr(std::process::Stdio::piped());
-        }
-    }
-    command.kill_on_drop(true);
+    crate::spawn::apply_settings(&mut command, settings);
     command
 }
 

@@ -256,31 +256,7 @@ pub(crate) fn fork(
     let image =
         ExecImage::new(&exec, &settings.args, &vars, !fds.is_empty()).map_err(ForkError::Spawn)?;
     let mut command = Command::new(&exec);
-    if let Some(cwd) = &settings.cwd {
-        command.current_dir(cwd);
-    }
-    if let Some(uid) = settings.uid {
-        command.uid(uid);
-    }
-    if let Some(gid) = settings.gid {
-        command.gid(gid);
-        if settings.uid.is_none() {
-            crate::spawn::drop_supplementary_groups(&mut command);
-        }
-    }
-    command.stdin(std::process::Stdio::null());
-    match settings.stdio {
-        Stdio::Inherit => {}
-        Stdio::Null => {
-            command.stdout(std::process::Stdio::null());
-            command.stderr(std::process::Stdio::null());
-        }
-        Stdio::Forward => {
-            command.stdout(std::process::Stdio::piped());
-            command.stderr(std::process::Stdio::piped());
-        }
-    }
-    command.kill_on_drop(true);
+    crate::spawn::apply_settings(&mut command, settings);
     crate::spawn::detach(&mut command);
     exec_with_listen_pid(&mut command, image, fds);
     let mut child = shared

@@ -161,6 +161,35 @@ pub(crate) fn detach(command: &mut Command) {
     }
 }
 
+/// What every worker process gets from the settings, whatever it runs: its directory, uid
+/// and gid (with no supplementary groups), stdin from `/dev/null`, stdout and stderr as
+/// [`crate::Settings::stdio`] says, and killed if the master drops it unreaped.
+pub(crate) fn apply_settings(command: &mut Command, settings: &crate::Settings) {
+    if let Some(cwd) = &settings.cwd {
+        command.current_dir(cwd);
+    }
+    if let Some(uid) = settings.uid {
+        command.uid(uid);
+    }
+    if let Some(gid) = settings.gid {
+        command.gid(gid);
+        if settings.uid.is_none() {
+            drop_supplementary_groups(command);
+        }
+    }
+    command.stdin(std::process::Stdio::null());
+    let (stdout, stderr) = match settings.stdio {
+        crate::Stdio::Inherit => (
+            std::process::Stdio::inherit(),
+            std::process::Stdio::inherit(),
+        ),
+        crate::Stdio::Null => (std::process::Stdio::null(), std::process::Stdio::null()),
+        crate::Stdio::Forward => (std::process::Stdio::piped(), std::process::Stdio::piped()),
+    };
+    command.stdout(stdout).stderr(stderr);
+    command.kill_on_drop(true);
+}
+
 /// Clears the worker's supplementary groups when only its gid is switched. (With a uid,
 /// std's `Command::uid` already calls `setgroups(0)` before `setuid`; a `pre_exec` closure
 /// runs after that, too late to do it as root.)
