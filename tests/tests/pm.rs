@@ -735,6 +735,12 @@ async fn a_group_serves_a_unix_socket_path_shared_by_its_workers() {
     // A stale socket file from an earlier run is replaced.
     let stale = std::os::unix::net::UnixListener::bind(&path).expect("stale socket");
     drop(stale);
+    // A process another test forks at that moment holds a copy until its exec: wait until
+    // nobody listens any more (the file stays, stale).
+    cluster_tests::eventually(5, "the stale socket closed", || {
+        std::os::unix::net::UnixStream::connect(&path).is_err()
+    })
+    .await;
     let (master, mut events) = start();
     master
         .register(
