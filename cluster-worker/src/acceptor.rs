@@ -305,7 +305,12 @@ fn pause_after(
         let timeout = EpollTimeout::try_from(left).unwrap_or(EpollTimeout::NONE);
         match epoll.wait(&mut events, timeout) {
             Ok(0) => break,
-            Ok(_) => return false, // only the stop descriptor is left to wake us
+            Ok(_) if events[0].data() == STOP => return false,
+            // The listener still woke us: it was not taken off the wait list (a failed
+            // delete); take it off again and keep pausing rather than end the accept thread.
+            Ok(_) => {
+                let _ = epoll.delete(listener.as_fd());
+            }
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => {
                 tracing::error!("accept thread: epoll_wait failed: {e}");
