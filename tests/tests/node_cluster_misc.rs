@@ -70,7 +70,10 @@ async fn test_cluster_basic() {
                     assert!(hello.data.contains("still_set=true"), "{hello:?}");
                     // The event order, not `state()`: the state is live and may have moved
                     // on to Listening by the time this event is read.
-                    assert!(seen.contains(&("online", w.id())), "online precedes messages");
+                    assert!(
+                        seen.contains(&("online", w.id())),
+                        "online precedes messages"
+                    );
                 }
                 _ => {}
             }
