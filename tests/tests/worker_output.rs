@@ -44,6 +44,14 @@ async fn forwarded_lines_are_prefixed_and_a_stalled_master_output_never_blocks_t
         assert_eq!((status, body), (200, pid.to_string()));
     }
 
+    // Let the worker write all its lines while nobody reads (the master's queue overflows
+    // only then): on an idle machine the 20 requests above end long before. Its write count
+    // says when: ~20 MB.
+    cluster_tests::eventually(20, "the worker's lines written", || {
+        written_bytes(pid) >= 15_000_000
+    })
+    .await;
+
     // Read again: the master reports on stderr how many lines it dropped.
     let drain = tokio::spawn(async move {
         let mut rest = stdout.into_inner();
@@ -77,4 +85,15 @@ async fn forwarded_lines_are_prefixed_and_a_stalled_master_output_never_blocks_t
         .expect("wait");
     assert_eq!(status.code(), Some(0));
     drain.abort();
+}
+
+/// What process `pid` has written so far (`wchar` in `/proc/PID/io`).
+fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar: ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
