@@ -206,21 +206,7 @@ async fn measure(
     // The single process is its own (only) worker; it has no master.
     let single = case.scheduling == "single";
     let expected = if single { 0 } else { WORKERS };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if Instant::now() > deadline {
-            return Err("the workers never answered".into());
-        }
-        let ready = children_of(master).len() == expected
-            && KeepAliveClient::closing(address)
-                .get("/")
-                .await
-                .is_ok_and(|a| a.status == 200);
-        if ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    serving(master, expected, address, Duration::from_secs(10)).await?;
     load(address, case.close, WARM_UP, clients).await?;
     let workers = if single {
         vec![master]
@@ -362,6 +348,28 @@ async fn messages(count: u64) -> Result<f64, String> {
     result
 }
 
+/// Waits, at most `within`, until `master` has `workers` children and `address` answers.
+async fn serving(
+    master: u32,
+    workers: usize,
+    address: SocketAddr,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let up = children_of(master).len() == workers
+            && KeepAliveClient::closing(address)
+                .get("/")
+                .await
+                .is_ok_and(|a| a.status == 200);
+        if up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err("the workers never answered".into())
+}
+
 /// The master's CPU ns per second while `workers` workers idle (after they all answer).
 async fn idle_master(workers: usize) -> Result<f64, String> {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -379,21 +387,7 @@ async fn idle_master(workers: usize) -> Result<f64, String> {
         .map_err(|e| e.to_string())?;
     let pid = master.id();
     let result = async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if Instant::now() > deadline {
-                return Err("the workers never answered".to_string());
-            }
-            let up = children_of(pid).len() == workers
-                && KeepAliveClient::closing(address)
-                    .get("/")
-                    .await
-                    .is_ok_and(|a| a.status == 200);
-            if up {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        serving(pid, workers, address, Duration::from_secs(20)).await?;
         // Let every worker finish starting (online, listening, first heartbeat).
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = cpu_ns(pid);
