@@ -85,21 +85,22 @@ impl Spawner {
     ) -> io::Result<Child> {
         prepare_child(&mut command, channel_end.as_raw_fd(), inherited);
         let (reply, result) = tokio::sync::oneshot::channel();
-        let reply = Reply::Async(reply);
-        self.requests
-            .send(Request { command, reply })
-            .map_err(|_| spawner_gone())?;
+        self.request(command, Reply::Async(reply))?;
         result.await.map_err(|_| spawner_gone())?
     }
 
     /// Starts `command` as it is (its `pre_exec` closures already set, see [`detach`]).
     pub(crate) fn spawn_prepared(&self, command: Command) -> io::Result<Child> {
         let (reply, result) = mpsc::sync_channel(1);
-        let reply = Reply::Blocking(reply);
+        self.request(command, Reply::Blocking(reply))?;
+        result.recv().map_err(|_| spawner_gone())?
+    }
+
+    /// Hands `command` to the spawner thread, which answers on `reply`.
+    fn request(&self, command: Command, reply: Reply) -> io::Result<()> {
         self.requests
             .send(Request { command, reply })
-            .map_err(|_| spawner_gone())?;
-        result.recv().map_err(|_| spawner_gone())?
+            .map_err(|_| spawner_gone())
     }
 }
 
