@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) boot_guard: crate::boot_failures::BootGuard,
     /// The default replacement recipe's memory (see `respawn.rs`).
     pub(crate) respawner: Mutex<crate::respawn::Respawner>,
+    /// The live-connection table the workers share (see `load_slots.rs`).
+    pub(crate) load_slots: Arc<crate::load_slots::LoadSlots>,
 }
 
 impl Shared {
@@ -117,13 +119,14 @@ impl Shared {
                 settings.scheduling == Scheduling::Sticky,
             )
         };
-        let dispatcher = match Dispatcher::start(listener?, timeout, sticky) {
-            Ok(dispatcher) => dispatcher,
-            Err(e) => {
-                tracing::error!(%address, "cannot start round-robin dispatching: {e}");
-                return None;
-            }
-        };
+        let dispatcher =
+            match Dispatcher::start(listener?, timeout, sticky, self.load_slots.clone()) {
+                Ok(dispatcher) => dispatcher,
+                Err(e) => {
+                    tracing::error!(%address, "cannot start round-robin dispatching: {e}");
+                    return None;
+                }
+            };
         dispatchers.insert(address, dispatcher.clone());
         Some(dispatcher)
     }
@@ -189,6 +192,7 @@ impl Shared {
     }
 
     pub(crate) fn remove_worker(&self, id: u32) {
+        self.load_slots.release(id);
         let mut workers = lock(&self.workers);
         workers.remove(&id);
         let left = workers.len();
@@ -297,6 +301,7 @@ pub fn setup_master(settings: Settings) -> Result<Cluster, SetupError> {
         nofile_limit: std::sync::atomic::AtomicU64::new(nofile_limit),
         boot_guard: Default::default(),
         respawner: Default::default(),
+        load_slots: Arc::new(crate::load_slots::LoadSlots::new()),
     });
     if shared.settings().respawn != crate::Respawn::Manual {
         // `run` replaces workers from the events it reads.
@@ -411,11 +416,10 @@ impl Cluster {
             Prepared::Ready(fork) => fork,
         };
         let prepared = *prepared;
-        let child = self.shared.spawner.spawn(
-            prepared.command,
-            &prepared.worker_end,
-            crate::handed_sockets::descriptors(&prepared.rest.handed),
-        );
+        let child =
+            self.shared
+                .spawner
+                .spawn(prepared.command, &prepared.worker_end, prepared.inherited);
         drop(prepared.worker_end);
         self.finish_fork(prepared.rest, child)
     }
@@ -448,11 +452,7 @@ impl Cluster {
         let child = self
             .shared
             .spawner
-            .spawn_async(
-                prepared.command,
-                &prepared.worker_end,
-                crate::handed_sockets::descriptors(&prepared.rest.handed),
-            )
+            .spawn_async(prepared.command, &prepared.worker_end, prepared.inherited)
             .await;
         drop(prepared.worker_end);
         self.finish_fork(prepared.rest, child)
@@ -493,6 +493,7 @@ impl Cluster {
             }),
             max_requests: settings.recycling.request_limit(random(id)),
             sockets: Vec::new(),
+            load_slot: shared.load_slots.claim(id),
         };
         let predecessor = predecessor.and_then(|old| lock(&shared.workers).get(&old).cloned());
         let handed = predecessor
@@ -503,6 +504,8 @@ impl Cluster {
             ..handoff
         };
         let command = worker_command(&settings, &handoff, env);
+        let mut inherited = crate::handed_sockets::descriptors(&handed);
+        inherited.extend(handoff.load_slot.map(|l| l.fd));
         let fork_env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -510,6 +513,7 @@ impl Cluster {
         Ok(Prepared::Ready(Box::new(PreparedFork {
             command,
             worker_end,
+            inherited,
             rest: ForkRest {
                 id,
                 settings,
@@ -537,7 +541,10 @@ impl Cluster {
             fork_env,
             handed,
         } = rest;
-        let mut child = child.map_err(ForkError::Spawn)?;
+        let mut child = child.map_err(|e| {
+            shared.load_slots.release(id);
+            ForkError::Spawn(e)
+        })?;
         cluster_ipc::timing::phase("spawned", id);
         if settings.stdio == Stdio::Forward {
             crate::output::forward(&mut child, settings.name.as_deref().unwrap_or("worker"), id);
@@ -957,6 +964,9 @@ struct PreparedFork {
     command: tokio::process::Command,
     /// The worker's end of the channel: the child's descriptor 3; closed here once started.
     worker_end: std::os::fd::OwnedFd,
+    /// Descriptors the child keeps under their own numbers: the handed sockets and the load
+    /// table.
+    inherited: Vec<std::os::fd::RawFd>,
     rest: ForkRest,
 }
 

@@ -118,6 +118,7 @@ mod init;
 mod listen_policy;
 mod listen_quota;
 mod listeners;
+mod load_slots;
 mod metrics;
 mod monitor;
 mod nofile;

@@ -2,6 +2,11 @@
 //! a ready worker, keeping its own copy until the worker says it took it, so a worker that
 //! dies or refuses before that loses nothing (Node's `round_robin_handle.js`).
 //!
+//! "In turn" means the worker holding the fewest connections (live ones, from the table the
+//! workers share, `load_slots.rs`, plus hand-overs not answered yet), ties going in turn:
+//! with `Connection: close` traffic that is plain round robin, and long-lived connections
+//! stay balanced when some close (nginx's `least_conn`).
+//!
 //! In sticky mode ([`crate::Scheduling::Sticky`]) the same dispatcher chooses the worker by
 //! the client's IP address (`sticky.rs`) instead of in turn; hand-over, answers, take-back
 //! and re-dispatch are the same.
@@ -27,6 +32,7 @@ use cluster_ipc::pressure::{LogThrottle, accept_failed};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::load_slots::LoadSlots;
 use crate::sticky::{self, Slots};
 use crate::worker::{Worker, WorkerState};
 
@@ -47,6 +53,9 @@ fn reset(stream: TcpStream) {
 
 /// Hand-overs a worker may have unanswered at once.
 const MAX_IN_FLIGHT: usize = 4;
+/// How long a connection waits for the worker holding the fewest connections (while it has
+/// [`MAX_IN_FLIGHT`] hand-overs unanswered) before a crowded one takes it.
+const PATIENCE: Duration = Duration::from_millis(10);
 
 /// The same in sticky mode, where a busy worker's clients wait for it (the accept loop
 /// with them) rather than go to another: a deeper queue keeps one slow answer from holding
@@ -125,6 +134,14 @@ struct State {
     slots: Slots,
 }
 
+impl State {
+    /// The target at `index` takes this turn; the next turn starts after it.
+    fn take_turn(&mut self, index: usize) -> Worker {
+        self.next = index + 1;
+        self.targets[index].clone()
+    }
+}
+
 /// Log lines that would repeat for every connection under pressure.
 #[derive(Default)]
 struct Throttles {
@@ -139,6 +156,8 @@ pub(crate) struct Dispatcher {
     timeout: Option<Duration>,
     /// Chooses by client address (sticky sessions) rather than in turn.
     sticky: bool,
+    /// The workers' live connections.
+    loads: Arc<LoadSlots>,
     state: Mutex<State>,
     throttles: Mutex<Throttles>,
     wake: Notify,
@@ -149,11 +168,13 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     /// Starts accepting on `listener` (the master's socket for `address`); hand-overs not
     /// answered within `timeout` are taken back. `sticky`: each client address goes to the
-    /// same worker while it accepts (`sticky.rs`), instead of the next in turn.
+    /// same worker while it accepts (`sticky.rs`), instead of the one holding the fewest
+    /// connections in `loads`.
     pub(crate) fn start(
         listener: &std::net::TcpListener,
         timeout: Option<Duration>,
         sticky: bool,
+        loads: Arc<LoadSlots>,
     ) -> std::io::Result<Arc<Dispatcher>> {
         let address = listener.local_addr()?;
         let accept = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
@@ -161,6 +182,7 @@ impl Dispatcher {
             address,
             timeout,
             sticky,
+            loads,
             state: Mutex::new(State::default()),
             throttles: Mutex::new(Throttles::default()),
             wake: Notify::new(),
@@ -318,27 +340,49 @@ impl Dispatcher {
         !state.in_hand && state.pending.is_empty() && state.requeue.is_empty()
     }
 
-    /// The worker to hand `queued` to: the next in turn that can take a connection, or in
-    /// sticky mode the one its client's address maps to; `Ok(None)` to wait for one, `Err`
-    /// if there is none and the connection is to be refused.
-    fn pick(&self, queued: &Queued) -> Result<Option<Worker>, Refuse> {
+    /// The worker to hand `queued` to: the one holding the fewest connections (ties in
+    /// turn), or in sticky mode the one its client's address maps to; `Ok(None)` to wait for
+    /// one, `Err` if there is none and the connection is to be refused. When the one holding
+    /// the fewest has [`MAX_IN_FLIGHT`] hand-overs unanswered, another takes it unless that
+    /// one is crowded (`cluster_ipc::load_table::crowded`) and the dispatcher is `patient`.
+    fn pick(&self, queued: &Queued, patient: bool) -> Result<Option<Worker>, Refuse> {
         if self.sticky {
             return self.pick_sticky(queued);
         }
         let mut state = self.lock();
         let count = state.targets.len();
+        // (connections held, index, can take one now), in turn order from `next`.
+        let mut candidates = Vec::with_capacity(count);
         for step in 0..count {
             let index = (state.next + step) % count;
             let worker = &state.targets[index];
-            let busy = state.in_flight.get(&worker.id()).copied().unwrap_or(0);
-            if worker.state() < WorkerState::Disconnecting
-                && busy < MAX_IN_FLIGHT
-                && !state.silent.contains(&worker.id())
-            {
-                let worker = worker.clone();
-                state.next = index + 1;
-                return Ok(Some(worker));
+            if worker.state() < WorkerState::Disconnecting && !state.silent.contains(&worker.id()) {
+                let busy = state.in_flight.get(&worker.id()).copied().unwrap_or(0);
+                let holds = self.loads.live(worker.id()) as usize + busy;
+                candidates.push((holds, index, busy < MAX_IN_FLIGHT));
             }
+        }
+        let fewest = |able_only: bool| {
+            candidates
+                .iter()
+                .filter(|c| c.2 || !able_only)
+                .min_by_key(|c| c.0)
+                .copied()
+        };
+        let chosen = match (fewest(false), fewest(true)) {
+            (Some((_, index, true)), _) => Some(index),
+            (_, Some((holds, index, _))) => {
+                let others = candidates
+                    .iter()
+                    .filter(|c| c.1 != index)
+                    .map(|c| c.0 as u32);
+                let crowded = cluster_ipc::load_table::crowded(holds as u32, others);
+                (!(patient && crowded)).then_some(index)
+            }
+            _ => None,
+        };
+        if let Some(index) = chosen {
+            return Ok(Some(state.take_turn(index)));
         }
         if state.refusing && state.targets.is_empty() {
             return Err(Refuse);
@@ -410,17 +454,28 @@ impl Dispatcher {
         tokio::time::sleep(pause).await;
     }
 
+    /// Waits for a worker to take `queued`; for [`PATIENCE`] it waits for the worker holding
+    /// the fewest connections rather than hand it to a crowded one.
     async fn next_worker(&self, queued: &Queued) -> Result<Worker, Refuse> {
+        let patient_until = Instant::now() + PATIENCE;
         loop {
             let wake = self.wake.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
-            if let Some(worker) = self.pick(queued)? {
+            let patient = Instant::now() < patient_until;
+            if let Some(worker) = self.pick(queued, patient)? {
                 return Ok(worker);
             }
             // No worker can take it: the connection waits here, and the next ones in the
             // kernel's accept queue.
-            wake.await;
+            if patient {
+                tokio::select! {
+                    _ = wake => {}
+                    _ = tokio::time::sleep_until(patient_until) => {}
+                }
+            } else {
+                wake.await;
+            }
         }
     }
 

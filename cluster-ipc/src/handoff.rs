@@ -29,6 +29,10 @@ pub const ENV_MAX_REQUESTS: &str = "CLUSTER_MAX_REQUESTS";
 /// for a round-robin address, where the master accepts and there is no descriptor).
 pub const ENV_LISTEN_SOCKETS: &str = "CLUSTER_LISTEN_SOCKETS";
 
+/// The table of live connections the workers share (`load_table.rs`) and this worker's slot
+/// in it: `FD,SLOT`. Unset: the worker does not take part in the balance.
+pub const ENV_LOAD_TABLE: &str = "CLUSTER_LOAD_TABLE";
+
 /// The name of the group a supervised worker belongs to (set by `cluster_core::pm`).
 pub const ENV_GROUP: &str = "CLUSTER_GROUP";
 /// The group's listen addresses, comma-separated (set by `cluster_core::pm`).
@@ -62,6 +66,32 @@ pub struct WorkerHandoff {
     /// Sockets the master granted with the handoff (a replacement gets those its predecessor
     /// had): the worker's `listen()` takes them without a request.
     pub sockets: Vec<HandedSocket>,
+    /// The shared table of live connections and this worker's slot in it.
+    pub load_slot: Option<LoadSlot>,
+}
+
+/// Where a worker finds the shared [`crate::LoadTable`] and which slot is its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSlot {
+    /// The table's descriptor number in the worker (not close-on-exec until the worker
+    /// maps it).
+    pub fd: RawFd,
+    /// The worker's slot, below [`crate::load_table::SLOTS`].
+    pub slot: u32,
+}
+
+impl std::str::FromStr for LoadSlot {
+    type Err = ();
+
+    fn from_str(value: &str) -> Result<Self, ()> {
+        let (fd, slot) = value.split_once(',').ok_or(())?;
+        let fd: RawFd = fd.parse().map_err(drop)?;
+        let slot: u32 = slot.parse().map_err(drop)?;
+        if fd < 0 || slot as usize >= crate::load_table::SLOTS {
+            return Err(());
+        }
+        Ok(LoadSlot { fd, slot })
+    }
 }
 
 /// One listening socket granted with the handoff: the answer the master would give to a
@@ -141,11 +171,16 @@ impl WorkerHandoff {
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
+            (
+                ENV_LOAD_TABLE,
+                self.load_slot
+                    .map_or(String::new(), |l| format!("{},{}", l.fd, l.slot)),
+            ),
         ]
     }
 
     /// Every variable name the handoff uses.
-    pub const VARIABLES: [&'static str; 9] = [
+    pub const VARIABLES: [&'static str; 10] = [
         ENV_WORKER_ID,
         ENV_CHANNEL_FD,
         ENV_SERIALIZATION,
@@ -155,6 +190,7 @@ impl WorkerHandoff {
         ENV_HEARTBEAT_MS,
         ENV_MAX_REQUESTS,
         ENV_LISTEN_SOCKETS,
+        ENV_LOAD_TABLE,
     ];
 
     /// Reads the handoff with `get` (usually `std::env::var`). `Ok(None)` when this process
@@ -179,6 +215,10 @@ impl WorkerHandoff {
             heartbeat_ms: parse(ENV_HEARTBEAT_MS, get(ENV_HEARTBEAT_MS))?,
             max_requests: parse(ENV_MAX_REQUESTS, get(ENV_MAX_REQUESTS))?,
             sockets: parse_sockets(get(ENV_LISTEN_SOCKETS))?,
+            load_slot: match get(ENV_LOAD_TABLE).filter(|v| !v.is_empty()) {
+                None => None,
+                value => Some(parse(ENV_LOAD_TABLE, value)?),
+            },
         }))
     }
 }
@@ -230,6 +270,7 @@ mod tests {
                     local: "127.0.0.1:40001".into(),
                 },
             ],
+            load_slot: Some(LoadSlot { fd: 9, slot: 1023 }),
         };
         let vars = handoff.to_env();
         let read = WorkerHandoff::read(|name| {
@@ -250,6 +291,27 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains(ENV_CHANNEL_FD), "{err}");
+    }
+
+    #[test]
+    fn a_load_slot_out_of_the_table_is_named() {
+        for bad in ["9,1024", "-1,0", "9", "9,x"] {
+            let err = WorkerHandoff::read(|name| match name {
+                ENV_SERIALIZATION => Some("json".into()),
+                ENV_LOAD_TABLE => Some(bad.into()),
+                ENV_LISTEN_SOCKETS => None,
+                _ => Some("1".into()),
+            })
+            .unwrap_err();
+            assert!(err.contains(ENV_LOAD_TABLE), "{bad}: {err}");
+        }
+        let none = WorkerHandoff::read(|name| match name {
+            ENV_SERIALIZATION => Some("json".into()),
+            ENV_LOAD_TABLE => Some(String::new()),
+            ENV_LISTEN_SOCKETS => None,
+            _ => Some("1".into()),
+        });
+        assert_eq!(none.map(|h| h.and_then(|h| h.load_slot)), Ok(None));
     }
 
     #[test]

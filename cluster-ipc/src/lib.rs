@@ -51,6 +51,7 @@ mod frame;
 pub mod fuzzing;
 pub mod handoff;
 mod listener;
+pub mod load_table;
 mod message;
 pub mod pressure;
 mod sys;
@@ -65,6 +66,7 @@ pub use listener::{
     bind_tcp_with, bind_udp, bind_udp_reuse_port, bind_udp_with, bind_unix, reserve_tcp,
     udp_address, unix_path,
 };
+pub use load_table::LoadTable;
 pub use message::{Message, Origin};
 pub use sys::MAX_FDS_PER_MESSAGE;
 

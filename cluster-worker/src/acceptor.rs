@@ -8,6 +8,14 @@
 //! accept, so the workers take turns; a worker whose previous connection has not been taken
 //! by its server yet is not waiting, and is skipped.
 //!
+//! In a cluster the workers also balance the connections they hold (issue 13): before each
+//! accept the thread reads the load table the workers share (`cluster_ipc::load_table`), and
+//! a worker holding clearly more live connections than the others' average stays off the
+//! socket's queue of waiters, so the others take the next connections; it looks again at
+//! each new connection, and accepts anyway one left waiting [`GRACE`] (the others are
+//! busy), so the balance never keeps a client waiting long. Round-robin workers write the same table,
+//! and the master's dispatcher reads it.
+//!
 //! A dedicated accept thread is also faster than tokio's accept loop for a process alone on
 //! its socket (measured: `Connection: close` 20–21k req/s against 14–15k on a multi-thread
 //! runtime, see `docs/BENCHMARKS.md`), so [`crate::incoming`] uses it outside a cluster too.
@@ -17,6 +25,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use cluster_ipc::pressure::{LogThrottle, accept_failed, is_listener_broken};
 
@@ -25,6 +34,7 @@ use nix::sys::eventfd::EventFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::connections::Connections;
 use crate::worker::Worker;
 
 const LISTENER: u64 = 0;
@@ -32,11 +42,15 @@ const LISTENER: u64 = 0;
 const MAX_WINDOW: usize = 4;
 const STOP: u64 = 1;
 
-/// Puts this worker at the back of the socket's queue of exclusive waiters: the kernel wakes
-/// the front one for each connection, so re-queueing after every accept makes the workers
-/// take turns.
+/// How long a crowded worker leaves a connection waiting for the others before it takes it.
+const GRACE: Duration = Duration::from_millis(3);
+/// How often a crowded worker looks at the table when no connection arrives.
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// Puts this worker at the back of the socket's queue of exclusive waiters (it must not be
+/// on it): the kernel wakes the front one for each connection, and a worker leaves the queue
+/// after each accept, so the workers take turns.
 fn queue_up(epoll: &Epoll, listener: &std::net::TcpListener) -> io::Result<()> {
-    let _ = epoll.delete(listener.as_fd());
     epoll.add(
         listener.as_fd(),
         EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER),
@@ -85,6 +99,8 @@ enum Source {
     Master {
         worker: Worker,
         demand: Arc<Semaphore>,
+        /// Still counted as accepting (until the first stop).
+        accepting: bool,
     },
 }
 
@@ -96,7 +112,10 @@ impl Acceptor {
         let stop = EventFd::new()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(stop.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
+        // The listener must be one epoll can wait on; the thread queues up when asked.
         queue_up(&epoll, &listener)?;
+        epoll.delete(listener.as_fd())?;
+        let connections = crate::worker::connected().map(|w| w.connections().clone());
         let (tx, accepted) = mpsc::channel(MAX_WINDOW);
         let (demand, demanded) = std::sync::mpsc::sync_channel(MAX_WINDOW);
         let failed = Arc::new(Mutex::new(None));
@@ -104,9 +123,16 @@ impl Acceptor {
         let thread = std::thread::Builder::new()
             .name("cluster-acceptor".into())
             .spawn(move || {
-                if let Err(e) = accept_loop(&epoll, &listener, &demanded, &tx) {
+                let balance = connections.as_deref();
+                if let Some(connections) = balance {
+                    connections.accepting(true);
+                }
+                if let Err(e) = accept_loop(&epoll, &listener, &demanded, &tx, balance) {
                     tracing::error!("accept thread: the listener cannot accept: {e}");
                     *thread_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+                if let Some(connections) = balance {
+                    connections.accepting(false);
                 }
                 // `tx` drops now: `accept` returns `None`, after the error is in place.
             })?;
@@ -127,11 +153,13 @@ impl Acceptor {
     /// Connections the master hands over for `local_addr` (round-robin scheduling).
     pub(crate) fn from_master(worker: &Worker, local_addr: SocketAddr) -> Acceptor {
         let (accepted, demand) = worker.open_feed(&local_addr.to_string());
+        worker.connections().accepting(true);
         Acceptor {
             accepted,
             source: Source::Master {
                 worker: worker.clone(),
                 demand,
+                accepting: true,
             },
             asked: 0,
             window: 1,
@@ -148,6 +176,10 @@ impl Acceptor {
             }
             let (stream, peer) = self.accepted.recv().await?;
             self.asked = self.asked.saturating_sub(1);
+            if let Source::Master { worker, .. } = &self.source {
+                // The accept thread counts its own as it accepts.
+                worker.connections().accepted();
+            }
             let converted = stream
                 .set_nonblocking(true)
                 .and_then(|()| TcpStream::from_std(stream));
@@ -199,7 +231,14 @@ impl Acceptor {
                 }
             }
             // Waiting and later hand-overs are refused and go to other workers.
-            Source::Master { worker, .. } => worker.close_feed(&self.local_addr.to_string()),
+            Source::Master {
+                worker, accepting, ..
+            } => {
+                worker.close_feed(&self.local_addr.to_string());
+                if std::mem::take(accepting) {
+                    worker.connections().accepting(false);
+                }
+            }
         }
     }
 
@@ -236,17 +275,33 @@ impl Drop for Acceptor {
 }
 
 /// Accepts one connection per demand token, until stopped (`Ok`) or until the listener
-/// cannot accept any more (`Err`).
+/// cannot accept any more (`Err`). In a cluster, `balance` holds this worker's live
+/// connections: before each accept it waits its turn ([`wait_for_turn`]) and it counts each
+/// connection it accepts.
 fn accept_loop(
     epoll: &Epoll,
     listener: &std::net::TcpListener,
     demanded: &std::sync::mpsc::Receiver<()>,
     tx: &mpsc::Sender<(std::net::TcpStream, SocketAddr)>,
+    balance: Option<&Connections>,
 ) -> io::Result<()> {
     let mut events = [EpollEvent::empty(); 2];
     let mut failures = LogThrottle::new();
     // Ends when the demand sender is dropped (stop).
     while demanded.recv().is_ok() {
+        if let Some(connections) = balance {
+            if !wait_for_turn(epoll, listener, connections) {
+                return Ok(());
+            }
+        }
+        // At the back of the socket's queue of exclusive waiters: the kernel wakes the front
+        // one for each connection, so the workers take turns. Two `epoll_ctl` calls per
+        // accept (this and the delete below): perf puts them at ~7% of the CPU under
+        // `Connection: close` load, but turns of 4 accepts measured no faster (see
+        // docs/BENCHMARKS.md).
+        if let Err(e) = queue_up(epoll, listener) {
+            tracing::error!("accept thread: cannot wait on the listener: {e}");
+        }
         let accepted = loop {
             let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
                 Ok(n) => &events[..n],
@@ -270,16 +325,77 @@ fn accept_loop(
                 }
             }
         };
-        // Two `epoll_ctl` calls: perf puts them at ~7% of the CPU under `Connection: close`
-        // load, but turns of 4 accepts measured no faster (see docs/BENCHMARKS.md).
-        if let Err(e) = queue_up(epoll, listener) {
-            tracing::error!("accept thread: cannot wait on the listener: {e}");
+        // Off the queue until the server asks for the next one: the kernel wakes a worker
+        // that waits.
+        let _ = epoll.delete(listener.as_fd());
+        if let Some(connections) = balance {
+            connections.accepted();
         }
         if tx.blocking_send(accepted).is_err() {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// While this worker is crowded (it holds clearly more live connections than the other
+/// accepting workers), stays off the socket's queue of exclusive waiters, so that the
+/// kernel wakes the others for the next connections. It still watches the socket (edge
+/// triggered, not exclusive: a wake-up for each new connection, taken from nobody) and looks
+/// at the table again at each one, and every [`RECHECK`] for its own connections closing. A
+/// connection still waiting [`GRACE`] after it was seen is taken anyway: the others are busy
+/// or gone. False when stopped meanwhile.
+fn wait_for_turn(
+    epoll: &Epoll,
+    listener: &std::net::TcpListener,
+    connections: &Connections,
+) -> bool {
+    if !connections.crowded() {
+        return true;
+    }
+    let watch = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, LISTENER);
+    if let Err(e) = epoll.add(listener.as_fd(), watch) {
+        // Balancing is an optimisation: accept rather than stall.
+        tracing::error!("accept thread: cannot watch the listener while balancing: {e}");
+        return true;
+    }
+    let mut waiting_since: Option<Instant> = None;
+    let mut events = [EpollEvent::empty(); 2];
+    let turn = loop {
+        let timeout = match waiting_since {
+            Some(since) => GRACE.saturating_sub(since.elapsed()),
+            None => RECHECK,
+        };
+        let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::NONE);
+        match epoll.wait(&mut events, timeout) {
+            Ok(n) if events[..n].iter().any(|e| e.data() == STOP) => break false,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!("accept thread: epoll_wait failed while balancing: {e}");
+                break true;
+            }
+        }
+        if !connections.crowded() {
+            break true;
+        }
+        if has_waiting_connection(listener) {
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= GRACE {
+                break true;
+            }
+        } else {
+            waiting_since = None;
+        }
+    };
+    let _ = epoll.delete(listener.as_fd());
+    turn
+}
+
+/// Whether a connection waits in the listener's accept queue.
+fn has_waiting_connection(listener: &std::net::TcpListener) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 /// After a failed accept: logs it (once per second at most, with the count) and waits,

@@ -23,15 +23,23 @@ use std::time::Duration;
 use cluster_ipc::{Control, Sender};
 use tokio::runtime::Handle;
 
+use crate::connections::Connections;
 use crate::served::Served;
 
 /// Beats every `interval` (the first at once) until the channel is closed, each beat with
-/// what `served` counts. Must be called inside the worker's runtime.
-pub(crate) fn start(sender: Sender, served: Arc<Served>, interval: Duration) {
+/// what `served` counts and the `connections` open. Must be called inside the worker's
+/// runtime.
+pub(crate) fn start(
+    sender: Sender,
+    served: Arc<Served>,
+    connections: Arc<Connections>,
+    interval: Duration,
+) {
     let runtime = Handle::current();
     let pacer = Pacer {
         sender,
         served,
+        connections,
         pending: Arc::new(AtomicBool::new(false)),
         ended: Arc::new(AtomicBool::new(false)),
     };
@@ -52,6 +60,7 @@ pub(crate) fn start(sender: Sender, served: Arc<Served>, interval: Duration) {
 struct Pacer {
     sender: Sender,
     served: Arc<Served>,
+    connections: Arc<Connections>,
     /// A beat task is spawned and not polled yet: the runtime is late, and piling more
     /// tasks on it would only make the backlog longer.
     pending: Arc<AtomicBool>,
@@ -71,13 +80,14 @@ impl Pacer {
 
     fn spawn_beat(&self, runtime: &Handle) {
         let (sender, served) = (self.sender.clone(), self.served.clone());
+        let connections = self.connections.clone();
         let (pending, ended) = (self.pending.clone(), self.ended.clone());
         // A runtime that has shut down drops the task unpolled; the process is ending then.
         runtime.spawn(async move {
             pending.store(false, Ordering::Release);
             let beat = Control::Heartbeat {
                 served: served.served(),
-                open_connections: served.open_connections(),
+                open_connections: connections.open(),
             };
             if let Err(e) = sender.send_control(&beat, &[]).await {
                 tracing::debug!("heartbeats end: {e}");

@@ -49,6 +49,7 @@ compile_error!("cluster-worker supports Linux only (see the README)");
 
 mod acceptor;
 mod activated;
+mod connections;
 mod env;
 mod error;
 mod group;

@@ -1,15 +1,15 @@
 //! What the worker has served, counted towards the `max_requests` limit the master set:
 //! requests when its server counts them (`graceful::serve` does), accepted connections
-//! otherwise. At the limit the worker asks the master, once, to recycle it.
+//! otherwise. At the limit the worker asks the master, once, to recycle it. (The connections
+//! open now are `connections.rs`.)
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cluster_ipc::{Control, Sender};
 
-/// The counter and its limit, and the connections open now.
+/// The counter and its limit.
 pub(crate) struct Served {
     count: AtomicU64,
-    open: AtomicU64,
     /// 0: no limit.
     limit: u64,
     /// A server counts requests; accepted connections no longer count.
@@ -28,7 +28,6 @@ impl Served {
     pub(crate) fn new(limit: u64) -> Self {
         Served {
             count: AtomicU64::new(0),
-            open: AtomicU64::new(0),
             limit,
             by_request: AtomicBool::new(false),
             asked: AtomicBool::new(false),
@@ -55,20 +54,6 @@ impl Served {
     /// What has been served so far.
     pub(crate) fn served(&self) -> u64 {
         self.count.load(Ordering::Acquire)
-    }
-
-    /// One connection more (`true`) or less (`false`) open now.
-    pub(crate) fn connection(&self, opened: bool) {
-        if opened {
-            self.open.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Connections open now.
-    pub(crate) fn open_connections(&self) -> u64 {
-        self.open.load(Ordering::Acquire)
     }
 }
 

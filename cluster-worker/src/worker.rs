@@ -15,6 +15,7 @@ use cluster_ipc::{
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::connections::Connections;
 use crate::env::handoff;
 use crate::error::WorkerError;
 use crate::served::{Served, Unit};
@@ -67,8 +68,10 @@ struct Inner {
     /// Hand-overs refused because the descriptor table was full, for the log.
     no_room_log: Mutex<LogThrottle>,
     /// Requests or connections served (towards the master's `max_requests`, and reported
-    /// with each heartbeat), and connections open now.
+    /// with each heartbeat).
     served: Arc<Served>,
+    /// Connections held now (heartbeat, and the balance between workers).
+    connections: Arc<Connections>,
     /// Set at the first connection accepted (its time is a start-up phase, `cluster_ipc::timing`).
     accepted_one: AtomicBool,
     /// The sockets the master granted with the handoff, not taken by a `listen()` yet.
@@ -86,12 +89,12 @@ struct Handed {
 
 /// An open connection, counted until dropped ([`Worker::connection_opened`]).
 pub struct ConnectionGuard {
-    served: Arc<Served>,
+    connections: Arc<Connections>,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.served.connection(false);
+        self.connections.opened(false);
     }
 }
 
@@ -392,13 +395,28 @@ impl Worker {
     }
 
     /// Counts one connection open until the guard is dropped; the count goes to the master
-    /// with each heartbeat (`clusterctl status`, metrics). `graceful::serve` does this for
-    /// its connections.
+    /// with each heartbeat (`clusterctl status`, metrics), and to the table the workers
+    /// share to balance live connections: a server that counts its connections takes part
+    /// in the balance (a worker holding clearly more than the others lets them accept
+    /// first). `graceful::serve` does this for its connections.
     pub fn connection_opened(&self) -> ConnectionGuard {
-        self.inner.served.connection(true);
+        self.inner.connections.opened(true);
         ConnectionGuard {
-            served: self.inner.served.clone(),
+            connections: self.inner.connections.clone(),
         }
+    }
+
+    /// This worker's server counts every connection it serves with
+    /// [`Worker::connection_opened`]: the worker takes part in the balance of live
+    /// connections from now on, before its first connection (an idle worker must be seen
+    /// for the others to leave it connections). `graceful::serve` calls it.
+    pub fn count_connections(&self) {
+        self.inner.connections.counted_by_server();
+    }
+
+    /// This worker's live connections, shared with its accept loops.
+    pub(crate) fn connections(&self) -> &Arc<Connections> {
+        &self.inner.connections
     }
 
     fn count(&self, unit: Unit) {
@@ -558,6 +576,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
             log_reopens: watch::Sender::new(0),
             no_room_log: Mutex::new(LogThrottle::new()),
             served: Arc::new(Served::new(handoff.max_requests)),
+            connections: Arc::new(Connections::new(adopt_load_table(handoff))),
             accepted_one: AtomicBool::new(false),
             handed: Mutex::new(adopt_handed(handoff)),
         }),
@@ -570,6 +589,7 @@ fn connect() -> Result<Option<Worker>, WorkerError> {
         crate::heartbeat::start(
             worker.inner.sender.clone(),
             worker.inner.served.clone(),
+            worker.inner.connections.clone(),
             Duration::from_millis(handoff.heartbeat_ms),
         );
     }
@@ -856,6 +876,34 @@ fn take_channel_end(handoff: &WorkerHandoff) -> Result<OwnedFd, WorkerError> {
     // SAFETY: the master mapped our channel end to `raw` before exec and nothing else in
     // this process refers to it; `connect` runs once (OnceLock), so it is owned once.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Maps the shared load table the handoff names, with this worker's slot; `None` (logged)
+/// if there is none or it is not usable: the worker then stays out of the balance.
+fn adopt_load_table(handoff: &WorkerHandoff) -> Option<(cluster_ipc::LoadTable, usize)> {
+    let load_slot = handoff.load_slot?;
+    let raw = load_slot.fd;
+    if raw == handoff.channel_fd || raw <= 2 {
+        tracing::warn!(raw, "load table descriptor {raw} is not usable; ignored");
+        return None;
+    }
+    // SAFETY: `raw` is non-negative (the handoff parser checks it) and only borrowed for
+    // this check, during which nothing closes it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+    if let Err(e) = cluster_ipc::fd::set_cloexec(borrowed) {
+        tracing::warn!(raw, "load table descriptor {raw}: {e}; ignored");
+        return None;
+    }
+    // SAFETY: open (`set_cloexec` succeeded); the master left it open across exec for us
+    // alone and named it once in the handoff; `connect` runs once (OnceLock).
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    match cluster_ipc::LoadTable::open(fd) {
+        Ok(table) => Some((table, load_slot.slot as usize)),
+        Err(e) => {
+            tracing::warn!("load table: {e}; this worker stays out of the balance");
+            None
+        }
+    }
 }
 
 /// Takes ownership of the sockets the handoff names, after checking each is a socket; an

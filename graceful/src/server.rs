@@ -72,9 +72,11 @@ where
         .and_then(|s| s.worker().cloned())
         .or_else(cluster_worker::Worker::current);
     let _drain_registration = worker.as_ref().map(|w| w.register_server());
-    // Requests, not connections, count towards the master's `max_requests`.
+    // Requests, not connections, count towards the master's `max_requests`; the
+    // connections open count towards the balance between workers.
     if let Some(worker) = &worker {
         worker.count_requests();
+        worker.count_connections();
     }
     let counted = state.map(CountedServer::new);
     // A dedicated accept thread spreads connections evenly over the workers sharing the

@@ -158,6 +158,22 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// True once every thread of the process is stopped (`T`, after SIGSTOP: the signal is
+/// delivered after `kill` returns, and a thread still running may take one more connection).
+pub fn process_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.into_iter().all(|task| {
+        task.ok()
+            .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+            .is_some_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+    })
+}
+
 /// True if the process is gone or a zombie.
 pub fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

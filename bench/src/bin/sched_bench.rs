@@ -1,11 +1,13 @@
 //! Scheduling benchmark (not a test): for each scheduling mode, requests per second and
-//! latency under keep-alive load, then with a new connection per request (the cost of the
-//! master's dispatch in RoundRobin and Sticky mode), the split of new connections between 2
-//! workers, and the duration of a zero-downtime reload. The same binary is master and
-//! worker. Clients connect from 20 loopback addresses (127.0.0.1–20), so sticky scheduling
-//! has clients to spread.
+//! latency under keep-alive load (32 connections opened at once), how those live
+//! connections and their requests split between the workers, then with a new connection per
+//! request (the cost of the master's dispatch in RoundRobin and Sticky mode) and how those
+//! split, and the duration of a zero-downtime reload. The same binary is master and worker.
+//! Clients connect from 20 loopback addresses (127.0.0.1–20), so sticky scheduling has
+//! clients to spread.
 //!
-//! Run: `cargo run --release -p cluster-bench --bin sched_bench [SECONDS]`
+//! Run: `cargo run --release -p cluster-bench --bin sched_bench [SECONDS] [WORKERS]`
+//! (default 5 s, 2 workers).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -47,12 +49,18 @@ async fn worker() {
     graceful::serve(listener, service).await.expect("serve");
 }
 
+#[derive(Default)]
 struct Load {
     requests: usize,
     failed: usize,
     latencies: Vec<Duration>,
     by_pid: HashMap<u32, usize>,
+    /// Keep-alive clients: the worker that answered each connection's first request.
+    connections_by_pid: HashMap<u32, usize>,
 }
+
+/// Keep-alive connections, opened at once (what wrk does in `bench/compare.sh`).
+const KEEP_ALIVE_CLIENTS: usize = 32;
 
 /// Client addresses the load comes from.
 const SOURCES: u8 = 20;
@@ -77,12 +85,7 @@ async fn load(
             tokio::spawn(async move {
                 let mut client = KeepAliveClient::new(address).from(source(i));
                 let mut sent = i;
-                let mut out = Load {
-                    requests: 0,
-                    failed: 0,
-                    latencies: Vec::new(),
-                    by_pid: HashMap::new(),
-                };
+                let mut out = Load::default();
                 while !stop.load(Ordering::Relaxed) {
                     if close {
                         client = KeepAliveClient::closing(address).from(source(sent));
@@ -91,6 +94,9 @@ async fn load(
                     let start = Instant::now();
                     match client.get("/").await.ok().and_then(|a| a.pid()) {
                         Some(pid) => {
+                            if !close && out.requests == 0 {
+                                out.connections_by_pid.insert(pid, 1);
+                            }
                             out.requests += 1;
                             out.latencies.push(start.elapsed());
                             *out.by_pid.entry(pid).or_default() += 1;
@@ -107,12 +113,7 @@ async fn load(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut total = Load {
-        requests: 0,
-        failed: 0,
-        latencies: Vec::new(),
-        by_pid: HashMap::new(),
-    };
+    let mut total = Load::default();
     for task in tasks {
         let part = task.await.expect("client");
         total.requests += part.requests;
@@ -121,9 +122,46 @@ async fn load(
         for (pid, n) in part.by_pid {
             *total.by_pid.entry(pid).or_default() += n;
         }
+        for (pid, n) in part.connections_by_pid {
+            *total.connections_by_pid.entry(pid).or_default() += n;
+        }
     }
     total.latencies.sort();
     total
+}
+
+/// Waits until every worker has answered a request (a worker reports ready just before it
+/// starts serving): the keep-alive connections are opened once, at the start, and a worker
+/// not accepting yet would get none of them.
+async fn all_answer(address: SocketAddr, workers: usize) {
+    let mut seen = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    while seen.len() < workers && Instant::now() < deadline {
+        sent += 1;
+        // From each client address in turn: Sticky sends one address to one worker.
+        if let Some(pid) = KeepAliveClient::closing(address)
+            .from(source(sent))
+            .get("/")
+            .await
+            .ok()
+            .and_then(|a| a.pid())
+        {
+            seen.insert(pid);
+        }
+    }
+    assert_eq!(seen.len(), workers, "not every worker answers");
+}
+
+/// Counts per worker, largest first: `17 / 15`.
+fn counts(by_pid: &HashMap<u32, usize>) -> String {
+    let mut counts: Vec<usize> = by_pid.values().copied().collect();
+    counts.sort_by(|a, b| b.cmp(a));
+    counts
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn share(by_pid: &HashMap<u32, usize>) -> String {
@@ -145,11 +183,15 @@ async fn master() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5.0);
+    let workers: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2);
     let exe = std::env::current_exe().expect("exe");
     println!(
-        "| mode | keep-alive req/s | p50 | p99 | keep-alive split | new-connection req/s | p50 | p99 | new-connection split | failed | reload |"
+        "| mode | keep-alive req/s | p50 | p99 | live connections | keep-alive split | new-connection req/s | p50 | p99 | new-connection split | failed | reload |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, scheduling) in [
         ("Shared", Scheduling::Shared),
         (
@@ -170,7 +212,7 @@ async fn master() {
                 "web",
                 GroupOptions::new()
                     .listen("127.0.0.1:0".parse().expect("addr"))
-                    .children(2)
+                    .children(workers)
                     .reload_stable(Duration::from_millis(100))
                     .settings(Settings::new().scheduling(scheduling))
                     .exec(&exe),
@@ -179,15 +221,16 @@ async fn master() {
         master.dispatch();
         let mut ready = 0;
         let mut address = None;
-        while ready < 2 {
+        while ready < workers {
             if let Some(GroupEvent::Ready { worker, .. }) = events.recv().await {
                 ready += 1;
                 address = worker.addresses().first().copied();
             }
         }
         let address = address.expect("address");
+        all_answer(address, workers).await;
         let never = || Arc::new(AtomicBool::new(false));
-        let keep_alive = load(address, 8, seconds, false, never()).await;
+        let keep_alive = load(address, KEEP_ALIVE_CLIENTS, seconds, false, never()).await;
         let fresh_seconds = seconds.min(3.0);
         let fresh = load(address, 1, fresh_seconds, true, never()).await;
         let pct = |load: &Load, p: usize| {
@@ -211,10 +254,11 @@ async fn master() {
         let during_reload = background.await.expect("reload load");
 
         println!(
-            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {:.0} ms |",
+            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {:.0} ms |",
             keep_alive.requests as f64 / seconds,
             pct(&keep_alive, 50),
             pct(&keep_alive, 99),
+            counts(&keep_alive.connections_by_pid),
             share(&keep_alive.by_pid),
             fresh.requests as f64 / fresh_seconds,
             pct(&fresh, 50),
