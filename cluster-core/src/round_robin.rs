@@ -54,7 +54,7 @@ fn reset(stream: TcpStream) {
 /// Hand-overs a worker may have unanswered at once.
 const MAX_IN_FLIGHT: usize = 4;
 /// How long a connection waits for the worker holding the fewest connections (while it has
-/// [`MAX_IN_FLIGHT`] hand-overs unanswered) before a crowded one takes it.
+/// [`MAX_IN_FLIGHT`] hand-overs unanswered) before another takes it.
 const PATIENCE: Duration = Duration::from_millis(10);
 
 /// The same in sticky mode, where a busy worker's clients wait for it (the accept loop
@@ -343,8 +343,8 @@ impl Dispatcher {
     /// The worker to hand `queued` to: the one holding the fewest connections (ties in
     /// turn), or in sticky mode the one its client's address maps to; `Ok(None)` to wait for
     /// one, `Err` if there is none and the connection is to be refused. When the one holding
-    /// the fewest has [`MAX_IN_FLIGHT`] hand-overs unanswered, another takes it unless that
-    /// one is crowded (`cluster_ipc::load_table::crowded`) and the dispatcher is `patient`.
+    /// the fewest has [`MAX_IN_FLIGHT`] hand-overs unanswered, a `patient` dispatcher waits
+    /// for it; an impatient one gives the connection to the next fewest that can take it.
     fn pick(&self, queued: &Queued, patient: bool) -> Result<Option<Worker>, Refuse> {
         if self.sticky {
             return self.pick_sticky(queued);
@@ -371,14 +371,9 @@ impl Dispatcher {
         };
         let chosen = match (fewest(false), fewest(true)) {
             (Some((_, index, true)), _) => Some(index),
-            (_, Some((holds, index, _))) => {
-                let others = candidates
-                    .iter()
-                    .filter(|c| c.1 != index)
-                    .map(|c| c.0 as u32);
-                let crowded = cluster_ipc::load_table::crowded(holds as u32, others);
-                (!(patient && crowded)).then_some(index)
-            }
+            // The one holding the fewest has hand-overs enough unanswered: wait for it a
+            // while rather than load another.
+            (Some(_), Some((_, index, _))) if !patient => Some(index),
             _ => None,
         };
         if let Some(index) = chosen {
@@ -455,7 +450,7 @@ impl Dispatcher {
     }
 
     /// Waits for a worker to take `queued`; for [`PATIENCE`] it waits for the worker holding
-    /// the fewest connections rather than hand it to a crowded one.
+    /// the fewest connections rather than hand it to another.
     async fn next_worker(&self, queued: &Queued) -> Result<Worker, Refuse> {
         let patient_until = Instant::now() + PATIENCE;
         loop {
