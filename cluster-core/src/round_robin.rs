@@ -120,6 +120,10 @@ struct State {
     requeue: VecDeque<Queued>,
     /// Workers that let a hand-over pass its deadline and have not answered since.
     silent: HashSet<u32>,
+    /// Workers a connection waited [`PATIENCE`] for in vain and that have not answered
+    /// since: no connection waits for them again until they do (a hung worker holding the
+    /// fewest would otherwise slow every dispatch to one per `PATIENCE`).
+    waited_for: HashSet<u32>,
     /// The deadline task found nothing pending and waits to be woken.
     deadline_task_parked: bool,
     next_seq: u64,
@@ -224,6 +228,7 @@ impl Dispatcher {
         state.slots.leave(worker.id());
         state.in_flight.remove(&worker.id());
         state.silent.remove(&worker.id());
+        state.waited_for.remove(&worker.id());
         let orphaned: Vec<u64> = state
             .pending
             .iter()
@@ -255,8 +260,9 @@ impl Dispatcher {
     /// The worker answered hand-over `seq`.
     pub(crate) fn answered(&self, worker: &Worker, seq: u64, answer: Answer) {
         let mut state = self.lock();
-        // It answers again: it may be chosen again.
+        // It answers again: it may be chosen again, and waited for.
         state.silent.remove(&worker.id());
+        state.waited_for.remove(&worker.id());
         let Some(pending) = state.pending.remove(&seq) else {
             drop(state);
             if answer == Answer::Taken {
@@ -344,7 +350,8 @@ impl Dispatcher {
     /// turn), or in sticky mode the one its client's address maps to; `Ok(None)` to wait for
     /// one, `Err` if there is none and the connection is to be refused. When the one holding
     /// the fewest has [`MAX_IN_FLIGHT`] hand-overs unanswered, a `patient` dispatcher waits
-    /// for it; an impatient one gives the connection to the next fewest that can take it.
+    /// for it (once per silence of that worker); an impatient one gives the connection to
+    /// the next fewest that can take it.
     fn pick(&self, queued: &Queued, patient: bool) -> Result<Option<Worker>, Refuse> {
         if self.sticky {
             return self.pick_sticky(queued);
@@ -372,8 +379,15 @@ impl Dispatcher {
         let chosen = match (fewest(false), fewest(true)) {
             (Some((_, index, true)), _) => Some(index),
             // The one holding the fewest has hand-overs enough unanswered: wait for it a
-            // while rather than load another.
-            (Some(_), Some((_, index, _))) if !patient => Some(index),
+            // while (it is taking a burst) rather than load another, unless a connection
+            // already waited for it in vain.
+            (Some((_, busy, false)), Some((_, index, _))) => {
+                let id = state.targets[busy].id();
+                if !patient {
+                    state.waited_for.insert(id);
+                }
+                (!patient || state.waited_for.contains(&id)).then_some(index)
+            }
             _ => None,
         };
         if let Some(index) = chosen {
