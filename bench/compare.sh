@@ -31,6 +31,7 @@ unset RUST_BACKTRACE
 need_apt() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${@:2}" >/dev/null; }; }
 need_apt wrk wrk
 need_apt curl curl
+need_apt ss iproute2
 need_apt node nodejs npm
 (cd bench/node && npm install --no-audit --no-fund --silent >/dev/null)
 cargo build --release -q -p examples -p cluster-bench -p cluster-cli
@@ -91,6 +92,11 @@ load() { # extra wrk args -> "req/s p50 p99"
     END {print rps, p50, p99}'
 }
 
+live_split() { # keep-alive connections held per process on the port, largest first: "16 / 16"
+  ss -Htnp state established "( sport = :$PORT )" | grep -o 'pid=[0-9]*' | sort | uniq -c \
+    | awk '{print $1}' | sort -rn | paste -sd/ | sed 's|/| / |g'
+}
+
 field() { # key line -> value
   echo "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'
 }
@@ -102,7 +108,9 @@ if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
 fi
 
 # 1. Throughput.
-declare -A RPS_KA RPS_CLOSE P50 P99 IDLE LOADED
+KA_OUT=$(mktemp)
+trap 'rm -f "$KA_OUT"' EXIT
+declare -A RPS_KA RPS_CLOSE P50 P99 IDLE LOADED LIVE
 SYSTEMS="single shared round-robin cluster-run node"
 for round in $(seq "$ROUNDS"); do
   for system in $SYSTEMS; do
@@ -110,14 +118,20 @@ for round in $(seq "$ROUNDS"); do
     wait_port
     sleep 0.5
     idle=$(rss_tree "$pid")
-    read -r ka p50 p99 < <(load)
+    # Who holds wrk's 32 connections, halfway through the keep-alive run.
+    load >"$KA_OUT" & wrk_pid=$!
+    sleep "$(awk -v s="$SECONDS_PER_RUN" 'BEGIN {print s / 2}')"
+    live=$(live_split)
+    wait "$wrk_pid"
+    read -r ka p50 p99 <"$KA_OUT"
     read -r close _ _ < <(load -H "Connection: close")
     loaded=$(rss_tree "$pid")
     stop "$pid"
     RPS_KA[$system]="${RPS_KA[$system]:-} $ka"
     RPS_CLOSE[$system]="${RPS_CLOSE[$system]:-} $close"
     P50[$system]=$p50; P99[$system]=$p99; IDLE[$system]=$idle; LOADED[$system]=$loaded
-    echo "round $round $system: keep-alive $ka req/s, close $close req/s, p50 $p50, p99 $p99, idle RSS KiB [$idle], loaded [$loaded]" >&2
+    LIVE[$system]="${LIVE[$system]:-}${LIVE[$system]:+, }$live"
+    echo "round $round $system: keep-alive $ka req/s ($live connections), close $close req/s, p50 $p50, p99 $p99, idle RSS KiB [$idle], loaded [$loaded]" >&2
   done
 done
 
@@ -148,18 +162,18 @@ report() {
   echo "Date: $(date -u '+%F %H:%M UTC'). Machine: $(nproc) × $cpu, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); node $(node --version); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
   echo "Command: \`$COMMAND\` (release build; \`RUST_BACKTRACE\` unset). The load generators share the 2 cores with the servers."
   echo
-  echo "Throughput: \`$WRK\`, keep-alive then \`-H \"Connection: close\"\`, mean of $ROUNDS interleaved rounds (p50/p99 and RSS from the last round)."
+  echo "Throughput: \`$WRK\`, keep-alive then \`-H \"Connection: close\"\`, mean of $ROUNDS interleaved rounds (p50/p99 and RSS from the last round). Live connections: wrk's 32 keep-alive connections per process holding them (\`ss\`, halfway through each round's keep-alive run)."
   echo
-  echo "| system | keep-alive req/s | × single | × Node | close req/s | × single | × Node | p50 | p99 | idle RSS KiB (master workers) | loaded RSS KiB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| system | keep-alive req/s | × single | × Node | live connections (each round) | close req/s | × single | × Node | p50 | p99 | idle RSS KiB (master workers) | loaded RSS KiB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   local single_ka node_ka single_close node_close ka close
   single_ka=$(mean ${RPS_KA[single]}); node_ka=$(mean ${RPS_KA[node]})
   single_close=$(mean ${RPS_CLOSE[single]}); node_close=$(mean ${RPS_CLOSE[node]})
   for system in $SYSTEMS; do
     ka=$(mean ${RPS_KA[$system]}); close=$(mean ${RPS_CLOSE[$system]})
     awk -v s="$system" -v ka="$ka" -v sk="$single_ka" -v nk="$node_ka" -v c="$close" -v sc="$single_close" -v nc="$node_close" \
-        -v p50="${P50[$system]}" -v p99="${P99[$system]}" -v idle="${IDLE[$system]}" -v loaded="${LOADED[$system]}" \
-        'BEGIN {printf "| %s | %d | %.2f | %.2f | %d | %.2f | %.2f | %s | %s | %s | %s |\n", s, ka, ka/sk, ka/nk, c, c/sc, c/nc, p50, p99, idle, loaded}'
+        -v p50="${P50[$system]}" -v p99="${P99[$system]}" -v idle="${IDLE[$system]}" -v loaded="${LOADED[$system]}" -v live="${LIVE[$system]}" \
+        'BEGIN {printf "| %s | %d | %.2f | %.2f | %s | %d | %.2f | %.2f | %s | %s | %s | %s |\n", s, ka, ka/sk, ka/nk, live, c, c/sc, c/nc, p50, p99, idle, loaded}'
   done
   echo
   echo "Faults: \`fault_bench PORT MASTER_PID FAULT\` — 8 keep-alive clients and a new-connection prober every 5 ms for the whole run, the fault 1 s in; times in ms after the fault, \`-\` = did not happen within 15 s; \`failed\` includes refused connections; \`upgrade\` is SIGUSR2 to the master (its old-worker column: when the old master exited). Each round in its own row."
