@@ -69,10 +69,13 @@ start() { # system; $! is then the top process
 }
 
 stop() { # pid; returns once nothing answers on the port any more
+  # Only what this script started: the top process and its workers, by pid (a user's own
+  # cluster may run the same binaries).
+  local workers
+  workers=$(pgrep -P "$1" || true)
   kill -TERM "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
-  pkill -f "bench/node/worker.js" 2>/dev/null || true
-  pkill -f "target/release/(connect_with_cluster|pm_graceful_exit|cluster run)" 2>/dev/null || true
+  for worker in $workers; do kill -KILL "$worker" 2>/dev/null || true; done
   for _ in $(seq 200); do
     curl -s -o /dev/null "http://127.0.0.1:$PORT/" || return 0
     sleep 0.05
