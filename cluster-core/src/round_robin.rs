@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use cluster_ipc::Control;
 use cluster_ipc::pressure::{LogThrottle, accept_failed};
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -34,14 +35,9 @@ use crate::worker::{Worker, WorkerState};
 struct Refuse;
 
 /// Resets a connection (`SO_LINGER` 0, then closed): the client sees "connection reset".
-fn reset(stream: TcpStream) {
-    match tokio::net::TcpStream::from_std(stream) {
-        Ok(stream) => {
-            if let Err(e) = stream.set_zero_linger() {
-                tracing::debug!("SO_LINGER 0 on a refused connection: {e}");
-            }
-        }
-        Err(e) => tracing::debug!("refusing a connection: {e}"),
+fn reset(stream: Arc<TcpStream>) {
+    if let Err(e) = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("SO_LINGER 0 on a refused connection: {e}");
     }
 }
 
@@ -55,7 +51,10 @@ const STICKY_MAX_IN_FLIGHT: usize = 32;
 
 /// A connection waiting for a worker.
 struct Queued {
-    stream: TcpStream,
+    /// Shared only while its hand-over is being written: the descriptor travels in the
+    /// `sendmsg` (no `dup`), and stays open until then even if the hand-over is settled
+    /// meanwhile.
+    stream: Arc<TcpStream>,
     /// The client's address (sticky mode chooses by it); `None` if the kernel gave none.
     client: Option<IpAddr>,
     /// Workers that had no room for its descriptor.
@@ -156,7 +155,15 @@ impl Dispatcher {
         sticky: bool,
     ) -> std::io::Result<Arc<Dispatcher>> {
         let address = listener.local_addr()?;
-        let accept = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+        let accept = listener.try_clone()?;
+        accept.set_nonblocking(true)?;
+        // Accepted with `accept4` here, never registered with tokio: a connection costs no
+        // `epoll_ctl` in the master.
+        // SAFETY: `accept` is an open listening socket the AsyncFd owns from here on; nothing
+        // else closes or replaces its descriptor while the AsyncFd lives.
+        let accept =
+            unsafe { AsyncFd::register_with_interest(accept, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
         let dispatcher = Arc::new(Dispatcher {
             address,
             timeout,
@@ -371,7 +378,7 @@ impl Dispatcher {
 
     /// The next connection to hand over: one to hand over again, else a new one (none once
     /// the socket is handed off). Marks it in hand.
-    async fn next_connection(&self, listener: &tokio::net::TcpListener) -> Queued {
+    async fn next_connection(&self, listener: &AsyncFd<std::net::TcpListener>) -> Queued {
         loop {
             let wake = self.wake.notified();
             let handed_off = {
@@ -387,12 +394,25 @@ impl Dispatcher {
                 continue;
             }
             tokio::select! {
-                accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
-                    Ok((stream, peer)) => {
-                        self.lock().in_hand = true;
-                        return Queued { stream, client: Some(peer.ip()), no_room: Vec::new() };
+                ready = listener.readable() => {
+                    let accepted = match ready {
+                        Ok(mut guard) => match guard.try_io(|l| l.get_ref().accept()) {
+                            Ok(accepted) => accepted,
+                            Err(_would_block) => continue,
+                        },
+                        Err(e) => Err(e),
+                    };
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            self.lock().in_hand = true;
+                            return Queued {
+                                stream: Arc::new(stream),
+                                client: Some(peer.ip()),
+                                no_room: Vec::new(),
+                            };
+                        }
+                        Err(e) => self.under_pressure("accept failed", &e).await,
                     }
-                    Err(e) => self.under_pressure("accept failed", &e).await,
                 },
                 _ = wake => {}
             }
@@ -424,7 +444,7 @@ impl Dispatcher {
         }
     }
 
-    async fn run(self: Arc<Self>, listener: tokio::net::TcpListener) {
+    async fn run(self: Arc<Self>, listener: AsyncFd<std::net::TcpListener>) {
         loop {
             // The previous connection is placed: with a worker, requeued, or reset.
             self.lock().in_hand = false;
@@ -439,16 +459,9 @@ impl Dispatcher {
                 self.lock().requeue.push_front(queued);
                 continue;
             };
-            let fd = match queued.stream.try_clone() {
-                Ok(copy) => copy,
-                Err(e) => {
-                    // Out of descriptors: keep the connection and try again after a pause.
-                    self.lock().requeue.push_front(queued);
-                    self.under_pressure("handing over a connection failed", &e)
-                        .await;
-                    continue;
-                }
-            };
+            // Keeps the descriptor open until `sendmsg` has taken it, whatever happens to
+            // the hand-over meanwhile.
+            let fd = queued.stream.clone();
             let now = Instant::now();
             let deadline = self.timeout.map(|t| now + t);
             // The worker must answer within half the timeout, by the clock all processes
