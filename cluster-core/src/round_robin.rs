@@ -49,6 +49,28 @@ const MAX_IN_FLIGHT: usize = 4;
 /// up every client.
 const STICKY_MAX_IN_FLIGHT: usize = 32;
 
+/// Most connections one wake-up of the dispatcher hands over: at most this many
+/// descriptors travel in one frame.
+const MAX_BATCH: usize = cluster_ipc::MAX_FDS_PER_MESSAGE;
+
+/// The connections one wake-up of the dispatcher hands over, by worker.
+#[derive(Default)]
+struct Batch {
+    groups: Vec<Group>,
+    count: usize,
+    /// When they are taken back (`None`: never).
+    deadline: Option<Instant>,
+    /// When their workers must refuse them (`CLOCK_MONOTONIC` ns).
+    take_by_ns: u64,
+}
+
+/// One worker's share of a batch: one frame.
+struct Group {
+    worker: Worker,
+    /// Each hand-over's seq, and its stream, kept open until the frame is written.
+    connections: Vec<(u64, Arc<TcpStream>)>,
+}
+
 /// A connection waiting for a worker.
 struct Queued {
     /// Shared only while its hand-over is being written: the descriptor travels in the
@@ -444,63 +466,147 @@ impl Dispatcher {
         }
     }
 
+    /// A connection ready now, without waiting: one to hand over again, else one in the
+    /// kernel's accept queue (none once the socket is handed off, or on an error: the
+    /// waiting path in [`Dispatcher::next_connection`] meets it again and pauses). Marks it
+    /// in hand.
+    fn ready_connection(&self, listener: &AsyncFd<std::net::TcpListener>) -> Option<Queued> {
+        {
+            let mut state = self.lock();
+            if let Some(queued) = state.requeue.pop_front() {
+                state.in_hand = true;
+                return Some(queued);
+            }
+            if state.handed_off {
+                return None;
+            }
+        }
+        // Tries only while tokio has seen the listener readable; a `WouldBlock` clears that.
+        let (stream, peer) = listener
+            .try_io(tokio::io::Interest::READABLE, |l| l.accept())
+            .ok()?;
+        self.lock().in_hand = true;
+        Some(Queued {
+            stream: Arc::new(stream),
+            client: Some(peer.ip()),
+            no_room: Vec::new(),
+        })
+    }
+
+    /// Makes `queued` a pending hand-over to `worker`, in that worker's group of this batch.
+    fn assign(&self, batch: &mut Batch, worker: Worker, queued: Queued) {
+        let stream = queued.stream.clone();
+        let mut state = self.lock();
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        *state.in_flight.entry(worker.id()).or_default() += 1;
+        // Pending before it is sent: the answer may come back at once.
+        state.pending.insert(
+            seq,
+            Pending {
+                worker: worker.clone(),
+                queued,
+                deadline: batch.deadline,
+            },
+        );
+        if std::mem::take(&mut state.deadline_task_parked) {
+            self.deadline_wake.notify_one();
+        }
+        drop(state);
+        batch.count += 1;
+        match batch
+            .groups
+            .iter_mut()
+            .find(|g| g.worker.id() == worker.id())
+        {
+            Some(group) => group.connections.push((seq, stream)),
+            None => batch.groups.push(Group {
+                worker,
+                connections: vec![(seq, stream)],
+            }),
+        }
+    }
+
+    /// Sends each group of the batch to its worker, one frame per worker with all its
+    /// descriptors.
+    async fn send_batch(&self, batch: &mut Batch) {
+        for group in batch.groups.drain(..) {
+            let worker = group.worker;
+            let Some(sender) = worker.sender() else {
+                // Reaped: its channel was read to the end; this group is pending with it,
+                // so it is handed over again now.
+                self.worker_gone(&worker);
+                continue;
+            };
+            let seqs: Vec<u64> = group.connections.iter().map(|(seq, _)| *seq).collect();
+            let address = self.address.to_string();
+            let take_by_ns = batch.take_by_ns;
+            let control = match seqs.as_slice() {
+                [seq] => Control::Connection {
+                    address,
+                    seq: *seq,
+                    take_by_ns,
+                },
+                _ => Control::Connections {
+                    address,
+                    seqs: seqs.clone(),
+                    take_by_ns,
+                },
+            };
+            // The streams stay open until `sendmsg` has taken them, whatever happens to the
+            // hand-overs meanwhile (the `Arc`s in `group`).
+            let fds: Vec<_> = group.connections.iter().map(|(_, s)| s.as_fd()).collect();
+            if let Err(e) = sender.send_control(&control, &fds).await {
+                // These never reached the worker: hand them to another. The worker's earlier
+                // hand-overs stay pending: their answers may still be in the channel, and
+                // they are settled when the channel has been read to its end.
+                tracing::debug!(id = worker.id(), "hand-over not delivered: {e}");
+                self.stop_sending_to(&worker);
+                for seq in seqs.iter().rev() {
+                    self.undo(&worker, *seq);
+                }
+            }
+        }
+        batch.count = 0;
+    }
+
     async fn run(self: Arc<Self>, listener: AsyncFd<std::net::TcpListener>) {
+        let mut batch = Batch::default();
         loop {
-            // The previous connection is placed: with a worker, requeued, or reset.
+            // The previous connections are placed: with a worker, requeued, or reset.
             self.lock().in_hand = false;
             let queued = self.next_connection(&listener).await;
             let Ok(worker) = self.next_worker(&queued).await else {
                 reset(queued.stream);
                 continue;
             };
-            let Some(sender) = worker.sender() else {
-                // Reaped: its channel was read to the end, nothing of it is pending.
-                self.worker_gone(&worker);
-                self.lock().requeue.push_front(queued);
-                continue;
-            };
-            // Keeps the descriptor open until `sendmsg` has taken it, whatever happens to
-            // the hand-over meanwhile.
-            let fd = queued.stream.clone();
+            // One deadline for the batch, set before any of it is sent: a send that waits
+            // only shortens the worker's time to take it, never the master's margin.
             let now = Instant::now();
-            let deadline = self.timeout.map(|t| now + t);
+            batch.deadline = self.timeout.map(|t| now + t);
             // The worker must answer within half the timeout, by the clock all processes
             // share; the other half covers the answer's way back.
-            let take_by_ns = self.timeout.map_or(u64::MAX, |t| {
+            batch.take_by_ns = self.timeout.map_or(u64::MAX, |t| {
                 cluster_ipc::clock::monotonic_ns().saturating_add(t.as_nanos() as u64 / 2)
             });
-            let seq = {
-                let mut state = self.lock();
-                state.next_seq += 1;
-                let seq = state.next_seq;
-                *state.in_flight.entry(worker.id()).or_default() += 1;
-                // Pending before it is sent: the answer may come back at once.
-                state.pending.insert(
-                    seq,
-                    Pending {
-                        worker: worker.clone(),
-                        queued,
-                        deadline,
-                    },
-                );
-                if std::mem::take(&mut state.deadline_task_parked) {
-                    self.deadline_wake.notify_one();
+            self.assign(&mut batch, worker, queued);
+            // More connections ready at once go in the same frames, as long as a worker can
+            // take them without waiting.
+            while batch.count < MAX_BATCH {
+                let Some(queued) = self.ready_connection(&listener) else {
+                    break;
+                };
+                match self.pick(&queued) {
+                    Ok(Some(worker)) => self.assign(&mut batch, worker, queued),
+                    Ok(None) => {
+                        // It waits for a worker, first in line, once this batch is out.
+                        self.lock().requeue.push_front(queued);
+                        break;
+                    }
+                    Err(Refuse) => reset(queued.stream),
                 }
-                seq
-            };
-            let connection = Control::Connection {
-                address: self.address.to_string(),
-                seq,
-                take_by_ns,
-            };
-            if let Err(e) = sender.send_control(&connection, &[fd.as_fd()]).await {
-                // This one never reached the worker: hand it to another. The worker's earlier
-                // hand-overs stay pending: their answers may still be in the channel, and
-                // they are settled when the channel has been read to its end.
-                tracing::debug!(id = worker.id(), "hand-over not delivered: {e}");
-                self.stop_sending_to(&worker);
-                self.undo(&worker, seq);
             }
+            self.send_batch(&mut batch).await;
         }
     }
 
