@@ -2,6 +2,16 @@
 //! a ready worker, keeping its own copy until the worker says it took it, so a worker that
 //! dies or refuses before that loses nothing (Node's `round_robin_handle.js`).
 //!
+//! Batches: at each wake-up the dispatcher takes every connection ready at once (requeued
+//! ones first, then the kernel's accept queue, until it is empty, [`MAX_BATCH`] are in hand,
+//! or the next one would have to wait for a worker) and sends each worker its share in one
+//! frame (`Control::Connections`, one descriptor per connection); the worker answers those
+//! its server asked for already in one frame (`Control::ConnectionsTaken`). Everything else
+//! (the answer per `seq`, the deadline, take-back, no-room) is per connection as before.
+//! The master accepts with `accept4` on the listener (not registered with tokio, so no
+//! `epoll_ctl` per connection) and sends the accepted descriptor itself, kept open by an
+//! `Arc` until `sendmsg` has taken it, instead of a `dup`.
+//!
 //! In sticky mode ([`crate::Scheduling::Sticky`]) the same dispatcher chooses the worker by
 //! the client's IP address (`sticky.rs`) instead of in turn; hand-over, answers, take-back
 //! and re-dispatch are the same.
