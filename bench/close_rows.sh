@@ -6,7 +6,7 @@
 #
 # SYSTEMS (default "single shared round-robin") picks what runs, in that order, each round;
 # `SYSTEM@DIR` runs SYSTEM from the binaries in DIR (another build, for A/B in one run).
-# PORT/REST_PORT default to 19437/19485, away from compare.sh's, so both can run at once.
+# PORT/REST_PORT default to 24337/24385, away from compare.sh's, so both can run at once.
 # Prints one line per run (req/s; CPU per connection of the top process, the master or the
 # single process, and of its children, the workers, from /proc/PID/task/*/schedstat; the
 # machine's idle share during it; the load average) and per round the ratios to `single`.
@@ -19,8 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-5}
 ROUNDS=${2:-3}
-PORT=${PORT:-19437}
-REST_PORT=${REST_PORT:-19485}
+PORT=${PORT:-24337}
+REST_PORT=${REST_PORT:-24385}
 SYSTEMS=${SYSTEMS:-"single shared round-robin"}
 WRK=(wrk -t1 -c32 "-d${SECONDS_PER_RUN}s" -H "Connection: close")
 unset RUST_BACKTRACE
