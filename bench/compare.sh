@@ -45,28 +45,8 @@ rss_tree() { # RSS in KiB of a process and its children: "master workers..."
   echo "$out"
 }
 
-wait_port() {
-  for _ in $(seq 200); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && return 0
-    sleep 0.05
-  done
-  echo "nothing answers on $PORT" >&2
-  return 1
-}
-
-start() { # system; $! is then the top process
-  case $1 in
-    single) PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster_worker >/dev/null 2>&1 & ;;
-    shared) PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster >/dev/null 2>&1 & ;;
-    round-robin) SCHEDULING=round-robin PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster >/dev/null 2>&1 & ;;
-    pm) PORT=$PORT ./target/release/pm_graceful_exit >/dev/null 2>&1 & ;;
-    # The same worker, unmodified, under the `cluster` command (sockets passed as fd 3, 4).
-    cluster-run) PORT=$PORT REST_PORT=$REST_PORT ./target/release/cluster run -w 2 \
-        -l "127.0.0.1:$PORT" -l "127.0.0.1:$REST_PORT" --ready-after 200 \
-        -- ./target/release/connect_with_cluster_worker >/dev/null 2>&1 & ;;
-    node) PORT=$PORT REST_PORT=$REST_PORT node bench/node/dispatch.js >/dev/null 2>&1 & ;;
-  esac
-}
+# wait_port, start
+source bench/systems.sh
 
 stop() { # pid; returns once nothing answers on the port any more
   # Only what this script started: the top process and its workers, by pid (a user's own

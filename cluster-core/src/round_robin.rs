@@ -7,6 +7,16 @@
 //! with `Connection: close` traffic that is plain round robin, and long-lived connections
 //! stay balanced when some close (nginx's `least_conn`).
 //!
+//! Batches: at each wake-up the dispatcher takes every connection ready at once (requeued
+//! ones first, then the kernel's accept queue, until it is empty, [`MAX_BATCH`] are in hand,
+//! or the next one would have to wait for a worker) and sends each worker its share in one
+//! frame (`Control::Connections`, one descriptor per connection); the worker answers those
+//! its server asked for already in one frame (`Control::ConnectionsTaken`). Everything else
+//! (the answer per `seq`, the deadline, take-back, no-room) is per connection as before.
+//! The master accepts with `accept4` on the listener (not registered with tokio, so no
+//! `epoll_ctl` per connection) and sends the accepted descriptor itself, kept open by an
+//! `Arc` until `sendmsg` has taken it, instead of a `dup`.
+//!
 //! In sticky mode ([`crate::Scheduling::Sticky`]) the same dispatcher chooses the worker by
 //! the client's IP address (`sticky.rs`) instead of in turn; hand-over, answers, take-back
 //! and re-dispatch are the same.
@@ -29,6 +39,7 @@ use std::time::Duration;
 
 use cluster_ipc::Control;
 use cluster_ipc::pressure::{LogThrottle, accept_failed};
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -40,14 +51,9 @@ use crate::worker::{Worker, WorkerState};
 struct Refuse;
 
 /// Resets a connection (`SO_LINGER` 0, then closed): the client sees "connection reset".
-fn reset(stream: TcpStream) {
-    match tokio::net::TcpStream::from_std(stream) {
-        Ok(stream) => {
-            if let Err(e) = stream.set_zero_linger() {
-                tracing::debug!("SO_LINGER 0 on a refused connection: {e}");
-            }
-        }
-        Err(e) => tracing::debug!("refusing a connection: {e}"),
+fn reset(stream: Arc<TcpStream>) {
+    if let Err(e) = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("SO_LINGER 0 on a refused connection: {e}");
     }
 }
 
@@ -62,9 +68,34 @@ const PATIENCE: Duration = Duration::from_millis(10);
 /// up every client.
 const STICKY_MAX_IN_FLIGHT: usize = 32;
 
+/// Most connections one wake-up of the dispatcher hands over: at most this many
+/// descriptors travel in one frame.
+const MAX_BATCH: usize = cluster_ipc::MAX_FDS_PER_MESSAGE;
+
+/// The connections one wake-up of the dispatcher hands over, by worker.
+#[derive(Default)]
+struct Batch {
+    groups: Vec<Group>,
+    count: usize,
+    /// When they are taken back (`None`: never).
+    deadline: Option<Instant>,
+    /// When their workers must refuse them (`CLOCK_MONOTONIC` ns).
+    take_by_ns: u64,
+}
+
+/// One worker's share of a batch: one frame.
+struct Group {
+    worker: Worker,
+    /// Each hand-over's seq, and its stream, kept open until the frame is written.
+    connections: Vec<(u64, Arc<TcpStream>)>,
+}
+
 /// A connection waiting for a worker.
 struct Queued {
-    stream: TcpStream,
+    /// Shared only while its hand-over is being written: the descriptor travels in the
+    /// `sendmsg` (no `dup`), and stays open until then even if the hand-over is settled
+    /// meanwhile.
+    stream: Arc<TcpStream>,
     /// The client's address (sticky mode chooses by it); `None` if the kernel gave none.
     client: Option<IpAddr>,
     /// Workers that had no room for its descriptor.
@@ -181,7 +212,15 @@ impl Dispatcher {
         loads: Arc<LoadSlots>,
     ) -> std::io::Result<Arc<Dispatcher>> {
         let address = listener.local_addr()?;
-        let accept = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+        let accept = listener.try_clone()?;
+        accept.set_nonblocking(true)?;
+        // Accepted with `accept4` here, never registered with tokio: a connection costs no
+        // `epoll_ctl` in the master.
+        // SAFETY: `accept` is an open listening socket the AsyncFd owns from here on; nothing
+        // else closes or replaces its descriptor while the AsyncFd lives.
+        let accept =
+            unsafe { AsyncFd::register_with_interest(accept, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
         let dispatcher = Arc::new(Dispatcher {
             address,
             timeout,
@@ -424,7 +463,7 @@ impl Dispatcher {
 
     /// The next connection to hand over: one to hand over again, else a new one (none once
     /// the socket is handed off). Marks it in hand.
-    async fn next_connection(&self, listener: &tokio::net::TcpListener) -> Queued {
+    async fn next_connection(&self, listener: &AsyncFd<std::net::TcpListener>) -> Queued {
         loop {
             let wake = self.wake.notified();
             let handed_off = {
@@ -440,12 +479,25 @@ impl Dispatcher {
                 continue;
             }
             tokio::select! {
-                accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
-                    Ok((stream, peer)) => {
-                        self.lock().in_hand = true;
-                        return Queued { stream, client: Some(peer.ip()), no_room: Vec::new() };
+                ready = listener.readable() => {
+                    let accepted = match ready {
+                        Ok(mut guard) => match guard.try_io(|l| l.get_ref().accept()) {
+                            Ok(accepted) => accepted,
+                            Err(_would_block) => continue,
+                        },
+                        Err(e) => Err(e),
+                    };
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            self.lock().in_hand = true;
+                            return Queued {
+                                stream: Arc::new(stream),
+                                client: Some(peer.ip()),
+                                no_room: Vec::new(),
+                            };
+                        }
+                        Err(e) => self.under_pressure("accept failed", &e).await,
                     }
-                    Err(e) => self.under_pressure("accept failed", &e).await,
                 },
                 _ = wake => {}
             }
@@ -488,70 +540,147 @@ impl Dispatcher {
         }
     }
 
-    async fn run(self: Arc<Self>, listener: tokio::net::TcpListener) {
+    /// A connection ready now, without waiting: one to hand over again, else one in the
+    /// kernel's accept queue (none once the socket is handed off, or on an error: the
+    /// waiting path in [`Dispatcher::next_connection`] meets it again and pauses). Marks it
+    /// in hand.
+    fn ready_connection(&self, listener: &AsyncFd<std::net::TcpListener>) -> Option<Queued> {
+        {
+            let mut state = self.lock();
+            if let Some(queued) = state.requeue.pop_front() {
+                state.in_hand = true;
+                return Some(queued);
+            }
+            if state.handed_off {
+                return None;
+            }
+        }
+        // Tries only while tokio has seen the listener readable; a `WouldBlock` clears that.
+        let (stream, peer) = listener
+            .try_io(tokio::io::Interest::READABLE, |l| l.accept())
+            .ok()?;
+        self.lock().in_hand = true;
+        Some(Queued {
+            stream: Arc::new(stream),
+            client: Some(peer.ip()),
+            no_room: Vec::new(),
+        })
+    }
+
+    /// Makes `queued` a pending hand-over to `worker`, in that worker's group of this batch.
+    fn assign(&self, batch: &mut Batch, worker: Worker, queued: Queued) {
+        let stream = queued.stream.clone();
+        let mut state = self.lock();
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        *state.in_flight.entry(worker.id()).or_default() += 1;
+        // Pending before it is sent: the answer may come back at once.
+        state.pending.insert(
+            seq,
+            Pending {
+                worker: worker.clone(),
+                queued,
+                deadline: batch.deadline,
+            },
+        );
+        if std::mem::take(&mut state.deadline_task_parked) {
+            self.deadline_wake.notify_one();
+        }
+        drop(state);
+        batch.count += 1;
+        match batch
+            .groups
+            .iter_mut()
+            .find(|g| g.worker.id() == worker.id())
+        {
+            Some(group) => group.connections.push((seq, stream)),
+            None => batch.groups.push(Group {
+                worker,
+                connections: vec![(seq, stream)],
+            }),
+        }
+    }
+
+    /// Sends each group of the batch to its worker, one frame per worker with all its
+    /// descriptors.
+    async fn send_batch(&self, batch: &mut Batch) {
+        for group in batch.groups.drain(..) {
+            let worker = group.worker;
+            let Some(sender) = worker.sender() else {
+                // Reaped: its channel was read to the end; this group is pending with it,
+                // so it is handed over again now.
+                self.worker_gone(&worker);
+                continue;
+            };
+            let seqs: Vec<u64> = group.connections.iter().map(|(seq, _)| *seq).collect();
+            let address = self.address.to_string();
+            let take_by_ns = batch.take_by_ns;
+            let control = match seqs.as_slice() {
+                [seq] => Control::Connection {
+                    address,
+                    seq: *seq,
+                    take_by_ns,
+                },
+                _ => Control::Connections {
+                    address,
+                    seqs: seqs.clone(),
+                    take_by_ns,
+                },
+            };
+            // The streams stay open until `sendmsg` has taken them, whatever happens to the
+            // hand-overs meanwhile (the `Arc`s in `group`).
+            let fds: Vec<_> = group.connections.iter().map(|(_, s)| s.as_fd()).collect();
+            if let Err(e) = sender.send_control(&control, &fds).await {
+                // These never reached the worker: hand them to another. The worker's earlier
+                // hand-overs stay pending: their answers may still be in the channel, and
+                // they are settled when the channel has been read to its end.
+                tracing::debug!(id = worker.id(), "hand-over not delivered: {e}");
+                self.stop_sending_to(&worker);
+                for seq in seqs.iter().rev() {
+                    self.undo(&worker, *seq);
+                }
+            }
+        }
+        batch.count = 0;
+    }
+
+    async fn run(self: Arc<Self>, listener: AsyncFd<std::net::TcpListener>) {
+        let mut batch = Batch::default();
         loop {
-            // The previous connection is placed: with a worker, requeued, or reset.
+            // The previous connections are placed: with a worker, requeued, or reset.
             self.lock().in_hand = false;
             let queued = self.next_connection(&listener).await;
             let Ok(worker) = self.next_worker(&queued).await else {
                 reset(queued.stream);
                 continue;
             };
-            let Some(sender) = worker.sender() else {
-                // Reaped: its channel was read to the end, nothing of it is pending.
-                self.worker_gone(&worker);
-                self.lock().requeue.push_front(queued);
-                continue;
-            };
-            let fd = match queued.stream.try_clone() {
-                Ok(copy) => copy,
-                Err(e) => {
-                    // Out of descriptors: keep the connection and try again after a pause.
-                    self.lock().requeue.push_front(queued);
-                    self.under_pressure("handing over a connection failed", &e)
-                        .await;
-                    continue;
-                }
-            };
+            // One deadline for the batch, set before any of it is sent: a send that waits
+            // only shortens the worker's time to take it, never the master's margin.
             let now = Instant::now();
-            let deadline = self.timeout.map(|t| now + t);
+            batch.deadline = self.timeout.map(|t| now + t);
             // The worker must answer within half the timeout, by the clock all processes
             // share; the other half covers the answer's way back.
-            let take_by_ns = self.timeout.map_or(u64::MAX, |t| {
+            batch.take_by_ns = self.timeout.map_or(u64::MAX, |t| {
                 cluster_ipc::clock::monotonic_ns().saturating_add(t.as_nanos() as u64 / 2)
             });
-            let seq = {
-                let mut state = self.lock();
-                state.next_seq += 1;
-                let seq = state.next_seq;
-                *state.in_flight.entry(worker.id()).or_default() += 1;
-                // Pending before it is sent: the answer may come back at once.
-                state.pending.insert(
-                    seq,
-                    Pending {
-                        worker: worker.clone(),
-                        queued,
-                        deadline,
-                    },
-                );
-                if std::mem::take(&mut state.deadline_task_parked) {
-                    self.deadline_wake.notify_one();
+            self.assign(&mut batch, worker, queued);
+            // More connections ready at once go in the same frames, as long as a worker can
+            // take them without waiting.
+            while batch.count < MAX_BATCH {
+                let Some(queued) = self.ready_connection(&listener) else {
+                    break;
+                };
+                match self.pick(&queued, true) {
+                    Ok(Some(worker)) => self.assign(&mut batch, worker, queued),
+                    Ok(None) => {
+                        // It waits for a worker, first in line, once this batch is out.
+                        self.lock().requeue.push_front(queued);
+                        break;
+                    }
+                    Err(Refuse) => reset(queued.stream),
                 }
-                seq
-            };
-            let connection = Control::Connection {
-                address: self.address.to_string(),
-                seq,
-                take_by_ns,
-            };
-            if let Err(e) = sender.send_control(&connection, &[fd.as_fd()]).await {
-                // This one never reached the worker: hand it to another. The worker's earlier
-                // hand-overs stay pending: their answers may still be in the channel, and
-                // they are settled when the channel has been read to its end.
-                tracing::debug!(id = worker.id(), "hand-over not delivered: {e}");
-                self.stop_sending_to(&worker);
-                self.undo(&worker, seq);
             }
+            self.send_batch(&mut batch).await;
         }
     }
 

@@ -264,6 +264,18 @@ async fn handle_control(shared: &Shared, worker: &Worker, control: Control) -> R
         Control::ConnectionTaken { address, seq } => {
             answered(shared, worker, &address, seq, Answer::Taken)?
         }
+        Control::ConnectionsTaken { address, seqs } => {
+            if seqs.is_empty() || seqs.len() > cluster_ipc::MAX_FDS_PER_MESSAGE {
+                return Err(format!(
+                    "answered {} hand-overs in one frame (1 to {} may be)",
+                    seqs.len(),
+                    cluster_ipc::MAX_FDS_PER_MESSAGE
+                ));
+            }
+            for seq in seqs {
+                answered(shared, worker, &address, seq, Answer::Taken)?;
+            }
+        }
         Control::ConnectionRefused { address, seq } => {
             answered(shared, worker, &address, seq, Answer::Refused)?
         }

@@ -248,6 +248,36 @@ pub enum Control {
         /// Where it panicked, `file:line:column`.
         location: Option<String>,
     },
+    /// Master → worker: several connections the master accepted on `address` at once
+    /// (round-robin), one descriptor each, attached in the order of `seqs` (at most
+    /// [`crate::MAX_FDS_PER_MESSAGE`]). Each is a [`Control::Connection`] in every other
+    /// respect: answered on its own `seq` (or together, [`Control::ConnectionsTaken`]),
+    /// taken only before `take_by_ns`, kept by the master until answered. If the worker's
+    /// descriptor table had room for only some of them, the kernel delivered the first ones:
+    /// the descriptors received belong to the first `seqs`, and each of the others is
+    /// answered [`Control::ConnectionNoRoom`].
+    ///
+    /// One frame and one `sendmsg` instead of one per connection, and one read in the
+    /// worker. A variant of its own, after the others, so their binary encoding is
+    /// unchanged.
+    Connections {
+        /// The listening address they came in on.
+        address: String,
+        /// The hand-overs, in the order of the descriptors.
+        seqs: Vec<u64>,
+        /// `CLOCK_MONOTONIC` nanoseconds after which the worker must refuse them
+        /// (`u64::MAX`: no deadline).
+        take_by_ns: u64,
+    },
+    /// Worker → master: the connections of `seqs` are the worker's now (one
+    /// [`Control::ConnectionTaken`] for each, in one frame). At least one and at most
+    /// [`crate::MAX_FDS_PER_MESSAGE`] seqs: the master ends a worker that sends another count.
+    ConnectionsTaken {
+        /// The listening address.
+        address: String,
+        /// The hand-overs.
+        seqs: Vec<u64>,
+    },
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ impl Frames {
         let text = || -> String { String::from("127.0.0.1:8080") };
         let string = |u: &mut Unstructured<'_>| u.arbitrary::<String>().unwrap_or_else(|_| text());
         let seq = u.arbitrary::<u64>().unwrap_or(7);
-        match self.below(9) {
+        match self.below(11) {
             0 => Control::Online,
             1 => Control::ListenRequest {
                 seq,
@@ -315,6 +315,15 @@ impl Frames {
             7 => Control::ConnectionRefused {
                 address: string(u),
                 seq,
+            },
+            8 => Control::Connections {
+                address: string(u),
+                seqs: u.arbitrary::<Vec<u64>>().unwrap_or_default(),
+                take_by_ns: seq,
+            },
+            9 => Control::ConnectionsTaken {
+                address: string(u),
+                seqs: u.arbitrary::<Vec<u64>>().unwrap_or_default(),
             },
             _ => Control::HandOver,
         }

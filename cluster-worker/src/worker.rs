@@ -744,6 +744,89 @@ impl Worker {
         });
     }
 
+    /// Connections the master handed over in one frame (`fds` in the order of `seqs`; the
+    /// last ones missing when our descriptor table was full). Those the server has asked for
+    /// already are taken at once and answered together, in one frame; the others wait as
+    /// [`Worker::take_connection`] says.
+    fn take_connections(
+        &self,
+        address: String,
+        seqs: Vec<u64>,
+        take_by_ns: u64,
+        fds: Vec<OwnedFd>,
+    ) {
+        let feed = lock(&self.inner.feeds).get(&address).cloned();
+        let mut fds = fds.into_iter();
+        let mut ready = Vec::new();
+        for seq in seqs {
+            let fd = fds.next();
+            if let (Some(feed), Some(_)) = (&feed, &fd) {
+                // Asked for, and room in the feed: no waiting.
+                if let Ok(asked) = feed.demand.try_acquire() {
+                    if let Ok(permit) = feed.sender.clone().try_reserve_owned() {
+                        asked.forget();
+                        if let Some(fd) = fd {
+                            ready.push((seq, std::net::TcpStream::from(fd), permit));
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.take_connection(address.clone(), seq, take_by_ns, fd);
+        }
+        // Descriptors beyond `seqs` (none from a sound master) are closed here.
+        if ready.is_empty() {
+            return;
+        }
+        let sender = self.inner.sender.clone();
+        tokio::spawn(async move {
+            let taken = match ready.as_slice() {
+                [(seq, _, _)] => Control::ConnectionTaken {
+                    address: address.clone(),
+                    seq: *seq,
+                },
+                _ => Control::ConnectionsTaken {
+                    address: address.clone(),
+                    seqs: ready.iter().map(|(seq, _, _)| *seq).collect(),
+                },
+            };
+            match sender.send_control_by(&taken, take_by_ns).await {
+                Ok(true) => {
+                    for (_, stream, permit) in ready {
+                        let peer = stream
+                            .peer_addr()
+                            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                        permit.send((stream, peer));
+                    }
+                }
+                Ok(false) => {
+                    // Too late: refused, and the server's asks stay open for the next ones.
+                    if let Some(feed) = &feed {
+                        feed.demand.add_permits(ready.len());
+                    }
+                    for (seq, _, _) in ready {
+                        let refused = Control::ConnectionRefused {
+                            address: address.clone(),
+                            seq,
+                        };
+                        if let Err(e) = sender.send_control(&refused, &[]).await {
+                            tracing::debug!(%address, "could not answer a hand-over: {e}");
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The master did not hear: it keeps the connections and re-dispatches
+                    // them.
+                    if let Some(feed) = &feed {
+                        feed.demand.add_permits(ready.len());
+                    }
+                    tracing::debug!(%address, "could not answer a hand-over: {e}");
+                }
+            }
+        });
+    }
+
     /// A hand-over whose descriptor did not fit in our descriptor table: the master gives
     /// it to another worker. Logged once per second at most, with the count and the limit.
     fn no_room_for(&self, address: String, seq: u64) {
@@ -835,7 +918,12 @@ impl Worker {
                 address,
                 seq,
                 take_by_ns,
-            } => self.take_connection(address, seq, take_by_ns, fds.pop()),
+            } => self.take_connections(address, vec![seq], take_by_ns, fds),
+            Control::Connections {
+                address,
+                seqs,
+                take_by_ns,
+            } => self.take_connections(address, seqs, take_by_ns, fds),
             Control::Deliver {
                 from_group,
                 from_pid,

@@ -150,3 +150,25 @@ async fn a_bad_max_listens_per_worker_is_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_listens_per_worker"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_batch_answer_with_too_many_or_no_hand_overs_ends_that_worker_only() {
+    // `ConnectionsTaken` answers at most 16 hand-overs (one frame's descriptors), at least
+    // one: any other count is a worker that cannot be trusted, not a reason to loop.
+    for (count, reason_says) in [
+        (17, "answered 17 hand-overs in one frame"),
+        (0, "answered 0 hand-overs in one frame"),
+    ] {
+        let mode = format!("taken-batch:{count}");
+        let (mut master, mut lines) = start_master(&mode, &[("TEST_REFORK", "1")]);
+        let bad = pid_in(&lines.wait_for(10, "fork 1 ").await);
+        let reason = lines.seen_or_wait_for(10, "ending worker 1").await;
+        assert!(reason.contains(reason_says), "{reason}");
+        let exit = lines.wait_for(10, "exit 1 ").await;
+        assert_eq!(pid_in(&exit), bad);
+        assert!(exit.contains("signal SIGKILL"), "{exit}");
+        let replacement = pid_in(&lines.wait_for(10, "online 2 ").await);
+        assert_ne!(replacement, bad);
+        assert_alive_then_stop(&mut master).await;
+    }
+}

@@ -141,3 +141,43 @@ async fn round_robin_gives_a_deaf_workers_clients_to_the_other_worker() {
     deaf.kill(cluster_core::Signal::SIGKILL);
     cluster.stop(cluster_core::StopMode::Graceful).await;
 }
+
+/// Clients that queued up while no worker could take them are handed over several to a
+/// frame (`Control::Connections`, answered together by `Control::ConnectionsTaken` for those
+/// the server asked for): every one of them is answered, once, by a worker.
+#[tokio::test]
+async fn round_robin_answers_every_client_of_a_burst_handed_over_in_batches() {
+    const CLIENTS: usize = 48;
+    let settings = cluster_core::Settings::new()
+        .exec(cluster_tests::graceful_worker_exe())
+        .env("TEST_LISTEN", "127.0.0.1:0")
+        .env("READY_DELAY_MS", "300")
+        .scheduling(Scheduling::RoundRobin)
+        .wait_ready(true);
+    let cluster = setup_master(settings).expect("setup");
+    let mut events = cluster.events();
+    let workers = [
+        cluster.fork(&[]).expect("fork"),
+        cluster.fork(&[]).expect("fork"),
+    ];
+    let address = cluster_tests::wait_listening(&mut events, 2).await;
+    // Queued in the kernel before any worker is ready: the master accepts them in bursts.
+    let requests: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(async move { http_get(address, "/").await }))
+        .collect();
+    let pids: Vec<String> = workers.iter().map(|w| w.pid().to_string()).collect();
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for request in requests {
+        let (status, body) = cluster_tests::within(20, "an answer", request)
+            .await
+            .expect("join")
+            .expect("GET");
+        assert_eq!(status, 200);
+        let pid = body.trim().to_string();
+        assert!(pids.contains(&pid), "answered by {pid}, not a worker");
+        *served.entry(pid).or_default() += 1;
+    }
+    eprintln!("burst split: {served:?}");
+    assert_eq!(served.values().sum::<usize>(), CLIENTS);
+    cluster.stop(cluster_core::StopMode::Graceful).await;
+}

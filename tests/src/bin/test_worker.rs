@@ -32,6 +32,8 @@
 //!   server-restart tests).
 //! - `lying-fds`: the first worker (id 1) writes a user frame announcing 2 descriptors with
 //!   only 1 attached, then waits; later ones serve.
+//! - `taken-batch:N`: the first worker (id 1) writes a JSON `ConnectionsTaken` control frame
+//!   answering N hand-overs at once (seqs 1..=N), then waits; later ones serve.
 //!
 //! Messages with descriptors, in every mode that echoes: `stream` carries one Unix stream,
 //! on which the worker writes its pid, then answers `took` with the count it received;
@@ -108,6 +110,18 @@ async fn main() {
     if mode == "lying-fds" && first {
         write_lying_fds_frame();
         std::future::pending::<()>().await;
+    }
+    if let Some(count) = mode.strip_prefix("taken-batch:") {
+        if first {
+            let count: u64 = count.parse().expect("taken-batch:N");
+            let seqs: Vec<String> = (1..=count).map(|s| s.to_string()).collect();
+            let payload = format!(
+                r#"{{"ConnectionsTaken":{{"address":"127.0.0.1:1","seqs":[{}]}}}}"#,
+                seqs.join(",")
+            );
+            write_frame(0, payload.as_bytes());
+            std::future::pending::<()>().await;
+        }
     }
     if mode == "garbage" {
         // SAFETY: fd 3 is the channel end the master mapped for us; it is used only here and
@@ -691,9 +705,14 @@ async fn answer(stream: &mut tokio::net::TcpStream, pid: u32) -> std::io::Result
 fn write_raw_frame(kind: u8, payload: &[u8]) {
     let mut payload = payload.to_vec();
     payload.extend_from_slice(&0x2999_9999_9999_9999u64.to_le_bytes());
+    write_frame(kind, &payload);
+}
+
+/// Writes a frame of `kind` with `payload` on the channel, bypassing the worker runtime.
+fn write_frame(kind: u8, payload: &[u8]) {
     let mut frame = vec![0xC1, kind, 0, 0];
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    frame.extend_from_slice(payload);
     // SAFETY: fd 3 is the channel end the master mapped for us; nothing else uses it yet,
     // and it is not closed here (the worker runtime takes it over afterwards).
     let mut raw = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(3) });
