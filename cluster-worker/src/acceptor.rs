@@ -115,7 +115,15 @@ impl Acceptor {
         // The listener must be one epoll can wait on; the thread queues up when asked.
         queue_up(&epoll, &listener)?;
         epoll.delete(listener.as_fd())?;
-        let connections = crate::worker::connected().map(|w| w.connections().clone());
+        // A socket of our own in an `SO_REUSEPORT` group (ReusePort scheduling): the kernel
+        // decides which connections reach it and nobody else can take them, so holding back
+        // would only delay them.
+        let own_queue =
+            nix::sys::socket::getsockopt(&listener, nix::sys::socket::sockopt::ReusePort)
+                .unwrap_or(false);
+        let connections = crate::worker::connected()
+            .filter(|_| !own_queue)
+            .map(|w| w.connections().clone());
         let (tx, accepted) = mpsc::channel(MAX_WINDOW);
         let (demand, demanded) = std::sync::mpsc::sync_channel(MAX_WINDOW);
         let failed = Arc::new(Mutex::new(None));

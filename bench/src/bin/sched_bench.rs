@@ -9,7 +9,7 @@
 //! Run: `cargo run --release -p cluster-bench --bin sched_bench [SECONDS] [WORKERS]`
 //! (default 5 s, 2 workers).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -133,8 +133,8 @@ async fn load(
 /// Waits until every worker has answered a request (a worker reports ready just before it
 /// starts serving): the keep-alive connections are opened once, at the start, and a worker
 /// not accepting yet would get none of them.
-async fn all_answer(address: SocketAddr, workers: usize) {
-    let mut seen = std::collections::HashSet::new();
+async fn all_answer(address: SocketAddr, workers: usize) -> HashSet<u32> {
+    let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sent = 0;
     while seen.len() < workers && Instant::now() < deadline {
@@ -151,6 +151,7 @@ async fn all_answer(address: SocketAddr, workers: usize) {
         }
     }
     assert_eq!(seen.len(), workers, "not every worker answers");
+    seen
 }
 
 /// Counts per worker, largest first: `17 / 15`.
@@ -164,15 +165,24 @@ fn counts(by_pid: &HashMap<u32, usize>) -> String {
         .join(" / ")
 }
 
+/// Each worker's share, largest first.
 fn share(by_pid: &HashMap<u32, usize>) -> String {
+    share_in(by_pid, &by_requests(by_pid))
+}
+
+/// The workers, most requests first.
+fn by_requests(by_pid: &HashMap<u32, usize>) -> Vec<u32> {
+    let mut order: Vec<u32> = by_pid.keys().copied().collect();
+    order.sort_by_key(|pid| std::cmp::Reverse(by_pid[pid]));
+    order
+}
+
+/// Each worker's share, in `order` (to read two splits side by side, worker by worker).
+fn share_in(by_pid: &HashMap<u32, usize>, order: &[u32]) -> String {
     let total: usize = by_pid.values().sum();
-    let mut shares: Vec<f64> = by_pid
-        .values()
-        .map(|n| *n as f64 * 100.0 / total.max(1) as f64)
-        .collect();
-    shares.sort_by(|a, b| b.total_cmp(a));
-    shares
+    order
         .iter()
+        .map(|pid| by_pid.get(pid).copied().unwrap_or(0) as f64 * 100.0 / total.max(1) as f64)
         .map(|s| format!("{s:.1}%"))
         .collect::<Vec<_>>()
         .join(" / ")
@@ -189,9 +199,9 @@ async fn master() {
         .unwrap_or(2);
     let exe = std::env::current_exe().expect("exe");
     println!(
-        "| mode | keep-alive req/s | p50 | p99 | live connections | keep-alive split | new-connection req/s | p50 | p99 | new-connection split | failed | reload |"
+        "| mode | keep-alive req/s | p50 | p99 | live connections | keep-alive split | worker CPU split | new-connection req/s | p50 | p99 | new-connection split | failed | reload |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, scheduling) in [
         ("Shared", Scheduling::Shared),
         (
@@ -228,9 +238,23 @@ async fn master() {
             }
         }
         let address = address.expect("address");
-        all_answer(address, workers).await;
+        let pids = all_answer(address, workers).await;
+        let cpu_before: HashMap<u32, u64> = pids
+            .iter()
+            .map(|&pid| (pid, cluster_bench::cpu_ns(pid)))
+            .collect();
         let never = || Arc::new(AtomicBool::new(false));
         let keep_alive = load(address, KEEP_ALIVE_CLIENTS, seconds, false, never()).await;
+        // The CPU each worker got meanwhile (in the order of the request split): with
+        // connections split evenly, the requests split as the CPU does (the load generator
+        // shares the cores).
+        let cpu: HashMap<u32, usize> = cpu_before
+            .iter()
+            .map(|(&pid, &before)| {
+                let used = cluster_bench::cpu_ns(pid).saturating_sub(before);
+                (pid, (used / 1000) as usize)
+            })
+            .collect();
         let fresh_seconds = seconds.min(3.0);
         let fresh = load(address, 1, fresh_seconds, true, never()).await;
         let pct = |load: &Load, p: usize| {
@@ -254,12 +278,13 @@ async fn master() {
         let during_reload = background.await.expect("reload load");
 
         println!(
-            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {:.0} ms |",
+            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {:.0} ms |",
             keep_alive.requests as f64 / seconds,
             pct(&keep_alive, 50),
             pct(&keep_alive, 99),
             counts(&keep_alive.connections_by_pid),
             share(&keep_alive.by_pid),
+            share_in(&cpu, &by_requests(&keep_alive.by_pid)),
             fresh.requests as f64 / fresh_seconds,
             pct(&fresh, 50),
             pct(&fresh, 99),
