@@ -5,7 +5,10 @@
 //! [`Worker::ready`], messages to other workers); [`listen`] returns a
 //! `tokio::net::TcpListener` that is the master's shared socket inside a cluster and a socket
 //! of its own outside one, so the same binary runs standalone; [`incoming`] returns an
-//! [`Acceptor`] that works in every scheduling mode and spreads connections evenly.
+//! [`Acceptor`] that works in every scheduling mode and spreads connections evenly: new
+//! ones in turn, and live ones by count when the server counts them
+//! ([`Worker::connection_opened`], [`Worker::count_connections`]; a worker holding clearly
+//! more than the others lets them accept first).
 //!
 //! Servers take part in a graceful disconnect through [`Worker::register_server`] and
 //! [`Worker::closing`]: when the worker disconnects (by its own call, the master's request,
