@@ -71,15 +71,18 @@ impl LoadSlots {
         }
     }
 
-    /// The connections worker `id` holds, as it wrote them in its slot; 0 if it has none
-    /// or does not take part in the balance (its server does not count its connections).
-    pub(crate) fn live(&self, id: u32) -> u32 {
-        let Some(table) = &self.table else {
-            return 0;
-        };
-        let slot = self.held().by_worker.get(&id).copied();
-        slot.and_then(|slot| table.accepting_load(slot))
-            .unwrap_or(0)
+    /// The connections each worker of `ids` holds, as it wrote them in its slot, in the
+    /// order of `ids`; 0 for one without a slot or that does not take part in the balance
+    /// (its server does not count its connections).
+    pub(crate) fn live_of(&self, ids: impl Iterator<Item = u32>) -> Vec<u32> {
+        let held = self.held();
+        ids.map(|id| {
+            let slot = held.by_worker.get(&id).copied();
+            let load = self.table.as_ref().zip(slot);
+            load.and_then(|(table, slot)| table.accepting_load(slot))
+                .unwrap_or(0)
+        })
+        .collect()
     }
 }
 
@@ -97,14 +100,14 @@ mod tests {
         table.set(0, 10, true);
         table.set(1, 7, false);
         assert_eq!(
-            (slots.live(1), slots.live(2)),
-            (10, 0),
+            slots.live_of([1, 2].into_iter()),
+            vec![10, 0],
             "2 does not take part"
         );
         slots.release(1);
-        assert_eq!(slots.live(1), 0);
+        assert_eq!(slots.live_of([1].into_iter()), vec![0]);
         assert_eq!(slots.claim(3).unwrap().slot, 0);
         assert_eq!(table.load(0), 0, "a reused slot starts empty");
-        assert_eq!(slots.live(99), 0, "no slot");
+        assert_eq!(slots.live_of([99].into_iter()), vec![0], "no slot");
     }
 }

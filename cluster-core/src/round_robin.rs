@@ -397,6 +397,8 @@ impl Dispatcher {
         }
         let mut state = self.lock();
         let count = state.targets.len();
+        // One read of the table for every target (one lock, not one per worker).
+        let live = self.loads.live_of(state.targets.iter().map(Worker::id));
         // (connections held, index, can take one now), in turn order from `next`.
         let mut candidates = Vec::with_capacity(count);
         for step in 0..count {
@@ -404,7 +406,7 @@ impl Dispatcher {
             let worker = &state.targets[index];
             if worker.state() < WorkerState::Disconnecting && !state.silent.contains(&worker.id()) {
                 let busy = state.in_flight.get(&worker.id()).copied().unwrap_or(0);
-                let holds = self.loads.live(worker.id()) as usize + busy;
+                let holds = live[index] as usize + busy;
                 candidates.push((holds, index, busy < MAX_IN_FLIGHT));
             }
         }
