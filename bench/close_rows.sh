@@ -39,23 +39,6 @@ tree_cpu_ns() { # pid -> "own children": on-CPU ns (schedstat) of the process an
 
 cpu_times() { awk '/^cpu / {print $2+$3+$4+$6+$7+$8, $5}' /proc/stat; } # busy idle (ticks)
 
-stop_tree() { # pid: TERM the master, then its children still alive, by pid
-  local pid=$1 children
-  children=$(pgrep -P "$pid" || true)
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  for child in $children; do
-    for _ in $(seq 100); do kill -0 "$child" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$child" 2>/dev/null || true
-  done
-  for _ in $(seq 200); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" || return 0
-    sleep 0.05
-  done
-  echo "something still answers on $PORT" >&2
-  return 1
-}
-
 if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
   echo "something already answers on 127.0.0.1:$PORT: stop it first" >&2
   exit 1
@@ -78,7 +61,7 @@ for round in $(seq "$ROUNDS"); do
     read -r own1 kids1 < <(tree_cpu_ns "$pid")
     read -r busy1 idle1 < <(cpu_times)
     load=$(cut -d' ' -f1 /proc/loadavg)
-    stop_tree "$pid"
+    stop "$pid"
     idle=$(awk -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) 'BEGIN {printf "%.0f", 100 * i / (b + i)}')
     RPS[$system]=$rps
     SUM[$system]=$(awk -v a="${SUM[$system]:-0}" -v b="$rps" 'BEGIN {printf "%.2f", a + b}')

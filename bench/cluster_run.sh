@@ -15,24 +15,8 @@ REST_PORT=19485
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q -p examples -p cluster-cli
 
-start() {
-  case $1 in
-    single) PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster_worker >/dev/null 2>&1 & ;;
-    shared) PORT=$PORT REST_PORT=$REST_PORT ./target/release/connect_with_cluster >/dev/null 2>&1 & ;;
-    cluster-run) PORT=$PORT REST_PORT=$REST_PORT ./target/release/cluster run -w 2 \
-        -l "127.0.0.1:$PORT" -l "127.0.0.1:$REST_PORT" --ready-after 200 \
-        -- ./target/release/connect_with_cluster_worker >/dev/null 2>&1 & ;;
-  esac
-}
-wait_port() {
-  for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && return 0; sleep 0.05; done
-  echo "nothing answers on $PORT" >&2; return 1
-}
-stop() {
-  kill -TERM "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-  for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" || return 0; sleep 0.05; done
-}
+# wait_port, start, stop
+source bench/systems.sh
 rps() { wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" "$@" "http://127.0.0.1:$PORT/" | awk '/Requests\/sec/ {printf "%.0f", $2}'; }
 
 declare -A KA CLOSE

@@ -45,29 +45,8 @@ rss_tree() { # RSS in KiB of a process and its children: "master workers..."
   echo "$out"
 }
 
-# wait_port, start
+# wait_port, start, stop
 source bench/systems.sh
-
-stop() { # pid; returns once nothing answers on the port any more
-  # Only what this script started: the top process and its workers, by pid (a user's own
-  # cluster may run the same binaries).
-  local workers
-  workers=$(pgrep -P "$1" || true)
-  kill -TERM "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-  for worker in $workers; do kill -KILL "$worker" 2>/dev/null || true; done
-  # After a hot upgrade the new master is not this shell's child: it holds our port (checked
-  # free at the start), so stop whatever listens there (it and, in Shared mode, its workers).
-  for holder in $(ss -ltnpH "sport = :$PORT" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
-    kill -TERM "$holder" 2>/dev/null || true
-  done
-  for _ in $(seq 200); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" || return 0
-    sleep 0.05
-  done
-  echo "something still answers on $PORT" >&2
-  return 1
-}
 
 panic_path() { # system -> the app's route that fails asynchronously
   case $1 in pm) echo /asyncerror ;; *) echo /asycerror ;; esac

@@ -468,13 +468,9 @@ impl Dispatcher {
     async fn next_connection(&self, listener: &AsyncFd<std::net::TcpListener>) -> Queued {
         loop {
             let wake = self.wake.notified();
-            let handed_off = {
-                let mut state = self.lock();
-                if let Some(queued) = state.requeue.pop_front() {
-                    state.in_hand = true;
-                    return queued;
-                }
-                state.handed_off
+            let handed_off = match self.requeued() {
+                Ok(queued) => return queued,
+                Err(handed_off) => handed_off,
             };
             if handed_off {
                 wake.await;
@@ -490,14 +486,7 @@ impl Dispatcher {
                         Err(e) => Err(e),
                     };
                     match accepted {
-                        Ok((stream, peer)) => {
-                            self.lock().in_hand = true;
-                            return Queued {
-                                stream: Arc::new(stream),
-                                client: Some(peer.ip()),
-                                no_room: Vec::new(),
-                            };
-                        }
+                        Ok(accepted) => return self.in_hand(accepted),
                         Err(e) => self.under_pressure("accept failed", &e).await,
                     }
                 },
@@ -547,26 +536,37 @@ impl Dispatcher {
     /// waiting path in [`Dispatcher::next_connection`] meets it again and pauses). Marks it
     /// in hand.
     fn ready_connection(&self, listener: &AsyncFd<std::net::TcpListener>) -> Option<Queued> {
-        {
-            let mut state = self.lock();
-            if let Some(queued) = state.requeue.pop_front() {
-                state.in_hand = true;
-                return Some(queued);
-            }
-            if state.handed_off {
-                return None;
-            }
+        match self.requeued() {
+            Ok(queued) => return Some(queued),
+            Err(true) => return None,
+            Err(false) => {}
         }
         // Tries only while tokio has seen the listener readable; a `WouldBlock` clears that.
-        let (stream, peer) = listener
-            .try_io(tokio::io::Interest::READABLE, |l| l.accept())
-            .ok()?;
+        let accepted = listener.try_io(tokio::io::Interest::READABLE, |l| l.accept());
+        accepted.ok().map(|accepted| self.in_hand(accepted))
+    }
+
+    /// A connection to hand over again, marked in hand; else whether the socket is handed
+    /// off (`Err(true)`: nothing new is accepted).
+    fn requeued(&self) -> Result<Queued, bool> {
+        let mut state = self.lock();
+        match state.requeue.pop_front() {
+            Some(queued) => {
+                state.in_hand = true;
+                Ok(queued)
+            }
+            None => Err(state.handed_off),
+        }
+    }
+
+    /// A connection just accepted, marked in hand.
+    fn in_hand(&self, (stream, peer): (TcpStream, SocketAddr)) -> Queued {
         self.lock().in_hand = true;
-        Some(Queued {
+        Queued {
             stream: Arc::new(stream),
             client: Some(peer.ip()),
             no_room: Vec::new(),
-        })
+        }
     }
 
     /// Makes `queued` a pending hand-over to `worker`, in that worker's group of this batch.

@@ -6,8 +6,8 @@
 //! each worker a slot with its handoff; a worker writes there how many connections it holds
 //! and whether it accepts, and before each accept reads the others' slots: a worker holding
 //! clearly more than the others' average ([`crowded`]) lets them accept first. No message,
-//! no lock, no master hop: two atomic stores per connection opened or closed and a read of the slots per
-//! accept.
+//! no lock between processes, no master hop: two atomic stores per connection opened or
+//! closed, and a read of the slots in use per accept.
 //!
 //! A slot is one cache line, so a worker's writes never invalidate another's slot. Every
 //! field is an atomic integer and every bit pattern means something, so a worker writing

@@ -13,8 +13,8 @@
 //! a worker holding clearly more live connections than the others' average stays off the
 //! socket's queue of waiters, so the others take the next connections; it looks again at
 //! each new connection, and accepts anyway one left waiting [`GRACE`] (the others are
-//! busy), so the balance never keeps a client waiting long. Round-robin workers write the same table,
-//! and the master's dispatcher reads it.
+//! busy), so the balance never keeps a client waiting long. Round-robin workers write the
+//! same table, and the master's dispatcher reads it.
 //!
 //! A dedicated accept thread is also faster than tokio's accept loop for a process alone on
 //! its socket (measured: `Connection: close` 20–21k req/s against 14–15k on a multi-thread
@@ -419,10 +419,10 @@ fn pause_after(
 ) -> bool {
     let pause = accept_failed(failures, "accept failed", error);
     let _ = epoll.delete(listener.as_fd());
-    let deadline = std::time::Instant::now() + pause;
+    let deadline = Instant::now() + pause;
     let mut events = [EpollEvent::empty(); 1];
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }

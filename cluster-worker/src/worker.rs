@@ -1,7 +1,7 @@
 //! This process as a cluster worker (Node's `cluster.worker` in a worker).
 
 use std::collections::HashMap;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -35,6 +35,17 @@ pub(crate) enum Granted {
 pub(crate) struct Feed {
     sender: mpsc::Sender<(std::net::TcpStream, std::net::SocketAddr)>,
     pub(crate) demand: Arc<tokio::sync::Semaphore>,
+}
+
+/// Puts a connection taken from the master in its feed, for the server's `accept`.
+fn deliver(
+    permit: mpsc::OwnedPermit<(std::net::TcpStream, std::net::SocketAddr)>,
+    stream: std::net::TcpStream,
+) {
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    permit.send((stream, peer));
 }
 
 type ListenReply = Result<(String, Granted), ListenFailure>;
@@ -736,10 +747,7 @@ impl Worker {
                 return;
             }
             if let (true, Some(permit)) = (took, permit) {
-                let peer = stream
-                    .peer_addr()
-                    .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                permit.send((stream, peer));
+                deliver(permit, stream);
             }
         });
     }
@@ -793,10 +801,7 @@ impl Worker {
             match sender.send_control_by(&taken, take_by_ns).await {
                 Ok(true) => {
                     for (_, stream, permit) in ready {
-                        let peer = stream
-                            .peer_addr()
-                            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                        permit.send((stream, peer));
+                        deliver(permit, stream);
                     }
                 }
                 Ok(false) => {
@@ -966,25 +971,42 @@ fn take_channel_end(handoff: &WorkerHandoff) -> Result<OwnedFd, WorkerError> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Takes ownership of descriptor `raw`, which the master left open across exec for this
+/// worker and named once in the handoff (`what` it is, for the log), after checking that it
+/// is open, not the channel nor a standard stream, and a socket if it `must_be_socket`;
+/// close-on-exec from now on. `None` (logged) otherwise.
+fn adopt_inherited(
+    raw: RawFd,
+    handoff: &WorkerHandoff,
+    what: &str,
+    must_be_socket: bool,
+) -> Option<OwnedFd> {
+    if raw == handoff.channel_fd || raw <= 2 {
+        tracing::warn!(raw, "{what} descriptor {raw} is not usable; ignored");
+        return None;
+    }
+    // SAFETY: `raw` is non-negative (the handoff parser checks it) and only borrowed for
+    // these checks, during which nothing closes it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+    if must_be_socket && !cluster_ipc::fd::is_socket(borrowed) {
+        tracing::warn!(raw, "{what} descriptor {raw} is not a socket; ignored");
+        return None;
+    }
+    if let Err(e) = cluster_ipc::fd::set_cloexec(borrowed) {
+        tracing::warn!(raw, "{what} descriptor {raw}: {e}; ignored");
+        return None;
+    }
+    // SAFETY: open (`set_cloexec` succeeded); the master left it open across exec for us
+    // alone and named it once in the handoff; `connect` runs once (OnceLock), so it is
+    // owned once.
+    Some(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// Maps the shared load table the handoff names, with this worker's slot; `None` (logged)
 /// if there is none or it is not usable: the worker then stays out of the balance.
 fn adopt_load_table(handoff: &WorkerHandoff) -> Option<(cluster_ipc::LoadTable, usize)> {
     let load_slot = handoff.load_slot?;
-    let raw = load_slot.fd;
-    if raw == handoff.channel_fd || raw <= 2 {
-        tracing::warn!(raw, "load table descriptor {raw} is not usable; ignored");
-        return None;
-    }
-    // SAFETY: `raw` is non-negative (the handoff parser checks it) and only borrowed for
-    // this check, during which nothing closes it.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
-    if let Err(e) = cluster_ipc::fd::set_cloexec(borrowed) {
-        tracing::warn!(raw, "load table descriptor {raw}: {e}; ignored");
-        return None;
-    }
-    // SAFETY: open (`set_cloexec` succeeded); the master left it open across exec for us
-    // alone and named it once in the handoff; `connect` runs once (OnceLock).
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = adopt_inherited(load_slot.fd, handoff, "load table", false)?;
     match cluster_ipc::LoadTable::open(fd) {
         Ok(table) => Some((table, load_slot.slot as usize)),
         Err(e) => {
@@ -1001,27 +1023,10 @@ fn adopt_handed(handoff: &WorkerHandoff) -> Vec<Handed> {
     for socket in &handoff.sockets {
         let fd = match socket.fd {
             None => None,
-            Some(raw) if raw == handoff.channel_fd || raw <= 2 => {
-                tracing::warn!(raw, "handed socket descriptor {raw} is not usable; ignored");
-                continue;
-            }
-            Some(raw) => {
-                // SAFETY: `raw` is non-negative (the handoff parser checks it) and only
-                // borrowed for these checks, during which nothing closes it.
-                let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
-                if !cluster_ipc::fd::is_socket(borrowed) {
-                    tracing::warn!(raw, "handed descriptor {raw} is not a socket; ignored");
-                    continue;
-                }
-                if let Err(e) = cluster_ipc::fd::set_cloexec(borrowed) {
-                    tracing::warn!(raw, "handed socket {raw}: {e}; ignored");
-                    continue;
-                }
-                // SAFETY: the master left this socket open across exec for us alone and
-                // named it once in the handoff; `connect` runs once (OnceLock), so it is
-                // owned once.
-                Some(unsafe { OwnedFd::from_raw_fd(raw) })
-            }
+            Some(raw) => match adopt_inherited(raw, handoff, "handed socket", true) {
+                Some(fd) => Some(fd),
+                None => continue,
+            },
         };
         adopted.push(Handed {
             index: socket.index,
