@@ -72,6 +72,21 @@ pub fn unique_socket_path(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("{tag}-{}-{nanos}.sock", std::process::id()))
 }
 
+/// Sends SIGTERM to a master the test started (already stopping is fine) and asserts that
+/// it exits with code 0 within 15 s.
+pub async fn stop_master(mut master: tokio::process::Child) {
+    if let Some(pid) = master.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let status = within(15, "the master's exit", master.wait())
+        .await
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
 /// Awaits `future`, failing the test with `what` after `secs` seconds.
 pub async fn within<T>(secs: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), future).await {

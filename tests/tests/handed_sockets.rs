@@ -6,9 +6,7 @@
 
 use std::net::SocketAddr;
 
-use cluster_tests::{Lines, children_of, http_get, start_test_master, within};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use cluster_tests::{Lines, children_of, http_get, start_test_master, stop_master, within};
 use tokio::process::Child;
 
 /// The test master with 2 graceful test workers on `127.0.0.1:0`; `scheduling` is
@@ -69,16 +67,6 @@ async fn answers_from(address: SocketAddr, pid: u32) -> bool {
     .await
 }
 
-async fn stop(mut master: Child) {
-    if let Some(pid) = master.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    let status = within(15, "the master's exit", master.wait())
-        .await
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
-}
-
 #[tokio::test]
 async fn a_replacement_serves_on_the_socket_its_predecessor_had() {
     let (master, mut lines, address, first) = start("shared").await;
@@ -108,7 +96,7 @@ async fn a_replacement_serves_on_the_socket_its_predecessor_had() {
         answers_from(address, new).await,
         "the replacement never answered"
     );
-    stop(master).await;
+    stop_master(master).await;
 }
 
 #[tokio::test]
@@ -124,5 +112,5 @@ async fn a_round_robin_replacement_is_handed_connections_without_asking() {
         answers_from(address, new).await,
         "the replacement never answered"
     );
-    stop(master).await;
+    stop_master(master).await;
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use cluster_tests::{Lines, children_of, eventually, http_get, start_test_master, within};
+use cluster_tests::{Lines, children_of, eventually, http_get, start_test_master, stop_master};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::Child;
@@ -31,17 +31,6 @@ async fn start(env: &[(&str, &str)]) -> (Child, Lines, SocketAddr) {
 /// The master's live children.
 fn workers(master: &Child) -> Vec<u32> {
     children_of(master.id().expect("master pid"))
-}
-
-async fn stop(mut master: Child) {
-    if let Some(pid) = master.id() {
-        // Already stopping is fine.
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    let status = within(15, "the master's exit", master.wait())
-        .await
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]
@@ -73,7 +62,7 @@ async fn two_panics_under_the_default_recipe_leave_two_workers_serving() {
             "{pid} is not a live worker"
         );
     }
-    stop(master).await;
+    stop_master(master).await;
 }
 
 #[tokio::test]
@@ -93,7 +82,7 @@ async fn a_worker_killed_from_outside_is_replaced_once_even_with_a_forking_callb
     lines.wait_for(15, "master stopped").await;
     let forks = lines.seen.iter().filter(|l| l.starts_with("fork")).count();
     assert_eq!(forks, 3, "{:#?}", lines.seen);
-    stop(master).await;
+    stop_master(master).await;
 }
 
 #[tokio::test]
@@ -109,5 +98,5 @@ async fn respawn_manual_replaces_nothing() {
         "{:#?}",
         lines.seen
     );
-    stop(master).await;
+    stop_master(master).await;
 }
